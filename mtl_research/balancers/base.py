@@ -1,0 +1,98 @@
+"""The interface between the train step and a loss balancer.
+
+The step asks a balancer three questions and never tests its name:
+
+1. `gradient_scope`: which per-task gradients must I compute for you?
+   NONE (loss weighting: uncertainty, DWA, ...), LAST_SHARED (the kernel of the
+   last shared layer: GradNorm) or SHARED (every shared variable: PCGrad, MGDA,
+   CAGrad, ...). The step computes only those.
+2. `objective(losses)`: the scalar whose gradient the model follows. Variables
+   in `joint_variables` (for example uncertainty's log-variances) are trained by
+   the model's optimizer on the same objective.
+3. If `aggregates` is True, `aggregate(stats)` returns the gradient of the
+   shared variables instead (gradient surgery); the rest of the model still
+   follows `objective`.
+
+After the model update the step calls `update(stats)`, where a balancer updates
+state it trains by its own rule (GradNorm's weights, its initial losses) and
+returns diagnostics for TensorBoard. `weights()` reports the current effective
+per-task weights. All state lives in tf.Variables attached to the balancer (a
+tf.Module), so it is checkpointed with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping, Sequence
+
+import tensorflow as tf
+
+from mtl_research import tasks as tasks_lib
+
+
+class GradientScope(enum.Enum):
+  NONE = "none"
+  LAST_SHARED = "last_shared"
+  SHARED = "shared"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStats:
+  """What the step measured this step, handed to `aggregate` and `update`.
+
+  Attributes:
+    losses: [T] per-task losses, each averaged over the global batch.
+    task_grads: for each task, the gradients of its loss with respect to the
+      variables of `gradient_scope` (in `scope_variables` order); None if the
+      balancer's scope is NONE.
+    scope_variables: the variables `task_grads` refer to.
+    step: int64 count of steps completed before this one.
+  """
+
+  losses: tf.Tensor
+  task_grads: tuple[tuple[tf.Tensor, ...], ...] | None
+  scope_variables: tuple[tf.Variable, ...]
+  step: tf.Tensor
+
+
+class Balancer(tf.Module):
+  """Base class: combines per-task losses (or gradients) into one update."""
+
+  gradient_scope: GradientScope = GradientScope.NONE
+  aggregates: bool = False
+
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any]):
+    super().__init__(name=type(self).__name__.lower())
+    self.task_specs = tuple(task_specs)
+    self.num_tasks = len(self.task_specs)
+
+  @property
+  def task_names(self) -> list[str]:
+    return [task.name for task in self.task_specs]
+
+  @property
+  def joint_variables(self) -> list[tf.Variable]:
+    """Variables trained by the model's optimizer on `objective`."""
+    return []
+
+  def objective(self, losses: tf.Tensor) -> tf.Tensor:
+    """The scalar the model minimizes, given the [T] per-task losses."""
+    raise NotImplementedError
+
+  def aggregate(self, stats: StepStats) -> list[tf.Tensor]:
+    """Combined gradient for `stats.scope_variables` (only if `aggregates`)."""
+    raise NotImplementedError
+
+  def update(self, stats: StepStats) -> dict[str, tf.Tensor]:
+    """Updates own state after the model step; returns named diagnostics.
+
+    A diagnostic of shape [T] is logged per task as `<name>/<task>`; a scalar
+    as `<name>`.
+    """
+    del stats
+    return {}
+
+  def weights(self) -> tf.Tensor:
+    """[T] effective per-task weights: the factor that multiplies each loss."""
+    raise NotImplementedError

@@ -1,0 +1,56 @@
+"""`mtl-train`: train one configuration into a run directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import logging as absl_logging
+
+from mtl_research import flags as flags_lib
+from mtl_research.data import DATASETS
+from mtl_research.errors import UserError
+from mtl_research.train import loop, run_dir
+
+
+def train() -> dict:
+  """Trains from the parsed flags; raises UserError before writing on bad input."""
+  config = flags_lib.config_from_flags()
+  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed)
+  bundle.validate(config.loop.batch_size)
+  parts = loop.build(config, bundle)
+  run = run_dir.prepare(config.run_dir, flags_lib.flag_lines(config.run_dir), config.overwrite,
+                        flags_lib.OPERATIONAL)
+  metrics = loop.Trainer(config, bundle, parts, run).run()
+  _report(run, metrics)
+  return metrics
+
+
+def _report(run: run_dir.RunDir, metrics: dict) -> None:
+  for task, values in metrics["test"].items():
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+    print(f"test {task}: {shown}")
+  print(f"weights: {', '.join(f'{k} {v:.4f}' for k, v in metrics['weights'].items())}")
+  print(f"Results: {run.metrics_file}")
+  print(f"TensorBoard: tensorboard --logdir {os.path.abspath(run.path)}")
+
+
+def main(argv: list[str]) -> None:
+  if not flags_lib.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # checkpoint INFO lines drown the progress
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+  try:
+    train()
+  except UserError as error:
+    sys.exit(f"error: {error}")
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

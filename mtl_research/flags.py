@@ -1,0 +1,158 @@
+"""Command-line flags of the trainer and their translation into a `Config`.
+
+Core flags are defined here; every `Param` declared by a registered dataset,
+architecture or balancer becomes a flag of the same name. Every flag is checked
+when parsed, so a bad value stops the program with one line naming the flag
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+from absl import flags
+
+from mtl_research import config as config_lib
+from mtl_research.balancers import BALANCERS
+from mtl_research.data import DATASETS
+from mtl_research.errors import UserError
+from mtl_research.models import ARCHITECTURES
+from mtl_research.params import BOOL, ENUM, FLOAT, INT, Param
+
+FLAGS = flags.FLAGS
+_DEFAULTS = config_lib.LoopConfig()
+_OPT = config_lib.OptimizerConfig()
+
+flags.DEFINE_string("run_dir", None, "Run directory; default: a new runs/<time>-<balancer>.")
+flags.DEFINE_bool("overwrite", False, "Delete an existing run directory written with other flags.")
+flags.DEFINE_integer("seed", 0, "Seed for data generation, shuffling and initialization.")
+flags.DEFINE_enum("dataset", "synthetic", DATASETS.names(), "Dataset source.")
+flags.DEFINE_enum("model", "shared_bottom", ARCHITECTURES.names(), "Architecture.")
+flags.DEFINE_enum("balancer", "fixed", BALANCERS.names(), "Loss balancer.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global training batch size.", lower_bound=1)
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (ignored when --train_steps > 0).", lower_bound=1)
+flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps, "Training steps; wins over --epochs when > 0.",
+                     lower_bound=0)
+flags.DEFINE_integer("steps_per_loop", _DEFAULTS.steps_per_loop,
+                     "Steps per call of the compiled train loop (one progress line each).", lower_bound=1)
+flags.DEFINE_integer("eval_every", _DEFAULTS.eval_every,
+                     "Evaluate on the validation split every N steps (0: only at the end).", lower_bound=0)
+flags.DEFINE_integer("summary_every", _DEFAULTS.summary_every, "Write train summaries every N steps.",
+                     lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
+                     "Save a checkpoint every N steps (and always at the end).", lower_bound=1)
+flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size, "Batch size of evaluation.", lower_bound=1)
+flags.DEFINE_bool("log_grad_conflict", False,
+                  "At summary steps, log the cosine between task gradients on the shared variables.")
+flags.DEFINE_enum("optimizer", _OPT.name, ["adam", "sgd", "adamw"], "Optimizer of the model.")
+flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Peak learning rate of the model.")
+flags.DEFINE_enum("lr_schedule", _OPT.schedule, ["constant", "cosine", "step"],
+                  "Learning-rate schedule: constant, cosine decay to 0 at the end, or step decay.")
+flags.DEFINE_integer("lr_decay_steps", _OPT.decay_steps,
+                     "Step schedule: steps between decays (0: a third of the run).", lower_bound=0)
+flags.DEFINE_float("lr_decay_rate", _OPT.decay_rate, "Step schedule: factor per decay.", lower_bound=0.0)
+flags.DEFINE_float("weight_decay", _OPT.weight_decay, "Decoupled weight decay of --optimizer=adamw.",
+                   lower_bound=0.0)
+flags.DEFINE_float("momentum", _OPT.momentum, "Momentum of --optimizer=sgd.", lower_bound=0.0)
+
+flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive.")
+flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate must be in (0, 1].")
+
+# Flags that change how a run is observed, not what it computes: a run dir may
+# be resumed with different values of these.
+OPERATIONAL = frozenset({
+    "run_dir", "overwrite", "steps_per_loop", "eval_every", "summary_every", "checkpoint_every",
+    "eval_batch_size", "log_grad_conflict",
+})
+
+
+def _define_param(param: Param, owner: str) -> None:
+  help_text = f"[{owner}] {param.help}"
+  if param.kind == FLOAT:
+    flags.DEFINE_float(param.name, param.default, help_text)
+  elif param.kind == INT:
+    flags.DEFINE_integer(param.name, param.default, help_text)
+  elif param.kind == BOOL:
+    flags.DEFINE_bool(param.name, param.default, help_text)
+  elif param.kind == ENUM:
+    flags.DEFINE_enum(param.name, param.default, list(param.choices), help_text)
+  else:
+    flags.DEFINE_string(param.name, param.default, help_text)
+
+  def check(value) -> bool:
+    try:
+      param.parse(value)
+    except UserError as error:
+      raise flags.ValidationError(str(error)) from None
+    return True
+
+  flags.register_validator(param.name, check)
+
+
+def _define_component_params() -> None:
+  seen: dict[str, Param] = {}
+  for family in (DATASETS, ARCHITECTURES, BALANCERS):
+    for entry in family.entries():
+      for param in entry.params:
+        if param.name in seen:
+          if seen[param.name] != param:
+            raise ValueError(f"Param {param.name!r} is declared differently by two components.")
+          continue
+        seen[param.name] = param
+        _define_param(param, f"{family.family} {entry.name}")
+
+
+_define_component_params()
+
+
+def _component(family, name: str) -> config_lib.ComponentConfig:
+  params = {p.name: p.parse(FLAGS[p.name].value) for p in family.get(name).params}
+  return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
+
+
+def default_run_dir() -> str:
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", f"{stamp}-{FLAGS.balancer}")
+
+
+def config_from_flags() -> config_lib.Config:
+  """Builds the run's Config from the parsed flags (raises UserError)."""
+  loop = config_lib.LoopConfig(
+      batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps, epochs=FLAGS.epochs,
+      steps_per_loop=FLAGS.steps_per_loop, eval_every=FLAGS.eval_every,
+      summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
+      eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict)
+  optimizer = config_lib.OptimizerConfig(
+      name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
+      decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,
+      weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum)
+  return config_lib.Config(
+      run_dir=FLAGS.run_dir or default_run_dir(), seed=FLAGS.seed,
+      dataset=_component(DATASETS, FLAGS.dataset), model=_component(ARCHITECTURES, FLAGS.model),
+      balancer=_component(BALANCERS, FLAGS.balancer), optimizer=optimizer, loop=loop,
+      overwrite=FLAGS.overwrite)
+
+
+def our_flag_names() -> list[str]:
+  """Names of the flags this package defines (not absl's own), sorted."""
+  return sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
+                if name == flag.name and _defined_here(flag))
+
+
+def _defined_here(flag) -> bool:
+  module = FLAGS.find_module_defining_flag(flag.name) or ""
+  return module.startswith("mtl_research")
+
+
+def flag_lines(run_dir: str) -> list[str]:
+  """A flagfile reproducing this run: every flag of ours with its value."""
+  lines = []
+  for name in our_flag_names():
+    if name in ("overwrite",):
+      continue
+    if name == "run_dir":
+      lines.append(f"--run_dir={run_dir}")
+    else:
+      lines.append(FLAGS[name].serialize())
+  return lines

@@ -1,0 +1,10 @@
+"""Multi-task architectures registered by name (`--model`).
+
+Importing this package registers every architecture listed below; to add one,
+write its module and add one import line here.
+"""
+
+from mtl_research.models.registry import ARCHITECTURES
+from mtl_research.models import shared_bottom  # noqa: F401  (registers "shared_bottom")
+
+__all__ = ["ARCHITECTURES"]

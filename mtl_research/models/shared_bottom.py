@@ -1,0 +1,60 @@
+"""Hard parameter sharing (Caruana 1997): a shared Dense trunk and one Dense head per task."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import tensorflow as tf
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.models import base
+from mtl_research.models.registry import ARCHITECTURES
+from mtl_research.params import FLOAT, INTS, Param
+
+keras = tf.keras
+
+PARAMS = (
+    Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
+    Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer.", lower=0.0),
+    Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
+)
+
+
+class SharedBottom(base.MultiTaskModel):
+  """Dense(ReLU) trunk → per-task Dense head emitting logits (1 unit for regression)."""
+
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], hidden_units: Sequence[int],
+               dropout: float = 0.0, l2: float = 0.0):
+    super().__init__(task_specs)
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    self.trunk = [
+        keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"shared_{i}")
+        for i, units in enumerate(hidden_units)
+    ]
+    self.dropouts = [keras.layers.Dropout(dropout) for _ in self.trunk] if dropout > 0 else []
+    self.heads = {
+        task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
+        for task in task_specs
+    }
+
+  def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+    hidden = base.encode_features(features)
+    for i, layer in enumerate(self.trunk):
+      hidden = layer(hidden)
+      if self.dropouts:
+        hidden = self.dropouts[i](hidden, training=training)
+    return {name: head(hidden) for name, head in self.heads.items()}
+
+  @property
+  def shared_variables(self) -> list[tf.Variable]:
+    return [v for layer in self.trunk for v in layer.trainable_variables]
+
+  @property
+  def last_shared_kernel(self) -> tf.Variable:
+    return self.trunk[-1].kernel
+
+
+@ARCHITECTURES.register("shared_bottom", params=PARAMS)
+def build(task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any]) -> SharedBottom:
+  """Shared Dense trunk with one linear head per task (the tutorial's architecture)."""
+  return SharedBottom(task_specs, params["hidden_units"], params["dropout"], params["l2"])

@@ -1,0 +1,107 @@
+"""Declared hyperparameters of pluggable components.
+
+A balancer or dataset lists its hyperparameters as `Param`s; `mtl_research.flags`
+turns each into an absl flag, and `config` hands the parsed values back to the
+component by name. Adding a component therefore never touches the flag module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mtl_research.errors import UserError
+
+# Kinds of values a Param can hold, and how they appear on the command line.
+FLOAT = "float"
+INT = "int"
+BOOL = "bool"
+ENUM = "enum"
+FLOATS = "floats"  # "1.0,2.5"
+INTS = "ints"  # "128,64"
+TASK_FLOATS = "task_floats"  # "name:1.0,other:2.5"
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+  """One hyperparameter of a component, exposed as the flag `--<name>`."""
+
+  name: str
+  kind: str
+  default: Any
+  help: str
+  lower: float | None = None  # inclusive lower bound for numbers
+  choices: tuple[str, ...] = ()  # for ENUM
+
+  def parse(self, raw: Any) -> Any:
+    """Converts a raw flag value into its typed value, raising UserError."""
+    if self.kind == FLOATS:
+      return tuple(_bounded(self, _number(self, item)) for item in _items(self, raw))
+    if self.kind == INTS:
+      return tuple(int(_bounded(self, _integer(self, item))) for item in _items(self, raw))
+    if self.kind == TASK_FLOATS:
+      return parse_task_floats(self.name, raw, self.lower)
+    if self.kind in (FLOAT, INT):
+      return _bounded(self, raw)
+    return raw
+
+
+def _items(param: Param, raw: str) -> list[str]:
+  items = [item.strip() for item in str(raw).split(",")] if str(raw).strip() else []
+  if any(not item for item in items):
+    raise UserError(f"--{param.name}={raw} has an empty item; use a comma-separated list.")
+  return items
+
+
+def _number(param: Param, text: str) -> float:
+  try:
+    return float(text)
+  except ValueError:
+    raise UserError(f"--{param.name} item {text!r} is not a number.") from None
+
+
+def _integer(param: Param, text: str) -> int:
+  try:
+    return int(text)
+  except ValueError:
+    raise UserError(f"--{param.name} item {text!r} is not an integer.") from None
+
+
+def _bounded(param: Param, value: float) -> float:
+  if param.lower is not None and not value >= param.lower:
+    raise UserError(f"--{param.name} value {value} is below its minimum {param.lower}.")
+  return value
+
+
+def parse_task_floats(flag: str, raw: str, lower: float | None = 0.0) -> dict[str, float]:
+  """Parses `name:value,name:value` into a dict, naming the flag on any error."""
+  result: dict[str, float] = {}
+  raw = str(raw).strip()
+  if not raw:
+    return result
+  for item in raw.split(","):
+    name, sep, value = item.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+      raise UserError(f"--{flag} item {item!r} is not of the form task_name:number.")
+    try:
+      number = float(value)
+    except ValueError:
+      raise UserError(f"--{flag} value {value!r} for task {name!r} is not a number.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+      raise UserError(f"--{flag} value for task {name!r} must be finite.")
+    if lower is not None and number < lower:
+      raise UserError(f"--{flag} value {number} for task {name!r} is negative.")
+    if name in result:
+      raise UserError(f"--{flag} names task {name!r} twice.")
+    result[name] = number
+  return result
+
+
+def check_task_names(flag: str, given: dict[str, Any], task_names: list[str]) -> None:
+  """Raises UserError if a per-task flag names a task the dataset does not have."""
+  for name in given:
+    if name not in task_names:
+      raise UserError(
+          f"--{flag} names task {name!r}, which the dataset does not have "
+          f"(its tasks: {', '.join(task_names)}).")

@@ -1,0 +1,1 @@
+"""Training: the compiled step, the eager controller around it, and what it writes."""

@@ -1,0 +1,184 @@
+"""The eager controller: builds the pieces, runs the compiled loop between
+periodic actions (summaries, evaluation, checkpoints, progress), and writes the
+run directory's results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from mtl_research.balancers import BALANCERS
+from mtl_research.balancers.base import Balancer
+from mtl_research.config import Config
+from mtl_research.data.bundle import DatasetBundle
+from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indices
+from mtl_research.models import ARCHITECTURES
+from mtl_research.models.base import MultiTaskModel
+from mtl_research.train import optimizers
+from mtl_research.train.evaluate import Evaluator, mean_loss
+from mtl_research.train.run_dir import RunDir
+from mtl_research.train.step import TrainStep
+from mtl_research.train.writers import ScalarWriter, per_task, write_json_atomic
+
+keras = tf.keras
+
+
+@dataclasses.dataclass
+class Components:
+  """Everything a training run is made of, built but not yet trained."""
+
+  model: MultiTaskModel
+  balancer: Balancer
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  train_step: TrainStep
+  checkpoint: tf.train.Checkpoint
+  total_steps: int
+
+
+def total_steps(config: Config, bundle: DatasetBundle) -> int:
+  """--train_steps when positive, otherwise --epochs full passes over train."""
+  if config.loop.train_steps > 0:
+    return config.loop.train_steps
+  return config.loop.epochs * steps_per_epoch(len(bundle.train), config.loop.batch_size)
+
+
+def build(config: Config, bundle: DatasetBundle) -> Components:
+  """Builds model, balancer and optimizer (with its slots) for `bundle`."""
+  keras.utils.set_random_seed(config.seed)
+  model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, config.model.params)
+  model.build_for(bundle.train.features)
+  balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params)
+  steps = total_steps(config, bundle)
+  optimizer = optimizers.build(config.optimizer, steps)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+  train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,
+                         config.loop.log_grad_conflict)
+  # Slots must exist before a restore, or Keras 3 silently drops their values.
+  optimizer.build(train_step.trained_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, balancer=balancer, step=step)
+  return Components(model, balancer, optimizer, step, train_step, checkpoint, steps)
+
+
+def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
+  """The first step after `step` where a loop must end for some periodic action."""
+  stop = min(total, step + steps_per_loop)
+  for period in periods:
+    if period > 0:
+      stop = min(stop, (step // period + 1) * period)
+  return stop
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+  """Trains one configuration into one run directory."""
+
+  def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
+               log: Callable[[str], None] = print):
+    self.config = config
+    self.bundle = bundle
+    self.parts = parts
+    self.run_dir = run
+    self.log = log
+    self.task_names = bundle.task_names
+    self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size)
+    self.manager = tf.train.CheckpointManager(self.parts.checkpoint, run.checkpoint_dir, max_to_keep=3)
+
+  def restore(self) -> int:
+    """Restores the latest checkpoint if there is one; returns the step."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.parts.checkpoint.restore(latest).assert_existing_objects_matched()
+      self.log(f"Resumed from {latest} at step {int(self.parts.step.numpy())}.")
+    return int(self.parts.step.numpy())
+
+  def run(self) -> dict:
+    """Trains to the end (resuming if possible), evaluates, writes metrics.json."""
+    start = self.restore()
+    total = self.parts.total_steps
+    if start < total:
+      self._train(start, total)
+    return self._finish()
+
+  def _train(self, start: int, total: int) -> None:
+    loop_cfg = self.config.loop
+    iterator = iter(train_indices(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
+    train_writer = ScalarWriter(self.run_dir.train_logdir)
+    eval_writer = ScalarWriter(self.run_dir.eval_logdir)
+    step, began = start, time.perf_counter()
+    self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
+    while step < total:
+      stop = _next_stop(step, total, loop_cfg.steps_per_loop, loop_cfg.summary_every, loop_cfg.eval_every,
+                        loop_cfg.checkpoint_every)
+      summarize = stop % loop_cfg.summary_every == 0 or stop == total
+      tick = time.perf_counter()
+      logs = self.parts.train_step.loop(iterator, tf.constant(stop - step, tf.int32), tf.constant(summarize))
+      logs = tf.nest.map_structure(lambda t: t.numpy(), logs)
+      rate = (stop - step) / (time.perf_counter() - tick)
+      step = stop
+      self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
+      if summarize:
+        train_writer.write(step, self._train_scalars(logs, rate))
+      if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) and step < total:
+        eval_writer.write(step, self._eval_scalars(self.evaluator.evaluate(self.bundle.val)))
+      if step % loop_cfg.checkpoint_every == 0 or step == total:
+        self.manager.save(checkpoint_number=step)
+    eval_writer.write(step, self._eval_scalars(self.evaluator.evaluate(self.bundle.val)))
+    train_writer.close()
+    eval_writer.close()
+
+  def _progress(self, step: int, total: int, logs: dict, mean_rate: float) -> None:
+    losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
+    eta = _format_duration((total - step) / max(mean_rate, 1e-9))
+    width = len(str(total))
+    self.log(f"step {step:>{width}}/{total} | total {float(logs['objective']):.4f} | {losses} | "
+             f"{mean_rate:,.0f} steps/s | ETA {eta}")
+
+  def _train_scalars(self, logs: dict, rate: float) -> dict[str, float]:
+    names = self.task_names
+    scalars = {"loss/total": float(logs["objective"]), "learning_rate":
+               optimizers.current_learning_rate(self.parts.optimizer), "steps_per_sec": rate}
+    scalars.update(per_task("loss", names, logs["losses"]))
+    scalars.update(per_task("weighted_loss", names, logs["weights"] * logs["losses"]))
+    scalars.update(per_task("weight", names, logs["weights"]))
+    for tag, value in logs["diagnostics"].items():
+      scalars.update(per_task(tag, names, value) if np.ndim(value) else {tag: float(value)})
+    if "conflict_cos" in logs:
+      scalars.update(per_task("conflict/grad_norm", names, logs["conflict_norm"]))
+      for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+          scalars[f"conflict/cos/{a}__{names[j]}"] = float(logs["conflict_cos"][i, j])
+    return scalars
+
+  def _eval_scalars(self, results: dict) -> dict[str, float]:
+    scalars = {f"eval/{task}/{metric}": value for task, values in results.items()
+               for metric, value in values.items()}
+    # Validation losses under the train tags, so TensorBoard overlays train and eval curves.
+    scalars.update({f"loss/{t.name}": results[t.name][t.loss_metric] for t in self.bundle.tasks})
+    scalars["loss/mean"] = mean_loss(results, self.parts.model)
+    return scalars
+
+  def _finish(self) -> dict:
+    val = self.evaluator.evaluate(self.bundle.val)
+    test = self.evaluator.evaluate(self.bundle.test)
+    weights = self.parts.balancer.weights().numpy()
+    metrics = {
+        "val": val,
+        "test": test,
+        "weights": {name: float(w) for name, w in zip(self.task_names, weights)},
+        "steps": int(self.parts.step.numpy()),
+        "balancer": self.config.balancer.name,
+        "dataset": self.config.dataset.name,
+        "tasks": {t.name: {"kind": t.kind, "num_classes": t.num_classes} for t in self.bundle.tasks},
+    }
+    write_json_atomic(self.run_dir.metrics_file, metrics)
+    return metrics

@@ -1,0 +1,33 @@
+"""The model's optimizer and learning-rate schedule, from an OptimizerConfig."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mtl_research.config import OptimizerConfig
+
+keras = tf.keras
+
+
+def learning_rate(config: OptimizerConfig, total_steps: int):
+  """A constant rate, a cosine decay to 0 over the run, or a step decay."""
+  if config.schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
+  if config.schedule == "step":
+    every = config.decay_steps or max(total_steps // 3, 1)
+    return keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=every, decay_rate=config.decay_rate, staircase=True)
+  return config.learning_rate
+
+
+def build(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
+  rate = learning_rate(config, total_steps)
+  if config.name == "sgd":
+    return keras.optimizers.SGD(rate, momentum=config.momentum)
+  if config.name == "adamw":
+    return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+  return keras.optimizers.Adam(rate)
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+  return float(optimizer.learning_rate.numpy())

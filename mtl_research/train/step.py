@@ -1,0 +1,131 @@
+"""The compiled train loop: `steps_per_loop` steps per call, no Python in between.
+
+The loop takes the step count as a tensor and iterates with `tf.range`, so one
+trace serves every call. Each step gathers its batch from the device-resident
+split, computes per-task losses averaged over the global batch
+(`tf.nn.compute_average_loss`, correct under tf.distribute), and computes only
+the per-task gradients the balancer's `gradient_scope` asks for.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.balancers.base import Balancer, GradientScope, StepStats
+from mtl_research.data.pipeline import DeviceSplit
+from mtl_research.models.base import MultiTaskModel
+
+
+def flatten(tensors) -> tf.Tensor:
+  return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def conflict_stats(task_grads: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+  """Pairwise cosine [T, T] and norms [T] of flattened per-task gradients."""
+  stacked = tf.stack(task_grads)
+  norms = tf.norm(stacked, axis=1)
+  unit = stacked / tf.maximum(norms, 1e-12)[:, None]
+  return tf.matmul(unit, unit, transpose_b=True), norms
+
+
+class TrainStep:
+  """Owns the compiled loop that trains `model` under `balancer`."""
+
+  def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit,
+               global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False):
+    self.model = model
+    self.balancer = balancer
+    self.optimizer = optimizer
+    self.data = data
+    self.global_batch_size = global_batch_size
+    self.step = step
+    self.log_grad_conflict = log_grad_conflict
+    self.task_specs = model.task_specs
+    self.loop = tf.function(self._loop)
+
+  @property
+  def trained_variables(self) -> list[tf.Variable]:
+    """Everything the model optimizer updates; build the optimizer on this list."""
+    return list(self.model.trainable_variables) + list(self.balancer.joint_variables)
+
+  def _scope_variables(self) -> tuple[tf.Variable, ...]:
+    scope = self.balancer.gradient_scope
+    if scope == GradientScope.LAST_SHARED:
+      return (self.model.last_shared_kernel,)
+    if scope == GradientScope.SHARED:
+      return tuple(self.model.shared_variables)
+    return ()
+
+  def task_losses(self, labels, outputs) -> tf.Tensor:
+    """[T] per-task losses, each averaged over the global batch."""
+    return tf.stack([
+        tf.nn.compute_average_loss(
+            tasks_lib.per_example_loss(task, labels[task.name], outputs[task.name]),
+            global_batch_size=self.global_batch_size)
+        for task in self.task_specs
+    ])
+
+  def _regularization(self) -> tf.Tensor:
+    if not self.model.losses:
+      return tf.constant(0.0)
+    return tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+
+  def _gradients(self, tape, objective, regularization, stats: StepStats) -> tuple[list, list]:
+    """Gradients for every trained variable: from the objective, or aggregated."""
+    variables = self.trained_variables
+    if not self.balancer.aggregates:
+      return tape.gradient(objective, variables), variables
+    scope_ids = {id(v) for v in stats.scope_variables}
+    others = [v for v in variables if id(v) not in scope_ids]
+    grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    shared = self.balancer.aggregate(stats)
+    # The aggregated gradient replaces the task terms only; regularization still applies.
+    reg = tape.gradient(regularization, list(stats.scope_variables),
+                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return grads + [s + r for s, r in zip(shared, reg)], others + list(stats.scope_variables)
+
+  def _conflict(self, features, labels) -> tuple[tf.Tensor, tf.Tensor]:
+    shared = self.model.shared_variables
+    with tf.GradientTape(persistent=True) as tape:
+      losses = self.task_losses(labels, self.model(features, training=True))
+    grads = [flatten(tape.gradient(losses[i], shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+             for i in range(len(self.task_specs))]
+    return conflict_stats(grads)
+
+  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict:
+    """One update on the rows `indices`; returns this step's logs."""
+    features, labels = self.data.gather(indices)
+    scope_variables = self._scope_variables()
+    needs_tape_again = bool(scope_variables) or self.balancer.aggregates
+    with tf.GradientTape(persistent=needs_tape_again) as tape:
+      losses = self.task_losses(labels, self.model(features, training=True))
+      weights = self.balancer.weights()
+      # Keras 3 computes model.losses when read, so read it once, on the tape.
+      regularization = self._regularization()
+      objective = self.balancer.objective(losses) + regularization
+    task_grads = None
+    if scope_variables:
+      task_grads = tuple(tuple(tape.gradient(losses[i], scope_variables)) for i in range(len(self.task_specs)))
+    stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
+    logs = {"losses": losses, "weights": weights, "objective": objective}
+    if diagnose is not None and self.log_grad_conflict:
+      num = len(self.task_specs)
+      logs["conflict_cos"], logs["conflict_norm"] = tf.cond(
+          diagnose, lambda: self._conflict(features, labels),
+          lambda: (tf.zeros([num, num]), tf.zeros([num])))
+    grads, variables = self._gradients(tape, objective, regularization, stats)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    logs["diagnostics"] = self.balancer.update(stats)
+    self.step.assign_add(1)
+    return logs
+
+  def _loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """Runs `num_steps` (≥ 1) steps; returns the logs of the last one.
+
+    The last step is written outside the tf.range loop so its logs can be
+    returned without loop-carried state; only it computes diagnostics.
+    """
+    for _ in tf.range(num_steps - 1):
+      self.train_step(next(iterator))
+    return self.train_step(next(iterator), diagnose)
