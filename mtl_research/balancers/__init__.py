@@ -6,5 +6,7 @@ its module (a `Balancer` subclass, see base.py) and add one import line here.
 
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.balancers import fixed  # noqa: F401  (registers "fixed")
+from mtl_research.balancers import gradnorm  # noqa: F401  (registers "gradnorm")
+from mtl_research.balancers import uncertainty  # noqa: F401  (registers "uncertainty")
 
 __all__ = ["BALANCERS"]

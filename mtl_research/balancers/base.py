@@ -31,6 +31,14 @@ import tensorflow as tf
 from mtl_research import tasks as tasks_lib
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The run's length, for balancers whose rule refers to steps or epochs."""
+
+  steps_per_epoch: int
+  total_steps: int
+
+
 class GradientScope(enum.Enum):
   NONE = "none"
   LAST_SHARED = "last_shared"
@@ -62,8 +70,10 @@ class Balancer(tf.Module):
   gradient_scope: GradientScope = GradientScope.NONE
   aggregates: bool = False
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any]):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
+               schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())
+    self.schedule = schedule
     self.task_specs = tuple(task_specs)
     self.num_tasks = len(self.task_specs)
 

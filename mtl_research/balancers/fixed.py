@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.balancers.base import Balancer
+from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import TASK_FLOATS, Param, check_task_names
 
@@ -25,8 +25,9 @@ PARAMS = (
 class Fixed(Balancer):
   """Static weighted sum of task losses, weights from --task_weights."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any]):
-    super().__init__(task_specs, params)
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
+               schedule: Schedule):
+    super().__init__(task_specs, params, schedule)
     given = params["task_weights"]
     check_task_names("task_weights", given, self.task_names)
     self._weights = tf.constant([given.get(name, 1.0) for name in self.task_names], tf.float32)

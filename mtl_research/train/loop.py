@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_research.balancers import BALANCERS
-from mtl_research.balancers.base import Balancer
+from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.config import Config
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indices
@@ -53,8 +53,9 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
   keras.utils.set_random_seed(config.seed)
   model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, config.model.params)
   model.build_for(bundle.train.features)
-  balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params)
   steps = total_steps(config, bundle)
+  schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
+  balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params, schedule)
   optimizer = optimizers.build(config.optimizer, steps)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,

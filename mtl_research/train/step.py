@@ -57,14 +57,18 @@ class TrainStep:
       return tuple(self.model.shared_variables)
     return ()
 
-  def task_losses(self, labels, outputs) -> tf.Tensor:
-    """[T] per-task losses, each averaged over the global batch."""
-    return tf.stack([
+  def task_losses(self, labels, outputs) -> list[tf.Tensor]:
+    """Per-task scalar losses, each averaged over the global batch.
+
+    A list, not a stacked tensor: per-task gradients must start from these
+    scalars, because slicing a stack after the tape closes is not recorded.
+    """
+    return [
         tf.nn.compute_average_loss(
             tasks_lib.per_example_loss(task, labels[task.name], outputs[task.name]),
             global_batch_size=self.global_batch_size)
         for task in self.task_specs
-    ])
+    ]
 
   def _regularization(self) -> tf.Tensor:
     if not self.model.losses:
@@ -89,8 +93,8 @@ class TrainStep:
     shared = self.model.shared_variables
     with tf.GradientTape(persistent=True) as tape:
       losses = self.task_losses(labels, self.model(features, training=True))
-    grads = [flatten(tape.gradient(losses[i], shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-             for i in range(len(self.task_specs))]
+    grads = [flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+             for loss in losses]
     return conflict_stats(grads)
 
   def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict:
@@ -99,14 +103,15 @@ class TrainStep:
     scope_variables = self._scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     with tf.GradientTape(persistent=needs_tape_again) as tape:
-      losses = self.task_losses(labels, self.model(features, training=True))
+      task_losses = self.task_losses(labels, self.model(features, training=True))
+      losses = tf.stack(task_losses)
       weights = self.balancer.weights()
       # Keras 3 computes model.losses when read, so read it once, on the tape.
       regularization = self._regularization()
       objective = self.balancer.objective(losses) + regularization
     task_grads = None
     if scope_variables:
-      task_grads = tuple(tuple(tape.gradient(losses[i], scope_variables)) for i in range(len(self.task_specs)))
+      task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
     logs = {"losses": losses, "weights": weights, "objective": objective}
     if diagnose is not None and self.log_grad_conflict:
