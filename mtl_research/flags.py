@@ -145,14 +145,22 @@ def _defined_here(flag) -> bool:
   return module.startswith("mtl_research")
 
 
-def flag_lines(run_dir: str) -> list[str]:
-  """A flagfile reproducing this run: every flag of ours with its value."""
-  lines = []
-  for name in our_flag_names():
-    if name in ("overwrite",):
-      continue
-    if name == "run_dir":
-      lines.append(f"--run_dir={run_dir}")
-    else:
-      lines.append(FLAGS[name].serialize())
-  return lines
+def _value_text(name: str, value) -> str:
+  """A flag value as flagfile text; booleans as true/false so no --no prefix is needed."""
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if value is None:
+    return ""
+  return FLAGS[name].serialize().partition("=")[2]
+
+
+def flag_values(run_dir: str) -> dict[str, str]:
+  """Every flag of ours (but --overwrite) as text; flags.txt reproduces the run from it."""
+  values = {name: _value_text(name, FLAGS[name].value) for name in our_flag_names() if name != "overwrite"}
+  values["run_dir"] = run_dir
+  return values
+
+
+def flag_defaults() -> dict[str, str]:
+  """Default value text of every flag of ours."""
+  return {name: _value_text(name, FLAGS[name].default) for name in our_flag_names()}

@@ -47,7 +47,9 @@ class Param:
 
 
 def _items(param: Param, raw: str) -> list[str]:
-  items = [item.strip() for item in str(raw).split(",")] if str(raw).strip() else []
+  if not str(raw).strip():
+    raise UserError(f"--{param.name} is empty; give a comma-separated list of values.")
+  items = [item.strip() for item in str(raw).split(",")]
   if any(not item for item in items):
     raise UserError(f"--{param.name}={raw} has an empty item; use a comma-separated list.")
   return items

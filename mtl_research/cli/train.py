@@ -20,8 +20,8 @@ def train() -> dict:
   bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed)
   bundle.validate(config.loop.batch_size)
   parts = loop.build(config, bundle)
-  run = run_dir.prepare(config.run_dir, flags_lib.flag_lines(config.run_dir), config.overwrite,
-                        flags_lib.OPERATIONAL)
+  run = run_dir.prepare(config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite,
+                        flags_lib.OPERATIONAL, flags_lib.flag_defaults())
   metrics = loop.Trainer(config, bundle, parts, run).run()
   _report(run, metrics)
   return metrics

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping
 
 from mtl_research.errors import UserError
 from mtl_research.train.writers import write_text_atomic
@@ -45,31 +45,39 @@ class RunDir:
     return os.path.join(self.path, "eval")
 
 
-def _as_dict(lines: Iterable[str]) -> dict[str, str]:
-  """Flag lines (`--name=value`, `--name`, `--noname`) as {name: value}."""
+def parse_flagfile(lines: Iterable[str]) -> dict[str, str]:
+  """`--name=value` lines (as `flag_file_text` writes them) as {name: value}."""
   result = {}
   for line in lines:
-    line = line.strip()
-    if not line.startswith("--"):
-      continue
-    name, sep, value = line[2:].partition("=")
-    result[name] = value if sep else "true"
-    if not sep and name.startswith("no"):
-      result[name[2:]] = "false"
-      del result[name]
+    name, sep, value = line.strip().partition("=")
+    if name.startswith("--") and sep:
+      result[name[2:]] = value
   return result
 
 
-def differences(old_lines: Sequence[str], new_lines: Sequence[str], ignore: Iterable[str]) -> list[str]:
-  """Human-readable differences between two flag sets, ignoring `ignore`."""
-  old, new = _as_dict(old_lines), _as_dict(new_lines)
+def flag_file_text(values: Mapping[str, str]) -> str:
+  """A flagfile with one explicit `--name=value` line per flag, sorted."""
+  return "".join(f"--{name}={values[name]}\n" for name in sorted(values))
+
+
+def differences(old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable[str],
+                defaults: Mapping[str, str]) -> list[str]:
+  """Human-readable differences between two flag sets, ignoring `ignore`.
+
+  A flag missing from one side counts as its default, so that a run written
+  before a new component (and its flags) existed can still be resumed.
+  """
   ignored = set(ignore)
-  return [f"--{name}={old.get(name, '<unset>')} there, {new.get(name, '<unset>')} now"
-          for name in sorted(set(old) | set(new))
-          if name not in ignored and old.get(name) != new.get(name)]
+  diffs = []
+  for name in sorted(set(old) | set(new)):
+    before, after = old.get(name, defaults.get(name)), new.get(name, defaults.get(name))
+    if name not in ignored and before != after:
+      diffs.append(f"--{name}={before} there, {after} now")
+  return diffs
 
 
-def prepare(path: str, flag_lines: Sequence[str], overwrite: bool, operational: Iterable[str]) -> RunDir:
+def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
+            defaults: Mapping[str, str] | None = None) -> RunDir:
   """Creates or reopens a run directory; refuses one written with other flags.
 
   Raises UserError before changing anything on disk when the directory cannot
@@ -83,8 +91,8 @@ def prepare(path: str, flag_lines: Sequence[str], overwrite: bool, operational: 
       raise UserError(f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; "
                       "choose another --run_dir.")
     with open(run.flags_file, encoding="utf-8") as handle:
-      old_lines = handle.read().splitlines()
-    diffs = differences(old_lines, flag_lines, operational)
+      old_values = parse_flagfile(handle)
+    diffs = differences(old_values, flag_values, operational, defaults or {})
     if overwrite:
       shutil.rmtree(path)
     elif diffs:
@@ -92,7 +100,7 @@ def prepare(path: str, flag_lines: Sequence[str], overwrite: bool, operational: 
                       "pass --overwrite to replace it or choose another --run_dir.")
   try:
     os.makedirs(path, exist_ok=True)
-    write_text_atomic(run.flags_file, "\n".join(flag_lines) + "\n")
+    write_text_atomic(run.flags_file, flag_file_text(flag_values))
   except OSError as error:
     raise UserError(f"--run_dir={path} cannot be written: {error.strerror}.") from None
   return run

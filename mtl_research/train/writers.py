@@ -45,6 +45,10 @@ def write_text_atomic(path: str, text: str) -> None:
       handle.write(text)
       handle.flush()
       os.fsync(handle.fileno())
+    # mkstemp creates 0600 files; results must be readable like any other file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

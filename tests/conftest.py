@@ -1,0 +1,150 @@
+"""Shared helpers of the test suite: configs, tiny bundles, CLI runs, event files."""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import subprocess
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from mtl_research import config as config_lib  # pylint: disable=wrong-import-position
+from mtl_research import tasks as tasks_lib  # pylint: disable=wrong-import-position
+from mtl_research.balancers import BALANCERS  # pylint: disable=wrong-import-position
+from mtl_research.data import DATASETS  # pylint: disable=wrong-import-position
+from mtl_research.data.bundle import DatasetBundle, Split  # pylint: disable=wrong-import-position
+from mtl_research.models import ARCHITECTURES  # pylint: disable=wrong-import-position
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_SCRIPT = os.path.join(REPO_ROOT, "scripts", "train.py")
+NUM_FEATURES = 6
+
+# Flags that make a CLI run small: a few hundred rows, a few dozen steps.
+SMALL_RUN_FLAGS = ("--num_train=512", "--num_val=128", "--num_test=128", "--hidden_units=16",
+                   "--train_steps=40", "--eval_every=20", "--checkpoint_every=20")
+
+
+def run_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+  """Runs `python scripts/train.py ARGS` and returns the finished process (text output)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} of every scalar in the event files of `logdir`."""
+  scalars = collections.defaultdict(list)
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        scalars[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
+  return dict(scalars)
+
+
+def component(family, name: str, overrides: Mapping[str, Any] | None = None) -> config_lib.ComponentConfig:
+  """A ComponentConfig with every declared Param at its parsed default, then `overrides`."""
+  params = {param.name: param.parse(param.default) for param in family.get(name).params}
+  unknown = set(overrides or {}) - set(params)
+  if unknown:
+    raise ValueError(f"{family.family} {name!r} declares no params {sorted(unknown)}")
+  params.update(overrides or {})
+  return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
+
+
+def build_config(run_dir: str = "unused-run-dir", *, seed: int = 0, dataset: str = "synthetic",
+                 dataset_params: Mapping[str, Any] | None = None, model: str = "shared_bottom",
+                 model_params: Mapping[str, Any] | None = None, balancer: str = "fixed",
+                 balancer_params: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None,
+                 loop: Mapping[str, Any] | None = None) -> config_lib.Config:
+  """A Config from the dataclasses (no absl flags), small by default."""
+  model_params = {"hidden_units": (16, 8), **(model_params or {})}
+  loop = {"batch_size": 32, "train_steps": 20, "steps_per_loop": 10, **(loop or {})}
+  return config_lib.Config(
+      run_dir=run_dir, seed=seed,
+      dataset=component(DATASETS, dataset, dataset_params),
+      model=component(ARCHITECTURES, model, model_params),
+      balancer=component(BALANCERS, balancer, balancer_params),
+      optimizer=config_lib.OptimizerConfig(**(optimizer or {})),
+      loop=config_lib.LoopConfig(**loop))
+
+
+def _make_split(task_specs: Sequence[tasks_lib.TaskSpec], x: np.ndarray) -> Split:
+  # Targets are fixed functions of x (drawn from a generator keyed by the task's
+  # position, not by the split), so every task is learnable and splits agree.
+  labels = {}
+  for i, task in enumerate(task_specs):
+    w = np.random.default_rng(1000 + i).normal(size=(x.shape[1], task.output_units))
+    z = x @ w
+    if task.kind == tasks_lib.REGRESSION:
+      labels[task.name] = z[:, 0].astype(np.float32)
+    else:
+      labels[task.name] = np.argmax(z, axis=-1).astype(np.int32)
+  return Split({"numeric": x.astype(np.float32)}, labels)
+
+
+def make_bundle(task_specs: Sequence[tasks_lib.TaskSpec], num_train: int = 256, num_eval: int = 64,
+                seed: int = 0) -> DatasetBundle:
+  """A small learnable DatasetBundle built from NumPy for the given tasks."""
+  rng = np.random.default_rng(seed)
+  splits = [_make_split(task_specs, rng.normal(size=(n, NUM_FEATURES)))
+            for n in (num_train, num_eval, num_eval)]
+  return DatasetBundle(tuple(task_specs), *splits)
+
+
+def numpy_losses(task_specs: Sequence[tasks_lib.TaskSpec], labels: Mapping[str, np.ndarray],
+                 outputs: Mapping[str, Any]) -> np.ndarray:
+  """[T] batch-mean losses (squared error, softmax cross-entropy) computed in NumPy."""
+  losses = []
+  for task in task_specs:
+    out = np.asarray(outputs[task.name], np.float64)
+    y = np.asarray(labels[task.name])
+    if task.kind == tasks_lib.REGRESSION:
+      losses.append(np.mean((out[:, 0] - y) ** 2))
+    else:
+      shifted = out - out.max(axis=1, keepdims=True)
+      logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+      losses.append(-np.mean(logp[np.arange(len(y)), y]))
+  return np.array(losses)
+
+
+# The helpers as fixtures. Session scope, so module-scoped fixtures can use them.
+
+
+@pytest.fixture(name="make_config", scope="session")
+def fixture_make_config() -> Callable[..., config_lib.Config]:
+  return build_config
+
+
+@pytest.fixture(name="make_bundle", scope="session")
+def fixture_make_bundle() -> Callable[..., DatasetBundle]:
+  return make_bundle
+
+
+@pytest.fixture(name="reference_losses", scope="session")
+def fixture_reference_losses() -> Callable[..., np.ndarray]:
+  return numpy_losses
+
+
+@pytest.fixture(name="train_cli", scope="session")
+def fixture_train_cli() -> Callable[..., subprocess.CompletedProcess]:
+  return run_train
+
+
+@pytest.fixture(name="scalars_of", scope="session")
+def fixture_scalars_of() -> Callable[[str], dict[str, list[tuple[int, float]]]]:
+  return read_scalars
+
+
+@pytest.fixture(name="small_run_flags", scope="session")
+def fixture_small_run_flags() -> tuple[str, ...]:
+  return SMALL_RUN_FLAGS

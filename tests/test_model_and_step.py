@@ -1,0 +1,226 @@
+"""The shared-bottom model, the compiled train loop, the fixed balancer and checkpoints."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtl_research import tasks
+from mtl_research.data.pipeline import DeviceSplit, train_indices
+from mtl_research.models import ARCHITECTURES
+from mtl_research.train import loop
+from mtl_research.train import run_dir as run_dir_lib
+from mtl_research.train.step import conflict_stats
+
+REG = tasks.REGRESSION
+CLS = tasks.CLASSIFICATION
+
+TASK_SETS = {
+    1: (tasks.TaskSpec("price", REG),),
+    2: (tasks.TaskSpec("price", REG), tasks.TaskSpec("kind", CLS, 3)),
+    4: (tasks.TaskSpec("a", REG), tasks.TaskSpec("b", CLS, 2), tasks.TaskSpec("c", CLS, 3),
+        tasks.TaskSpec("d", REG)),
+}
+
+
+def fixed_batch_iterator(indices):
+  """An iterator that yields the same index batch forever."""
+  return iter(tf.data.Dataset.from_tensors(tf.constant(indices, tf.int32)).repeat())
+
+
+def run_loop(components, iterator, num_steps, diagnose=False):
+  logs = components.train_step.loop(iterator, tf.constant(num_steps, tf.int32), tf.constant(diagnose))
+  return tf.nest.map_structure(lambda t: t.numpy(), logs)
+
+
+def full_split_losses(components, split, reference_losses):
+  outputs = components.model(dict(split.features), training=False)
+  return reference_losses(components.model.task_specs, split.labels, outputs)
+
+
+class TestSharedBottom:
+
+  def test_heads_emit_one_unit_for_regression_and_one_logit_per_class(self, make_bundle):
+    specs = TASK_SETS[4]
+    bundle = make_bundle(specs, num_train=8, num_eval=4)
+    model = ARCHITECTURES.get("shared_bottom").component(specs, {"hidden_units": (5, 3), "dropout": 0.0,
+                                                                 "l2": 0.0})
+    outputs = model({"numeric": tf.constant(bundle.train.features["numeric"])})
+    assert {name: tuple(value.shape) for name, value in outputs.items()} == {
+        "a": (8, 1), "b": (8, 2), "c": (8, 3), "d": (8, 1)}
+    # Trunk 6→5→3: kernels and biases are shared; the last shared kernel is 5x3.
+    assert [tuple(v.shape) for v in model.shared_variables] == [(6, 5), (5,), (5, 3), (3,)]
+    assert tuple(model.last_shared_kernel.shape) == (5, 3)
+    # Heads read the 3 trunk units: (3*1+1) + (3*2+2) + (3*3+3) + (3*1+1) head parameters.
+    head_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables) - (30 + 5 + 15 + 3)
+    assert head_params == 4 + 8 + 12 + 4
+
+
+class TestTraining:
+
+  @pytest.mark.parametrize("num_tasks", [1, 2, 4])
+  def test_loss_decreases_for_every_task(self, num_tasks, make_config, make_bundle, reference_losses):
+    bundle = make_bundle(TASK_SETS[num_tasks])
+    config = make_config(optimizer={"learning_rate": 1e-2}, loop={"train_steps": 150})
+    components = loop.build(config, bundle)
+    before = full_split_losses(components, bundle.train, reference_losses)
+    iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
+    logs = run_loop(components, iterator, 150)
+    after = full_split_losses(components, bundle.train, reference_losses)
+    assert int(components.step.numpy()) == 150
+    assert logs["losses"].shape == (num_tasks,)
+    # Learnable targets: 150 Adam steps cut every task's loss by at least 40%.
+    assert np.all(after < 0.6 * before), (before, after)
+
+
+class TestFixedBalancer:
+
+  def test_objective_is_weighted_sum_of_task_losses(self, make_config, make_bundle, reference_losses):
+    specs = TASK_SETS[2]
+    bundle = make_bundle(specs)
+    config = make_config(balancer_params={"task_weights": {"price": 0.25, "kind": 3.0}})
+    components = loop.build(config, bundle)
+    np.testing.assert_allclose(components.balancer.weights().numpy(), [0.25, 3.0])
+    # 0.25·2 + 3·0.5 = 2.
+    assert float(components.balancer.objective(tf.constant([2.0, 0.5]))) == pytest.approx(2.0)
+
+    indices = np.arange(5, 5 + config.loop.batch_size)
+    labels = {name: values[indices] for name, values in bundle.train.labels.items()}
+    outputs = components.model({"numeric": tf.constant(bundle.train.features["numeric"][indices])})
+    expected = reference_losses(specs, labels, outputs)
+    logs = run_loop(components, fixed_batch_iterator(indices), 1)
+    np.testing.assert_allclose(logs["losses"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["weights"], [0.25, 3.0])
+    assert float(logs["objective"]) == pytest.approx(0.25 * expected[0] + 3.0 * expected[1], rel=1e-5)
+
+  def test_unnamed_tasks_get_weight_one(self, make_config, make_bundle):
+    config = make_config(balancer_params={"task_weights": {"b": 0.5, "d": 2.0}})
+    components = loop.build(config, make_bundle(TASK_SETS[4], num_train=64, num_eval=8))
+    np.testing.assert_allclose(components.balancer.weights().numpy(), [1.0, 0.5, 1.0, 2.0])
+    # 1·1 + 0.5·2 + 1·3 + 2·4 = 13.
+    assert float(components.balancer.objective(tf.constant([1.0, 2.0, 3.0, 4.0]))) == pytest.approx(13.0)
+
+  def test_zero_weight_leaves_that_head_untouched(self, make_config, make_bundle):
+    config = make_config(balancer_params={"task_weights": {"price": 0.0}}, optimizer={"learning_rate": 1e-2})
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    components = loop.build(config, bundle)
+    heads = components.model.heads
+    price_before = [v.numpy().copy() for v in heads["price"].trainable_variables]
+    kind_before = [v.numpy().copy() for v in heads["kind"].trainable_variables]
+    run_loop(components, iter(train_indices(len(bundle.train), 32, 0)), 10)
+    for old, var in zip(price_before, heads["price"].trainable_variables):
+      np.testing.assert_array_equal(var.numpy(), old)
+    assert any(not np.allclose(var.numpy(), old) for old, var in zip(kind_before, heads["kind"].trainable_variables))
+
+
+class TestCompiledLoop:
+
+  def test_one_trace_serves_every_step_count(self, make_config, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    config = make_config(loop={"log_grad_conflict": True})
+    components = loop.build(config, bundle)
+    iterator = iter(train_indices(len(bundle.train), 32, 0))
+    run_loop(components, iterator, 1)
+    run_loop(components, iterator, 3, diagnose=True)
+    logs = run_loop(components, iterator, 5)
+    assert components.train_step.loop.experimental_get_tracing_count() == 1
+    assert int(components.step.numpy()) == 1 + 3 + 5
+    # Not a diagnosis step: the conflict statistics are the zero placeholders.
+    np.testing.assert_array_equal(logs["conflict_cos"], np.zeros((2, 2)))
+
+  def test_diagnosis_step_logs_conflict_statistics(self, make_config, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    components = loop.build(make_config(loop={"log_grad_conflict": True}), bundle)
+    logs = run_loop(components, iter(train_indices(len(bundle.train), 32, 0)), 2, diagnose=True)
+    cos, norms = logs["conflict_cos"], logs["conflict_norm"]
+    np.testing.assert_allclose(np.diag(cos), [1.0, 1.0], rtol=1e-5)
+    assert cos[0, 1] == pytest.approx(cos[1, 0])
+    assert -1.0 <= cos[0, 1] <= 1.0
+    assert np.all(norms > 0)
+
+  def test_conflict_stats_hand_computed(self):
+    grads = [tf.constant([1.0, 0.0]), tf.constant([0.0, 2.0]), tf.constant([-3.0, 0.0]), tf.constant([1.0, 1.0])]
+    cos, norms = conflict_stats(grads)
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(cos.numpy(), [[1, 0, -1, r], [0, 1, 0, r], [-1, 0, 1, -r], [r, r, -r, 1]],
+                               atol=1e-6)
+    np.testing.assert_allclose(norms.numpy(), [1, 2, 3, np.sqrt(2)], rtol=1e-6)
+
+  def test_gather_takes_the_requested_rows(self, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=16, num_eval=4)
+    features, labels = DeviceSplit(bundle.train).gather(tf.constant([3, 0, 3]))
+    np.testing.assert_array_equal(features["numeric"].numpy(), bundle.train.features["numeric"][[3, 0, 3]])
+    np.testing.assert_array_equal(labels["kind"].numpy(), bundle.train.labels["kind"][[3, 0, 3]])
+
+  @pytest.mark.parametrize("step,expected", [
+      (0, 7),  # steps_per_loop
+      (7, 10),  # summary_every
+      (17, 20),
+      (35, 40),  # end of training
+      (40, 40),
+  ])
+  def test_next_stop(self, step, expected):
+    # pylint: disable=protected-access
+    assert loop._next_stop(step, 40, 7, 10, 20, 0) == expected
+
+
+def _all_close(a, b):
+  return all(np.allclose(x, y) for x, y in zip(a, b))
+
+
+class TestCheckpoint:
+
+  def test_restore_brings_back_step_weights_and_adam_slots(self, tmp_path, make_config, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    config = make_config(optimizer={"learning_rate": 1e-2})
+    trained = loop.build(config, bundle)
+    run_loop(trained, iter(train_indices(len(bundle.train), 32, 0)), 12)
+    path = trained.checkpoint.save(os.path.join(tmp_path, "ckpt"))
+
+    fresh = loop.build(config, bundle)
+    trained_opt = [v.numpy() for v in trained.optimizer.variables]
+    fresh_opt = [v.numpy() for v in fresh.optimizer.variables]
+    slots = [(v.path, value) for v, value in zip(trained.optimizer.variables, trained_opt)
+             if "momentum" in v.path or "velocity" in v.path]
+    # One first and one second moment per trained variable, all non-zero after training.
+    assert len(slots) == 2 * len(trained.train_step.trained_variables)
+    assert all(np.any(value != 0) for _, value in slots), [p for p, value in slots if not np.any(value)]
+    assert not _all_close(trained_opt, fresh_opt)
+    assert not _all_close(trained.model.get_weights(), fresh.model.get_weights())
+    assert int(fresh.step.numpy()) == 0
+
+    fresh.checkpoint.restore(path).assert_consumed()
+    assert int(fresh.step.numpy()) == 12
+    assert int(fresh.optimizer.iterations.numpy()) == 12
+    assert len(fresh.optimizer.variables) == len(trained_opt)
+    for var, value in zip(fresh.optimizer.variables, trained_opt):
+      np.testing.assert_array_equal(var.numpy(), value, err_msg=var.path)
+    for restored, value in zip(fresh.model.get_weights(), trained.model.get_weights()):
+      np.testing.assert_array_equal(restored, value)
+
+  def test_interrupted_run_resumes_to_the_same_weights(self, tmp_path, make_config, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=16)
+    config = make_config(optimizer={"learning_rate": 1e-2},
+                         loop={"train_steps": 40, "steps_per_loop": 10, "checkpoint_every": 20,
+                               "summary_every": 10, "eval_every": 0, "eval_batch_size": 64})
+    messages = []
+
+    def train(path, parts):
+      run = run_dir_lib.prepare(str(path), {"test": "1"}, overwrite=False)
+      return loop.Trainer(config, bundle, parts, run, log=messages.append).run()
+
+    whole = loop.build(config, bundle)
+    whole_metrics = train(tmp_path / "whole", whole)
+    # "Interrupt" after 20 steps: the same run, stopped at its first checkpoint.
+    first_half = dataclasses.replace(loop.build(config, bundle), total_steps=20)
+    assert train(tmp_path / "split", first_half)["steps"] == 20
+    messages.clear()
+    resumed = loop.build(config, bundle)
+    resumed_metrics = train(tmp_path / "split", resumed)
+    assert any(m.startswith("Resumed") and "step 20" in m for m in messages), messages
+    assert resumed_metrics["steps"] == whole_metrics["steps"] == 40
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert resumed_metrics["test"]["price"]["mse"] == pytest.approx(whole_metrics["test"]["price"]["mse"], rel=1e-4)
