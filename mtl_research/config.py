@@ -44,6 +44,7 @@ class LoopConfig:
   checkpoint_every: int = 1000
   eval_batch_size: int = 1024
   log_grad_conflict: bool = False
+  executor: str = "auto"  # auto | default | single_threaded (see train/step.py)
 
 
 @dataclasses.dataclass(frozen=True)

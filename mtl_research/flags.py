@@ -45,6 +45,8 @@ flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
 flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size, "Batch size of evaluation.", lower_bound=1)
 flags.DEFINE_bool("log_grad_conflict", False,
                   "At summary steps, log the cosine between task gradients on the shared variables.")
+flags.DEFINE_enum("executor", _DEFAULTS.executor, ["auto", "default", "single_threaded"],
+                  "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.")
 flags.DEFINE_enum("optimizer", _OPT.name, ["adam", "sgd", "adamw"], "Optimizer of the model.")
 flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Peak learning rate of the model.")
 flags.DEFINE_enum("lr_schedule", _OPT.schedule, ["constant", "cosine", "step"],
@@ -63,7 +65,7 @@ flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate
 # be resumed with different values of these.
 OPERATIONAL = frozenset({
     "run_dir", "overwrite", "steps_per_loop", "eval_every", "summary_every", "checkpoint_every",
-    "eval_batch_size", "log_grad_conflict",
+    "eval_batch_size", "log_grad_conflict", "executor",
 })
 
 
@@ -122,7 +124,8 @@ def config_from_flags() -> config_lib.Config:
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps, epochs=FLAGS.epochs,
       steps_per_loop=FLAGS.steps_per_loop, eval_every=FLAGS.eval_every,
       summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
-      eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict)
+      eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict,
+      executor=FLAGS.executor)
   optimizer = config_lib.OptimizerConfig(
       name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
       decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,

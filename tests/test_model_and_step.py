@@ -12,6 +12,7 @@ from mtl_research.data.pipeline import DeviceSplit, train_indices
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import loop
 from mtl_research.train import run_dir as run_dir_lib
+from mtl_research.train import step as step_lib
 from mtl_research.train.step import conflict_stats
 
 REG = tasks.REGRESSION
@@ -116,6 +117,22 @@ class TestFixedBalancer:
 
 
 class TestCompiledLoop:
+
+  @pytest.mark.parametrize("executor", ["default", "single_threaded"])
+  def test_run_traces_once_under_each_executor(self, executor, make_config, make_bundle):
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    components = loop.build(make_config(loop={"executor": executor}), bundle)
+    assert components.train_step.executor == executor
+    iterator = iter(train_indices(len(bundle.train), 32, 0))
+    for steps, diagnose in ((2, False), (7, True), (1, False)):
+      logs = components.train_step.run(iterator, steps, diagnose)
+    assert components.train_step.loop.experimental_get_tracing_count() == 1
+    assert int(components.step.numpy()) == 10
+    assert np.all(np.isfinite(logs["losses"].numpy()))
+
+  def test_auto_executor_is_single_threaded_without_gpu(self):
+    expected = "default" if tf.config.list_physical_devices("GPU") else "single_threaded"
+    assert step_lib.resolve_executor("auto") == expected
 
   def test_one_trace_serves_every_step_count(self, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)

@@ -15,8 +15,8 @@ The step asks a balancer three questions and never tests its name:
 
 After the model update the step calls `update(stats)`, where a balancer updates
 state it trains by its own rule (GradNorm's weights, its initial losses) and
-returns diagnostics for TensorBoard. `weights()` reports the current effective
-per-task weights. All state lives in tf.Variables attached to the balancer (a
+returns the diagnostics it computed on the way; `summaries()` adds scalars read
+from its state. `weights()` reports the current effective per-task weights. All state lives in tf.Variables attached to the balancer (a
 tf.Module), so it is checkpointed with the model.
 """
 
@@ -101,6 +101,14 @@ class Balancer(tf.Module):
     as `<name>`.
     """
     del stats
+    return {}
+
+  def summaries(self) -> dict[str, tf.Tensor]:
+    """Named scalars read from the balancer's state, for TensorBoard.
+
+    Called only at the last step of each loop (unlike `update`), so reading
+    state here costs nothing on the other steps. Same naming rule as `update`.
+    """
     return {}
 
   def weights(self) -> tf.Tensor:

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
+from mtl_research import adam
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats
 from mtl_research.balancers.registry import BALANCERS
@@ -61,7 +62,7 @@ class GradNorm(Balancer):
     self.l0_steps = int(params["gradnorm_l0_steps"]) or max(schedule.steps_per_epoch, 1)
     self.w = tf.Variable(tf.ones([self.num_tasks]), trainable=True, name="w")
     self.initial_losses = tf.Variable(tf.zeros([self.num_tasks]), trainable=False, name="initial_losses")
-    self.optimizer = tf.keras.optimizers.Adam(params["gradnorm_lr"])
+    self.optimizer = adam.Adam(params["gradnorm_lr"])
     self.optimizer.build([self.w])
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
@@ -77,6 +78,12 @@ class GradNorm(Balancer):
     running = (self.initial_losses * count + losses) / (count + 1.0)
     return self.initial_losses.assign(tf.where(in_window, running, self.initial_losses))
 
+  def _step_weights(self, grad_w: tf.Tensor) -> tf.Operation:
+    """One optimizer step on w, then w > 0 and Σ w = T (the paper's §3.2)."""
+    self.optimizer.apply_gradients([(grad_w, self.w)])
+    positive = tf.maximum(self.w, MIN_WEIGHT)
+    return self.w.assign(positive * (self.num_tasks / tf.reduce_sum(positive))).op
+
   def update(self, stats: StepStats) -> dict[str, tf.Tensor]:
     losses = tf.stop_gradient(stats.losses)
     initial = self._record_initial_losses(losses, stats.step)
@@ -88,10 +95,10 @@ class GradNorm(Balancer):
       target = tf.stop_gradient(tf.reduce_mean(weighted_norms) * relative_rate**self.alpha)
       l_grad = tf.reduce_sum(tf.abs(weighted_norms - target))
     grad_w = tape.gradient(l_grad, self.w)
-    # Hold w until L(0) is final (only matters for --gradnorm_l0_steps > 1).
-    ready = tf.cast(stats.step >= self.l0_steps - 1, tf.float32)
-    self.optimizer.apply_gradients([(grad_w * ready, self.w)])
-    positive = tf.maximum(self.w, MIN_WEIGHT)
-    self.w.assign(positive * (self.num_tasks / tf.reduce_sum(positive)))
+    if self.l0_steps == 1:
+      self._step_weights(grad_w)
+    else:
+      # Hold w (and its optimizer's step count) until L(0) is final.
+      tf.cond(stats.step >= self.l0_steps - 1, lambda: self._step_weights(grad_w), tf.no_op)
     return {"gradnorm/grad_norm": weighted_norms, "gradnorm/target": target,
             "gradnorm/loss_ratio": loss_ratio, "gradnorm/l_grad": l_grad}

@@ -56,8 +56,7 @@ class Uncertainty(Balancer):
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(self.scale * tf.exp(-self.log_var) * losses + 0.5 * self.log_var)
 
-  def update(self, stats) -> dict[str, tf.Tensor]:
-    del stats
+  def summaries(self) -> dict[str, tf.Tensor]:
     return {"uncertainty/log_var": self.log_var.read_value()}
 
   def weights(self) -> tf.Tensor:

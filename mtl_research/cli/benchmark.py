@@ -52,6 +52,13 @@ HIDDEN_UNITS = (128, 64)  # the seed recipe's trunk; ours is built with the same
 DATASET_PARAMS = {"num_train": 8000, "num_val": 1000, "num_test": 1000, "synthetic_noise": 0.3}
 MODEL_PARAMS = {"hidden_units": HIDDEN_UNITS, "dropout": 0.0, "l2": 0.0}
 TUNED_STEPS_PER_EXECUTION = 100
+# Defaults sized for 1-2 minutes on 2 cores with three balancers (about 90 s measured).
+DEFAULT_REPEATS = 3
+DEFAULT_FIT_EPOCHS = 8
+DEFAULT_LOOP_STEPS = 1000
+DEFAULT_LOOP_CALLS = 15
+DEFAULT_WARMUP_STEPS = 200
+DEFAULT_BATCH_SIZE = 32
 
 # Names chosen not to clash with mtl_research.flags (the trainer's flags and every
 # component Param), so both modules can be imported into one process.
@@ -59,15 +66,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("balancers", None,
                   f"Balancers whose loop is timed; default: every registered one "
                   f"(now: {','.join(BALANCERS.names())}). '{BASELINE}' is always included.")
-flags.DEFINE_integer("repeats", 3, "Timed repetitions of every measurement; the median is reported.",
+flags.DEFINE_integer("repeats", DEFAULT_REPEATS, "Timed repetitions of every measurement; the median is reported.",
                      lower_bound=1)
-flags.DEFINE_integer("fit_epochs", 5, "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).",
-                     lower_bound=1)
-flags.DEFINE_integer("loop_steps", 1000, "Steps per call of our compiled loop.", lower_bound=1)
-flags.DEFINE_integer("loop_calls", 10, "Calls of our loop per timed repetition.", lower_bound=1)
-flags.DEFINE_integer("warmup_steps", 200, "Steps of the untimed warm-up call of our loop (traces it).",
-                     lower_bound=1)
-flags.DEFINE_integer("bench_batch_size", 32, "Batch size of every measurement.", lower_bound=1)
+flags.DEFINE_integer("fit_epochs", DEFAULT_FIT_EPOCHS,
+                     "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).", lower_bound=1)
+flags.DEFINE_integer("loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1)
+flags.DEFINE_integer("loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1)
+flags.DEFINE_integer("warmup_steps", DEFAULT_WARMUP_STEPS,
+                     "Steps of the untimed warm-up call of our loop (traces it).", lower_bound=1)
+flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1)
 flags.DEFINE_integer("bench_train_rows", DATASET_PARAMS["num_train"],
                      "Rows of the synthetic train split (an epoch of fit).", lower_bound=1)
 flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.")
@@ -155,19 +162,17 @@ class LoopTimer:
     self.parts = loop_lib.build(config, bundle)
     self.iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
     self.steps, self.calls = steps, calls
-    self.diagnose = tf.constant(False)
-    self._call(tf.constant(warmup_steps, tf.int32))
-    self.num_steps = tf.constant(steps, tf.int32)
+    self._call(warmup_steps)
 
-  def _call(self, num_steps: tf.Tensor) -> dict:
-    logs = self.parts.train_step.loop(self.iterator, num_steps, self.diagnose)
+  def _call(self, num_steps: int) -> dict:
+    logs = self.parts.train_step.run(self.iterator, num_steps)
     # .numpy() waits for the loop to finish, so the clock sees all of it.
     return tf.nest.map_structure(lambda t: t.numpy(), logs)
 
   def steps_per_s(self) -> float:
     tick = time.perf_counter()
     for _ in range(self.calls):
-      logs = self._call(self.num_steps)
+      logs = self._call(self.steps)
     elapsed = time.perf_counter() - tick
     if not np.isfinite(logs["objective"]):
       raise RuntimeError(f"{self.name}: the objective is not finite ({logs['objective']}).")
@@ -177,8 +182,10 @@ class LoopTimer:
 # --- the benchmark -----------------------------------------------------------
 
 
-def measure(balancers: Sequence[str] | None = None, repeats: int = 3, fit_epochs: int = 5,
-            loop_steps: int = 1000, loop_calls: int = 10, warmup_steps: int = 200, batch_size: int = 32,
+def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEATS,
+            fit_epochs: int = DEFAULT_FIT_EPOCHS, loop_steps: int = DEFAULT_LOOP_STEPS,
+            loop_calls: int = DEFAULT_LOOP_CALLS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
+            batch_size: int = DEFAULT_BATCH_SIZE,
             num_train: int = DATASET_PARAMS["num_train"], seed: int = 0,
             log: Callable[[str], None] = _stderr) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).

@@ -20,6 +20,9 @@ import tensorflow as tf
 from mtl_research.data.bundle import Split
 
 
+PREFETCH_BATCHES = 4
+
+
 class DeviceSplit:
   """A split held as tensors, from which the train step gathers its batches."""
 
@@ -59,7 +62,11 @@ def train_indices(num_rows: int, batch_size: int, seed: int, start_step: int = 0
 
   first_epoch, offset = divmod(start_step, per_epoch)
   dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
-  return dataset.skip(offset).prefetch(tf.data.AUTOTUNE)
+  # Producing an index batch is nearly free, so a small fixed buffer suffices;
+  # autotuning would only add a background thread competing for 2 cores.
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.skip(offset).prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def eval_batches(split: Split, batch_size: int) -> tf.data.Dataset:

@@ -59,7 +59,7 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
   optimizer = optimizers.build(config.optimizer, steps)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,
-                         config.loop.log_grad_conflict)
+                         config.loop.log_grad_conflict, config.loop.executor)
   # Slots must exist before a restore, or Keras 3 silently drops their values.
   optimizer.build(train_step.trained_variables)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, balancer=balancer, step=step)
@@ -122,7 +122,7 @@ class Trainer:
                         loop_cfg.checkpoint_every)
       summarize = stop % loop_cfg.summary_every == 0 or stop == total
       tick = time.perf_counter()
-      logs = self.parts.train_step.loop(iterator, tf.constant(stop - step, tf.int32), tf.constant(summarize))
+      logs = self.parts.train_step.run(iterator, stop - step, summarize)
       logs = tf.nest.map_structure(lambda t: t.numpy(), logs)
       rate = (stop - step) / (time.perf_counter() - tick)
       step = stop

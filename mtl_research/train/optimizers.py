@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mtl_research import adam
 from mtl_research.config import OptimizerConfig
 
 keras = tf.keras
@@ -25,8 +26,8 @@ def build(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimiz
   if config.name == "sgd":
     return keras.optimizers.SGD(rate, momentum=config.momentum)
   if config.name == "adamw":
-    return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-  return keras.optimizers.Adam(rate)
+    return adam.AdamW(rate, weight_decay=config.weight_decay)
+  return adam.Adam(rate)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

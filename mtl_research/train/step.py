@@ -29,11 +29,29 @@ def conflict_stats(task_grads: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
   return tf.matmul(unit, unit, transpose_b=True), norms
 
 
+SINGLE_THREADED = "single_threaded"
+EXECUTORS = ("auto", "default", SINGLE_THREADED)
+
+
+def resolve_executor(executor: str) -> str:
+  """`auto`: TensorFlow's single-threaded executor on a CPU-only machine.
+
+  The step of a small model is hundreds of tiny ops; running them on the
+  calling thread avoids a thread-pool hand-off per op, which on 2 cores is both
+  faster and far steadier (scripts/benchmark.py). GPUs and tf.distribute need
+  asynchronous kernels, which that executor does not run, so they keep TF's default.
+  """
+  if executor == "auto":
+    return "default" if tf.config.list_physical_devices("GPU") else SINGLE_THREADED
+  return executor
+
+
 class TrainStep:
   """Owns the compiled loop that trains `model` under `balancer`."""
 
   def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit,
-               global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False):
+               global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False,
+               executor: str = "default"):
     self.model = model
     self.balancer = balancer
     self.optimizer = optimizer
@@ -42,6 +60,7 @@ class TrainStep:
     self.step = step
     self.log_grad_conflict = log_grad_conflict
     self.task_specs = model.task_specs
+    self.executor = resolve_executor(executor)
     self.loop = tf.function(self._loop)
 
   @property
@@ -97,15 +116,19 @@ class TrainStep:
              for loss in losses]
     return conflict_stats(grads)
 
-  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict:
-    """One update on the rows `indices`; returns this step's logs."""
+  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict | None:
+    """One update on the rows `indices`.
+
+    Inner steps of a loop (`diagnose` None) compute nothing for reporting,
+    because stateful reads inside the loop are never pruned; the loop's last
+    step returns its logs.
+    """
     features, labels = self.data.gather(indices)
     scope_variables = self._scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     with tf.GradientTape(persistent=needs_tape_again) as tape:
       task_losses = self.task_losses(labels, self.model(features, training=True))
       losses = tf.stack(task_losses)
-      weights = self.balancer.weights()
       # Keras 3 computes model.losses when read, so read it once, on the tape.
       regularization = self._regularization()
       objective = self.balancer.objective(losses) + regularization
@@ -113,17 +136,29 @@ class TrainStep:
     if scope_variables:
       task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
-    logs = {"losses": losses, "weights": weights, "objective": objective}
-    if diagnose is not None and self.log_grad_conflict:
-      num = len(self.task_specs)
-      logs["conflict_cos"], logs["conflict_norm"] = tf.cond(
-          diagnose, lambda: self._conflict(features, labels),
-          lambda: (tf.zeros([num, num]), tf.zeros([num])))
+    logs = None
+    if diagnose is not None:
+      logs = {"losses": losses, "weights": self.balancer.weights(), "objective": objective}
+      if self.log_grad_conflict:
+        num = len(self.task_specs)
+        logs["conflict_cos"], logs["conflict_norm"] = tf.cond(
+            diagnose, lambda: self._conflict(features, labels),
+            lambda: (tf.zeros([num, num]), tf.zeros([num])))
     grads, variables = self._gradients(tape, objective, regularization, stats)
     self.optimizer.apply_gradients(zip(grads, variables))
-    logs["diagnostics"] = self.balancer.update(stats)
+    diagnostics = self.balancer.update(stats)
     self.step.assign_add(1)
+    if logs is not None:
+      logs["diagnostics"] = {**diagnostics, **self.balancer.summaries()}
     return logs
+
+  def run(self, iterator, num_steps: int, diagnose: bool = False) -> dict:
+    """Runs `num_steps` steps through the compiled loop; returns the last step's logs."""
+    args = (iterator, tf.constant(num_steps, tf.int32), tf.constant(diagnose))
+    if self.executor == SINGLE_THREADED:
+      with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
+        return self.loop(*args)
+    return self.loop(*args)
 
   def _loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
     """Runs `num_steps` (≥ 1) steps; returns the logs of the last one.

@@ -1,0 +1,111 @@
+"""Checkpoint/resume of balancer state (uncertainty's s, GradNorm's w, L(0) and
+its own Adam slots): a run interrupted after N steps and restored into freshly
+built components continues exactly like the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+try:
+  from tests import balancer_helpers as helpers
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+  import balancer_helpers as helpers
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.data.pipeline import train_indices
+from mtl_research.train import loop as loop_lib
+
+TASKS = (tasks_lib.TaskSpec("value", tasks_lib.REGRESSION),
+         tasks_lib.TaskSpec("scaled", tasks_lib.REGRESSION),
+         tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3))
+BATCH = 16
+FIRST, MORE = 6, 7  # steps before the checkpoint, steps after it
+
+
+def _bundle():
+  rng = np.random.default_rng(7)
+  rows = 80  # 5 batches per epoch, so the resumed run crosses an epoch boundary
+  x = rng.normal(size=(3 * rows, 6))
+  labels = {"value": x[:, 0] - x[:, 1] ** 2 + 0.1 * rng.normal(size=len(x)),
+            "scaled": 20.0 * np.tanh(x[:, 2] + x[:, 3]),
+            "kind": np.argmax(x[:, 3:6] + rng.gumbel(size=(len(x), 3)), axis=1)}
+  return helpers.make_bundle(TASKS, x, labels, (rows, rows, rows))
+
+
+def _balancer_state(balancer) -> dict[str, np.ndarray]:
+  state = {}
+  if hasattr(balancer, "log_var"):
+    state["log_var"] = balancer.log_var.numpy().copy()
+  if hasattr(balancer, "w"):
+    state["w"] = balancer.w.numpy().copy()
+    state["initial_losses"] = balancer.initial_losses.numpy().copy()
+    state.update({f"gradnorm_adam/{k}": v for k, v in helpers.optimizer_values(balancer.optimizer).items()})
+  return state
+
+
+def _assert_same(a: dict, b: dict, what: str):
+  assert sorted(a) == sorted(b), what
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{what}: {key}")
+
+
+CASES = [
+    ("uncertainty", {}),
+    ("gradnorm", {}),
+    # L(0) averaged over the first 8 steps: the checkpoint falls inside that window.
+    ("gradnorm", {"gradnorm_l0_steps": 8, "gradnorm_scope": "shared"}),
+]
+
+
+@pytest.mark.parametrize("balancer, overrides", CASES, ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared"])
+def test_resume_continues_exactly(tmp_path, balancer, overrides):
+  bundle = _bundle()
+  config = helpers.make_config(tmp_path / "run", balancer, hidden_units=(16, 8), batch_size=BATCH,
+                               train_steps=FIRST + MORE, seed=5, **overrides)
+
+  original = loop_lib.build(config, bundle)
+  initial_state = _balancer_state(original.balancer)
+  iterator = iter(train_indices(len(bundle.train), BATCH, config.seed))
+  helpers.run_loop(original, iterator, FIRST, chunk=4)  # two loop calls: 4 + 2 steps
+  manager = tf.train.CheckpointManager(original.checkpoint, str(tmp_path / "ckpt"), max_to_keep=2)
+  path = manager.save(checkpoint_number=FIRST)
+  saved_balancer = _balancer_state(original.balancer)
+  saved_model = helpers.model_values(original.model)
+  saved_optimizer = helpers.optimizer_values(original.optimizer)
+  # The saved state must differ from a fresh build, or "restored" would prove nothing.
+  held = overrides.get("gradnorm_l0_steps", 1) > FIRST  # GradNorm holds w until L(0) is final
+  for key in ("log_var", "w", "initial_losses"):
+    if key in saved_balancer and not (held and key == "w"):
+      assert not np.allclose(saved_balancer[key], initial_state[key]), key
+  if balancer == "gradnorm":
+    # w's optimizer steps only from step K-1 on, once L(0) over K steps is final.
+    expected = max(FIRST - (overrides.get("gradnorm_l0_steps", 1) - 1), 0)
+    assert int(original.balancer.optimizer.iterations.numpy()) == expected
+
+  # Uninterrupted: the same iterator keeps going.
+  helpers.run_loop(original, iterator, MORE, chunk=5)
+
+  resumed = loop_lib.build(config, bundle)
+  assert int(resumed.step.numpy()) == 0
+  status = resumed.checkpoint.restore(manager.latest_checkpoint)
+  status.assert_existing_objects_matched()
+  assert manager.latest_checkpoint == path
+  assert int(resumed.step.numpy()) == FIRST
+  _assert_same(saved_balancer, _balancer_state(resumed.balancer), "restored balancer state")
+  _assert_same(saved_model, helpers.model_values(resumed.model), "restored model")
+  _assert_same(saved_optimizer, helpers.optimizer_values(resumed.optimizer), "restored model optimizer")
+
+  resumed_iterator = iter(train_indices(len(bundle.train), BATCH, config.seed, start_step=FIRST))
+  helpers.run_loop(resumed, resumed_iterator, MORE, chunk=3)
+
+  assert int(resumed.step.numpy()) == int(original.step.numpy()) == FIRST + MORE
+  _assert_same(_balancer_state(original.balancer), _balancer_state(resumed.balancer), "balancer after resume")
+  _assert_same(helpers.model_values(original.model), helpers.model_values(resumed.model), "model after resume")
+  _assert_same(helpers.optimizer_values(original.optimizer), helpers.optimizer_values(resumed.optimizer), "optimizer after resume")
+  # And training did move on after the checkpoint.
+  after = _balancer_state(resumed.balancer)
+  key = "log_var" if balancer == "uncertainty" else "w"
+  assert not np.allclose(after[key], saved_balancer[key]), key

@@ -1,0 +1,36 @@
+"""The benchmark's core runs end to end at toy sizes and reports every key."""
+
+import json
+import math
+
+import pytest
+
+from mtl_research.balancers import BALANCERS
+from mtl_research.cli import benchmark
+from mtl_research.errors import UserError
+
+
+def test_measure_reports_positive_rates_for_every_balancer():
+  result = benchmark.measure(repeats=1, fit_epochs=1, loop_steps=50, loop_calls=2, warmup_steps=10,
+                             batch_size=32, num_train=320, log=lambda message: None)
+  names = BALANCERS.names()
+  assert result["balancers"][0] == "fixed" and sorted(result["balancers"]) == names
+  keys = ["seed_fit_steps_per_s", "tuned_fit_steps_per_s", "ratio_fixed_vs_seed_fit", "ratio_fixed_vs_tuned_fit"]
+  keys += [f"{name}_steps_per_s" for name in names]
+  keys += [f"{name}_time_vs_fixed" for name in names if name != "fixed"]
+  for key in keys:
+    assert math.isfinite(result[key]) and result[key] > 0, key
+  assert "fixed_time_vs_fixed" not in result
+  assert result["batch_size"] == 32 and result["train_rows"] == 320 and result["cpu_count"] >= 1
+  assert result["tf_version"]
+  assert all(len(values) == 1 for values in result["samples"].values())
+  json.loads(json.dumps(result))  # the last line of stdout must be one JSON object
+  table = benchmark.format_table(result)
+  assert len(table.splitlines()) == 2 + 2 + len(names) + 1
+
+
+def test_balancer_list_puts_fixed_first_and_rejects_unknown_names():
+  assert benchmark.resolve_balancers(None) == ["fixed"] + [n for n in BALANCERS.names() if n != "fixed"]
+  assert benchmark.resolve_balancers([]) == benchmark.resolve_balancers(None)
+  with pytest.raises(UserError, match="nope"):
+    benchmark.resolve_balancers(["nope"])
