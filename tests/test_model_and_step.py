@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_research import tasks
+from mtl_research.data.bundle import FeatureSpec
 from mtl_research.data.pipeline import DeviceSplit, train_indices
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import loop
@@ -43,11 +44,29 @@ def full_split_losses(components, split, reference_losses):
 
 class TestSharedBottom:
 
+  def test_embedded_columns_are_shared_inputs(self, make_bundle):
+    specs = TASK_SETS[2]
+    bundle = make_bundle(specs, num_train=8, num_eval=4)
+    feature_spec = FeatureSpec(numeric_dim=6, embedded_vocab_sizes=(5, 3))
+    model = ARCHITECTURES.get("shared_bottom").component(
+        specs, feature_spec, {"hidden_units": (4,), "dropout": 0.0, "l2": 0.0, "embedding_dim": 2})
+    features = {"numeric": tf.constant(bundle.train.features["numeric"]),
+                "embedded": tf.constant([[0, 1], [4, 2]] * 4, tf.int32)}
+    outputs = model(features)
+    assert tuple(outputs["price"].shape) == (8, 1)
+    # Two tables (5x2, 3x2) feed the first trunk layer: 6 numeric + 2x2 embedded inputs.
+    shapes = [tuple(v.shape) for v in model.shared_variables]
+    assert shapes == [(5, 2), (3, 2), (10, 4), (4,)]
+    # Rows with the same categories and numbers get the same outputs; changing a category changes them.
+    changed = dict(features, embedded=tf.constant([[1, 1], [4, 2]] * 4, tf.int32))
+    assert not np.allclose(model(changed)["price"].numpy()[0], outputs["price"].numpy()[0])
+    np.testing.assert_allclose(model(changed)["price"].numpy()[1], outputs["price"].numpy()[1])
+
   def test_heads_emit_one_unit_for_regression_and_one_logit_per_class(self, make_bundle):
     specs = TASK_SETS[4]
     bundle = make_bundle(specs, num_train=8, num_eval=4)
-    model = ARCHITECTURES.get("shared_bottom").component(specs, {"hidden_units": (5, 3), "dropout": 0.0,
-                                                                 "l2": 0.0})
+    model = ARCHITECTURES.get("shared_bottom").component(
+        specs, bundle.features, {"hidden_units": (5, 3), "dropout": 0.0, "l2": 0.0, "embedding_dim": 4})
     outputs = model({"numeric": tf.constant(bundle.train.features["numeric"])})
     assert {name: tuple(value.shape) for name, value in outputs.items()} == {
         "a": (8, 1), "b": (8, 2), "c": (8, 3), "d": (8, 1)}

@@ -50,7 +50,7 @@ ARCHITECTURE = "shared_bottom"
 BASELINE = "fixed"  # the balancer every other one is compared with
 HIDDEN_UNITS = (128, 64)  # the seed recipe's trunk; ours is built with the same widths
 DATASET_PARAMS = {"num_train": 8000, "num_val": 1000, "num_test": 1000, "synthetic_noise": 0.3}
-MODEL_PARAMS = {"hidden_units": HIDDEN_UNITS, "dropout": 0.0, "l2": 0.0}
+MODEL_PARAMS = {"hidden_units": HIDDEN_UNITS, "dropout": 0.0, "l2": 0.0, "embedding_dim": 8}
 TUNED_STEPS_PER_EXECUTION = 100
 # Defaults sized for 1-2 minutes on 2 cores with three balancers (about 90 s measured).
 DEFAULT_REPEATS = 3

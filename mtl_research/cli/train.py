@@ -17,7 +17,7 @@ from mtl_research.train import loop, run_dir
 def train() -> dict:
   """Trains from the parsed flags; raises UserError before writing on bad input."""
   config = flags_lib.config_from_flags()
-  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed)
+  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed, None)
   bundle.validate(config.loop.batch_size)
   parts = loop.build(config, bundle)
   run = run_dir.prepare(config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite,

@@ -1,4 +1,9 @@
-"""The in-memory form every dataset source produces: task specs and three splits."""
+"""The in-memory form every dataset source produces: task specs and three splits.
+
+Features come in two groups: "numeric", a float32 matrix the model reads as is
+(standardized numbers, one-hot categories, missing indicators), and optionally
+"embedded", an int32 matrix of category indices for columns the model embeds.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,28 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
 
 SPLITS = ("train", "val", "test")
+NUMERIC = "numeric"
+EMBEDDED = "embedded"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+  """The shape of the model's input, which the architecture's encoder needs."""
+
+  numeric_dim: int
+  embedded_vocab_sizes: tuple[int, ...] = ()  # per embedded column; index 0 = missing or unseen
+
+  @classmethod
+  def of(cls, split: "Split") -> "FeatureSpec":
+    """The spec of a split with only numeric features."""
+    return cls(int(split.features[NUMERIC].shape[1]))
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Rows of one split: named feature arrays and one label array per task."""
 
-  features: Mapping[str, np.ndarray]  # "numeric": float32 [N, D]
+  features: Mapping[str, np.ndarray]  # NUMERIC: float32 [N, D]; EMBEDDED (optional): int32 [N, E]
   labels: Mapping[str, np.ndarray]  # task name -> [N] (float32 or int32)
 
   def __len__(self) -> int:
@@ -32,6 +52,18 @@ class DatasetBundle:
   train: Split
   val: Split
   test: Split
+  feature_spec: FeatureSpec | None = None  # None: numeric features only (derived from train)
+  # Regression targets given to the model as (y − mean) / std: task -> (mean, std).
+  # Metrics are reported in original units by undoing this.
+  target_scale: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+  class_names: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  # JSON-serializable fitted preprocessing (vocabularies, means, label maps), saved
+  # in the run dir so that a resumed or evaluated run encodes data the same way.
+  preprocessing: Mapping | None = None
+
+  @property
+  def features(self) -> FeatureSpec:
+    return self.feature_spec or FeatureSpec.of(self.train)
 
   @property
   def task_names(self) -> list[str]:

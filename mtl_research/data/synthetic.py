@@ -49,8 +49,9 @@ def split_rows(features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarr
 
 
 @DATASETS.register("synthetic", params=PARAMS)
-def load(params: Mapping[str, Any], seed: int) -> DatasetBundle:
+def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None) -> DatasetBundle:
   """The tutorial scenario: 10 features, regression `price` and 3-class `kind`."""
+  del fitted  # generated data needs no fitted preprocessing
   sizes = (params["num_train"], params["num_val"], params["num_test"])
   rng = np.random.default_rng(seed)
   total = sum(sizes)

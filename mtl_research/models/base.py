@@ -7,27 +7,43 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
 
 
-def encode_features(features: Mapping[str, tf.Tensor]) -> tf.Tensor:
-  """Concatenates the feature groups (sorted by name) into one float matrix."""
-  return tf.concat([tf.cast(features[k], tf.float32) for k in sorted(features)], axis=-1)
+class FeatureEncoder(tf.keras.layers.Layer):
+  """Numeric features as they are, plus one learned embedding per embedded column."""
+
+  def __init__(self, feature_spec: FeatureSpec, embedding_dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.embeddings = [tf.keras.layers.Embedding(size, embedding_dim, name=f"embedding_{i}")
+                       for i, size in enumerate(feature_spec.embedded_vocab_sizes)]
+
+  def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    parts = [tf.cast(features[NUMERIC], tf.float32)]
+    if self.embeddings:
+      indices = features[EMBEDDED]
+      parts += [layer(indices[:, i]) for i, layer in enumerate(self.embeddings)]
+    return tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
 class MultiTaskModel(tf.keras.Model):
   """A model mapping a features dict to a dict of per-task logits.
 
-  Subclasses must create their layers in `__init__` and define `call`, and
-  tell the balancers which variables are shared between tasks:
+  Subclasses must create their layers in `__init__`, start `call` with
+  `self.encoder(features)`, and tell the balancers which variables are shared
+  between tasks (the encoder's embeddings are):
 
   * `shared_variables`: every trainable variable that more than one task's loss
     depends on (gradient-aggregation balancers combine per-task gradients here);
   * `last_shared_kernel`: the kernel of the last shared layer, the W of GradNorm.
   """
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], **kwargs):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
+               embedding_dim: int = 8, **kwargs):
     super().__init__(**kwargs)
     self.task_specs = tuple(task_specs)
+    self.feature_spec = feature_spec
+    self.encoder = FeatureEncoder(feature_spec, embedding_dim)
 
   @property
   def shared_variables(self) -> list[tf.Variable]:

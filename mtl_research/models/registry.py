@@ -1,4 +1,4 @@
-"""The architecture registry; builders `build(task_specs, params) -> MultiTaskModel`."""
+"""The architecture registry; builders `build(task_specs, feature_spec, params) -> MultiTaskModel`."""
 
 from mtl_research.registry import Registry
 

@@ -7,9 +7,10 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.data.bundle import FeatureSpec
 from mtl_research.models import base
 from mtl_research.models.registry import ARCHITECTURES
-from mtl_research.params import FLOAT, INTS, Param
+from mtl_research.params import FLOAT, INT, INTS, Param
 
 keras = tf.keras
 
@@ -17,15 +18,16 @@ PARAMS = (
     Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
     Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer.", lower=0.0),
     Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
+    Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
 )
 
 
 class SharedBottom(base.MultiTaskModel):
   """Dense(ReLU) trunk → per-task Dense head emitting logits (1 unit for regression)."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], hidden_units: Sequence[int],
-               dropout: float = 0.0, l2: float = 0.0):
-    super().__init__(task_specs)
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
+               hidden_units: Sequence[int], dropout: float = 0.0, l2: float = 0.0, embedding_dim: int = 8):
+    super().__init__(task_specs, feature_spec, embedding_dim)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     self.trunk = [
         keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"shared_{i}")
@@ -38,7 +40,7 @@ class SharedBottom(base.MultiTaskModel):
     }
 
   def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-    hidden = base.encode_features(features)
+    hidden = self.encoder(features)
     for i, layer in enumerate(self.trunk):
       hidden = layer(hidden)
       if self.dropouts:
@@ -47,7 +49,7 @@ class SharedBottom(base.MultiTaskModel):
 
   @property
   def shared_variables(self) -> list[tf.Variable]:
-    return [v for layer in self.trunk for v in layer.trainable_variables]
+    return list(self.encoder.trainable_variables) + [v for layer in self.trunk for v in layer.trainable_variables]
 
   @property
   def last_shared_kernel(self) -> tf.Variable:
@@ -55,6 +57,8 @@ class SharedBottom(base.MultiTaskModel):
 
 
 @ARCHITECTURES.register("shared_bottom", params=PARAMS)
-def build(task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any]) -> SharedBottom:
+def build(task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
+          params: Mapping[str, Any]) -> SharedBottom:
   """Shared Dense trunk with one linear head per task (the tutorial's architecture)."""
-  return SharedBottom(task_specs, params["hidden_units"], params["dropout"], params["l2"])
+  return SharedBottom(task_specs, feature_spec, params["hidden_units"], params["dropout"], params["l2"],
+                      params["embedding_dim"])

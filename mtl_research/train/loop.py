@@ -51,7 +51,7 @@ def total_steps(config: Config, bundle: DatasetBundle) -> int:
 def build(config: Config, bundle: DatasetBundle) -> Components:
   """Builds model, balancer and optimizer (with its slots) for `bundle`."""
   keras.utils.set_random_seed(config.seed)
-  model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, config.model.params)
+  model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
   model.build_for(bundle.train.features)
   steps = total_steps(config, bundle)
   schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
