@@ -20,6 +20,9 @@ ENUM = "enum"
 FLOATS = "floats"  # "1.0,2.5"
 INTS = "ints"  # "128,64"
 TASK_FLOATS = "task_floats"  # "name:1.0,other:2.5"
+STRING = "string"
+STRINGS = "strings"  # "a,b,c" (may be empty)
+NAMED_CHOICES = "named_choices"  # "name:choice,other:choice", choices from `choices`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Param:
       return tuple(int(_bounded(self, _integer(self, item))) for item in _items(self, raw))
     if self.kind == TASK_FLOATS:
       return parse_task_floats(self.name, raw, self.lower)
+    if self.kind == STRINGS:
+      return tuple(_items(self, raw)) if str(raw).strip() else ()
+    if self.kind == NAMED_CHOICES:
+      return _named_choices(self, raw) if str(raw).strip() else ()
     if self.kind in (FLOAT, INT):
       return _bounded(self, raw)
     return raw
@@ -60,6 +67,18 @@ def _number(param: Param, text: str) -> float:
     return float(text)
   except ValueError:
     raise UserError(f"--{param.name} item {text!r} is not a number.") from None
+
+
+def _named_choices(param: Param, raw: str) -> tuple[tuple[str, str], ...]:
+  pairs = []
+  for item in _items(param, raw):
+    name, sep, choice = (part.strip() for part in item.partition(":"))
+    if not sep or not name or choice not in param.choices:
+      raise UserError(f"--{param.name} item {item!r} is not of the form name:{'|'.join(param.choices)}.")
+    if name in dict(pairs):
+      raise UserError(f"--{param.name} names {name!r} twice.")
+    pairs.append((name, choice))
+  return tuple(pairs)
 
 
 def _integer(param: Param, text: str) -> int:

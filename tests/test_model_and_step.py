@@ -236,6 +236,20 @@ class TestCheckpoint:
     for restored, value in zip(fresh.model.get_weights(), trained.model.get_weights()):
       np.testing.assert_array_equal(restored, value)
 
+  def test_model_alone_restores_from_a_training_checkpoint(self, tmp_path, make_config, make_bundle):
+    """evaluate.py and export restore only the model; every weight must come back."""
+    bundle = make_bundle(TASK_SETS[4], num_train=64, num_eval=8)
+    config = make_config(model_params={"dropout": 0.1})
+    trained = loop.build(config, bundle)
+    run_loop(trained, iter(train_indices(64, 32, 0)), 3)
+    path = tf.train.CheckpointManager(trained.checkpoint, str(tmp_path), max_to_keep=1).save()
+    fresh = loop.build(dataclasses.replace(config, seed=1), bundle)
+    assert not np.allclose(fresh.model.get_weights()[0], trained.model.get_weights()[0])
+    tf.train.Checkpoint(model=fresh.model).restore(path).assert_existing_objects_matched()
+    assert len(fresh.model.get_weights()) == len(trained.model.get_weights()) == 4 + 8
+    for restored, value in zip(fresh.model.get_weights(), trained.model.get_weights()):
+      np.testing.assert_array_equal(restored, value)
+
   def test_interrupted_run_resumes_to_the_same_weights(self, tmp_path, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=16)
     config = make_config(optimizer={"learning_rate": 1e-2},

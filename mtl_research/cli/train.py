@@ -17,11 +17,15 @@ from mtl_research.train import loop, run_dir
 def train() -> dict:
   """Trains from the parsed flags; raises UserError before writing on bad input."""
   config = flags_lib.config_from_flags()
-  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed, None)
+  contract = (config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite, flags_lib.OPERATIONAL,
+              flags_lib.flag_defaults())
+  # A resumed run encodes its data with the preprocessing it was trained with.
+  resuming = run_dir.check(*contract)
+  fitted = run_dir.read_preprocessing(config.run_dir) if resuming else None
+  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed, fitted)
   bundle.validate(config.loop.batch_size)
   parts = loop.build(config, bundle)
-  run = run_dir.prepare(config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite,
-                        flags_lib.OPERATIONAL, flags_lib.flag_defaults())
+  run = run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
   metrics = loop.Trainer(config, bundle, parts, run).run()
   _report(run, metrics)
   return metrics

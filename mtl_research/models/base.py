@@ -10,13 +10,27 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
 
 
+def track(owner: tf.keras.layers.Layer, prefix: str, layers):
+  """Attaches each of `layers` (a list or dict) to `owner` as an attribute and returns them.
+
+  Keras 3 does not expose layers kept in a Python list or dict as checkpoint
+  children, so without this a checkpoint of the model alone would not contain
+  their weights (only a checkpoint that also holds the optimizer would).
+  """
+  items = layers.items() if isinstance(layers, dict) else enumerate(layers)
+  for key, layer in items:
+    setattr(owner, f"{prefix}{key}", layer)
+  return layers
+
+
 class FeatureEncoder(tf.keras.layers.Layer):
   """Numeric features as they are, plus one learned embedding per embedded column."""
 
   def __init__(self, feature_spec: FeatureSpec, embedding_dim: int, **kwargs):
     super().__init__(**kwargs)
-    self.embeddings = [tf.keras.layers.Embedding(size, embedding_dim, name=f"embedding_{i}")
-                       for i, size in enumerate(feature_spec.embedded_vocab_sizes)]
+    self.embeddings = track(self, "embedding_", [
+        tf.keras.layers.Embedding(size, embedding_dim, name=f"embedding_{i}")
+        for i, size in enumerate(feature_spec.embedded_vocab_sizes)])
 
   def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
     parts = [tf.cast(features[NUMERIC], tf.float32)]
@@ -29,7 +43,8 @@ class FeatureEncoder(tf.keras.layers.Layer):
 class MultiTaskModel(tf.keras.Model):
   """A model mapping a features dict to a dict of per-task logits.
 
-  Subclasses must create their layers in `__init__`, start `call` with
+  Subclasses must create their layers in `__init__` (layers held in a list or
+  dict go through `track`), start `call` with
   `self.encoder(features)`, and tell the balancers which variables are shared
   between tasks (the encoder's embeddings are):
 

@@ -29,15 +29,15 @@ class SharedBottom(base.MultiTaskModel):
                hidden_units: Sequence[int], dropout: float = 0.0, l2: float = 0.0, embedding_dim: int = 8):
     super().__init__(task_specs, feature_spec, embedding_dim)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
-    self.trunk = [
+    self.trunk = base.track(self, "shared_", [
         keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"shared_{i}")
         for i, units in enumerate(hidden_units)
-    ]
+    ])
     self.dropouts = [keras.layers.Dropout(dropout) for _ in self.trunk] if dropout > 0 else []
-    self.heads = {
+    self.heads = base.track(self, "head_", {
         task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
         for task in task_specs
-    }
+    })
 
   def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
     hidden = self.encoder(features)

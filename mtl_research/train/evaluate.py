@@ -16,9 +16,12 @@ from mtl_research.models.base import MultiTaskModel
 class Evaluator:
   """Computes every task's metrics on a split with the current model weights."""
 
-  def __init__(self, model: MultiTaskModel, batch_size: int):
+  def __init__(self, model: MultiTaskModel, batch_size: int,
+               target_scale: Mapping[str, tuple[float, float]] | None = None):
     self.model = model
     self.batch_size = batch_size
+    # Regression targets the model saw as (y − mean) / std; metrics use original units.
+    self.target_scale = dict(target_scale or {})
     self._datasets: dict[int, tf.data.Dataset] = {}
     self._predict = tf.function(self._predict_all)
 
@@ -39,11 +42,21 @@ class Evaluator:
       self._datasets[key] = eval_batches(split, self.batch_size)
     return {name: value.numpy() for name, value in self._predict(self._datasets[key]).items()}
 
+  def original_units(self, task_name: str, values: np.ndarray) -> np.ndarray:
+    """Regression values (labels or predictions) back in the target's original units."""
+    mean, std = self.target_scale.get(task_name, (0.0, 1.0))
+    return np.asarray(values, np.float64) * std + mean
+
   def evaluate(self, split: Split) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} on `split`."""
+    """{task: {metric: value}} on `split`, regression metrics in original units."""
     outputs = self.predict(split)
-    return {task.name: metrics_lib.task_metrics(task, split.labels[task.name], outputs[task.name])
-            for task in self.model.task_specs}
+    results = {}
+    for task in self.model.task_specs:
+      labels, out = split.labels[task.name], outputs[task.name]
+      if task.name in self.target_scale:
+        labels, out = self.original_units(task.name, labels), self.original_units(task.name, out)
+      results[task.name] = metrics_lib.task_metrics(task, labels, out)
+    return results
 
 
 def mean_loss(results: Mapping[str, Mapping[str, float]], model: MultiTaskModel) -> float:

@@ -91,7 +91,7 @@ class Trainer:
     self.run_dir = run
     self.log = log
     self.task_names = bundle.task_names
-    self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size)
+    self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size, bundle.target_scale)
     self.manager = tf.train.CheckpointManager(self.parts.checkpoint, run.checkpoint_dir, max_to_keep=3)
 
   def restore(self) -> int:
@@ -179,7 +179,10 @@ class Trainer:
         "steps": int(self.parts.step.numpy()),
         "balancer": self.config.balancer.name,
         "dataset": self.config.dataset.name,
-        "tasks": {t.name: {"kind": t.kind, "num_classes": t.num_classes} for t in self.bundle.tasks},
+        "tasks": {t.name: {"kind": t.kind, "num_classes": t.num_classes,
+                           **({"classes": list(self.bundle.class_names[t.name])}
+                              if t.name in self.bundle.class_names else {})}
+                  for t in self.bundle.tasks},
     }
     write_json_atomic(self.run_dir.metrics_file, metrics)
     return metrics

@@ -1,6 +1,7 @@
 """The run directory contract that later tools read.
 
   flags.txt     a flagfile reproducing the run (--flagfile=<run_dir>/flags.txt)
+  preprocessing.json  fitted encoding of tabular data (vocabularies, means, class names), if any
   metrics.json  {"val": {task: {metric: v}}, "test": {...}, "weights": {task: w}, "steps": n, ...}
   train/ eval/  TensorBoard event files
   ckpt/         tf.train.CheckpointManager checkpoints (model, optimizer, balancer, step)
@@ -9,15 +10,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from typing import Iterable, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.train.writers import write_text_atomic
+from mtl_research.train.writers import write_json_atomic, write_text_atomic
 
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,10 @@ class RunDir:
   @property
   def metrics_file(self) -> str:
     return os.path.join(self.path, METRICS_FILE)
+
+  @property
+  def preprocessing_file(self) -> str:
+    return os.path.join(self.path, PREPROCESSING_FILE)
 
   @property
   def checkpoint_dir(self) -> str:
@@ -76,31 +83,55 @@ def differences(old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable
   return diffs
 
 
+def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
+          defaults: Mapping[str, str] | None = None) -> bool:
+  """Read-only: raises UserError if `path` cannot hold this run; True if it holds one to resume."""
+  run = RunDir(path)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f"--run_dir={path} exists and is not a directory.")
+  if not (os.path.isdir(path) and os.listdir(path)):
+    return False
+  if not os.path.isfile(run.flags_file):
+    raise UserError(f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; "
+                    "choose another --run_dir.")
+  if overwrite:
+    return False
+  with open(run.flags_file, encoding="utf-8") as handle:
+    diffs = differences(parse_flagfile(handle), flag_values, operational, defaults or {})
+  if diffs:
+    raise UserError(f"--run_dir={path} was written with different flags ({'; '.join(diffs[:3])}); "
+                    "pass --overwrite to replace it or choose another --run_dir.")
+  return True
+
+
+def read_preprocessing(path: str) -> dict | None:
+  """The fitted preprocessing saved in run dir `path`, if any."""
+  file = RunDir(path).preprocessing_file
+  if not os.path.isfile(file):
+    return None
+  try:
+    with open(file, encoding="utf-8") as handle:
+      return json.load(handle)
+  except (OSError, ValueError) as error:
+    raise UserError(f"{file} cannot be read ({error}); pass --overwrite to start the run again.") from None
+
+
 def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
-            defaults: Mapping[str, str] | None = None) -> RunDir:
+            defaults: Mapping[str, str] | None = None, preprocessing: Mapping | None = None) -> RunDir:
   """Creates or reopens a run directory; refuses one written with other flags.
 
   Raises UserError before changing anything on disk when the directory cannot
   be used. With `overwrite`, an existing run directory is deleted first.
   """
   run = RunDir(path)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise UserError(f"--run_dir={path} exists and is not a directory.")
-  if os.path.isdir(path) and os.listdir(path):
-    if not os.path.isfile(run.flags_file):
-      raise UserError(f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; "
-                      "choose another --run_dir.")
-    with open(run.flags_file, encoding="utf-8") as handle:
-      old_values = parse_flagfile(handle)
-    diffs = differences(old_values, flag_values, operational, defaults or {})
-    if overwrite:
-      shutil.rmtree(path)
-    elif diffs:
-      raise UserError(f"--run_dir={path} was written with different flags ({'; '.join(diffs[:3])}); "
-                      "pass --overwrite to replace it or choose another --run_dir.")
+  check(path, flag_values, overwrite, operational, defaults)
+  if overwrite and os.path.isdir(path) and os.listdir(path):
+    shutil.rmtree(path)
   try:
     os.makedirs(path, exist_ok=True)
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
+    if preprocessing is not None:
+      write_json_atomic(run.preprocessing_file, preprocessing)
   except OSError as error:
     raise UserError(f"--run_dir={path} cannot be written: {error.strerror}.") from None
   return run

@@ -1,0 +1,168 @@
+"""`mtl-evaluate`: apply a trained run to a new CSV file, and/or export it as a SavedModel.
+
+  python scripts/evaluate.py --run_dir=DIR --csv_path=FILE [--predictions_out=FILE] [--export_dir=DIR]
+
+Restores the run's model from its checkpoint and its saved preprocessing
+(preprocessing.json: the run must have been trained on tabular data), encodes
+FILE exactly as training did, prints per-task metrics (for the target columns
+FILE has) in original units and writes them to --metrics_out (default
+<run_dir>/evaluations/<file name>.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+import numpy as np
+import tensorflow as tf
+
+from mtl_research import export as export_lib
+from mtl_research import flags as flags_lib
+from mtl_research import metrics as metrics_lib
+from mtl_research import tasks as tasks_lib
+from mtl_research.data import csv_reader, tabular
+from mtl_research.data.bundle import Split
+from mtl_research.errors import UserError
+from mtl_research.models import ARCHITECTURES
+from mtl_research.train import run_dir as run_dir_lib
+from mtl_research.train.evaluate import Evaluator
+from mtl_research.train.writers import write_json_atomic, write_text_atomic
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.")
+flags.DEFINE_string("export_dir", None, "Write a SavedModel serving raw feature columns into this new directory.")
+flags.DEFINE_string("metrics_out", None, "Metrics file (default <run_dir>/evaluations/<csv name>.json).")
+
+
+def restore_model(run: run_dir_lib.RunDir, state: dict):
+  """The run's architecture, built for its preprocessing and restored from its checkpoint."""
+  with open(run.flags_file, encoding="utf-8") as handle:
+    saved = run_dir_lib.parse_flagfile(handle)
+  for name in ("model", *[p.name for entry in ARCHITECTURES.entries() for p in entry.params]):
+    if name in saved:
+      FLAGS[name].parse(saved[name])
+  config = flags_lib.config_from_flags()
+  model = ARCHITECTURES.get(config.model.name).component(
+      tabular.task_specs(state), tabular.feature_spec(state), config.model.params)
+  spec = tabular.feature_spec(state)
+  example = {"numeric": tf.zeros([1, spec.numeric_dim])}
+  if spec.embedded_vocab_sizes:
+    example["embedded"] = tf.zeros([1, len(spec.embedded_vocab_sizes)], tf.int32)
+  model(example, training=False)
+  latest = tf.train.latest_checkpoint(run.checkpoint_dir)
+  if not latest:
+    raise UserError(f"--run_dir={run.path} has no checkpoint in {run.checkpoint_dir}.")
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return model
+
+
+def _read(path: str, state: dict) -> csv_reader.Table:
+  strings = [f["name"] for f in state["features"] if f["type"] == "categorical"]
+  strings += [name for name, t in state["targets"].items() if t["kind"] == tasks_lib.CLASSIFICATION]
+  numeric = [f["name"] for f in state["features"] if f["type"] == "numeric"]
+  return csv_reader.read_table(path, string_columns=strings, numeric_columns=numeric)
+
+
+def evaluate_file(model, state: dict, table: csv_reader.Table) -> tuple[dict, dict]:
+  """(metrics for the tasks whose target column the table has, raw outputs for every row)."""
+  features = tabular.encode_features(table, state)
+  tasks = [t for t in model.task_specs if t.name in table.columns]
+  evaluator = Evaluator(model, 1024, tabular.target_scale(state))
+  dummy = {t.name: np.zeros(table.num_rows, t.label_dtype.as_numpy_dtype) for t in model.task_specs}
+  outputs = evaluator.predict(Split(features, dummy))
+  if not tasks:
+    return {}, outputs
+  scored = {"targets": {t.name: state["targets"][t.name] for t in tasks}}
+  rows = np.flatnonzero(tabular.target_rows(table, scored))
+  labels = tabular.encode_targets(table.take(rows), scored)
+  metrics = {}
+  for task in tasks:
+    task_labels, task_out = labels[task.name], outputs[task.name][rows]
+    if task.kind == tasks_lib.REGRESSION:
+      task_labels = evaluator.original_units(task.name, task_labels)
+      task_out = evaluator.original_units(task.name, task_out)
+    metrics[task.name] = metrics_lib.task_metrics(task, task_labels, task_out)
+  return metrics, outputs
+
+
+def predictions_csv(model, state: dict, outputs: dict) -> str:
+  """One row per input row: regression values in original units, class names and their probability."""
+  columns, header = [], []
+  for task in model.task_specs:
+    target = state["targets"][task.name]
+    out = outputs[task.name]
+    if task.kind == tasks_lib.REGRESSION:
+      header.append(task.name)
+      columns.append(out[:, 0] * target["std"] + target["mean"])
+    else:
+      probabilities = np.exp(out - out.max(axis=1, keepdims=True))
+      probabilities /= probabilities.sum(axis=1, keepdims=True)
+      header += [task.name, f"{task.name}_probability"]
+      columns += [np.array(target["classes"], dtype=object)[probabilities.argmax(axis=1)], probabilities.max(axis=1)]
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows(zip(*columns))
+  return buffer.getvalue()
+
+
+def run_evaluate() -> dict:
+  if not FLAGS.run_dir:
+    raise UserError("--run_dir is required: the run to evaluate.")
+  csv_path, export_dir = FLAGS.csv_path, FLAGS.export_dir
+  if not csv_path and not export_dir:
+    raise UserError("Give --csv_path=FILE to evaluate and/or --export_dir=DIR to export.")
+  run = run_dir_lib.RunDir(FLAGS.run_dir)
+  if not os.path.isfile(run.flags_file):
+    raise UserError(f"--run_dir={run.path} is not a run directory (no flags.txt).")
+  state = run_dir_lib.read_preprocessing(run.path)
+  if state is None:
+    raise UserError(f"--run_dir={run.path} has no preprocessing.json: only runs trained on tabular data "
+                    "(--dataset=csv, npz or census_income) can be applied to a CSV file or exported.")
+  if export_dir and os.path.exists(export_dir) and os.listdir(export_dir):
+    raise UserError(f"--export_dir={export_dir} exists and is not empty; choose a new directory.")
+  table = _read(csv_path, state) if csv_path else None
+  model = restore_model(run, state)
+  metrics = {}
+  if table is not None:
+    metrics, outputs = evaluate_file(model, state, table)
+    for task, values in metrics.items():
+      print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    out = FLAGS.metrics_out or os.path.join(run.path, "evaluations", os.path.basename(csv_path) + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_json_atomic(out, {"csv_path": csv_path, "rows": table.num_rows, "metrics": metrics})
+    print(f"Metrics: {out}")
+    if FLAGS.predictions_out:
+      write_text_atomic(FLAGS.predictions_out, predictions_csv(model, state, outputs))
+      print(f"Predictions: {FLAGS.predictions_out}")
+  if export_dir:
+    export_lib.export(model, state, export_dir)
+    print(f"SavedModel: {export_dir} (signature 'serve')")
+  return metrics
+
+
+def main(argv: list[str]) -> None:
+  if not FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+  try:
+    run_evaluate()
+  except UserError as error:
+    sys.exit(f"error: {error}")
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

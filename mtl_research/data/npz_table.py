@@ -1,0 +1,59 @@
+"""`--dataset=npz`: a NumPy .npz file with an `x` array [N, D] and one array [N] per task.
+
+The arrays become a table with feature columns x0..x{D-1} and one column per
+task, then follow the same path as a CSV file (tabular.py): standardized
+features, classification labels mapped to classes, --split.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from mtl_research.data import table_source
+from mtl_research.data.csv_reader import Table
+from mtl_research.data.registry import DATASETS
+from mtl_research.errors import UserError
+from mtl_research.params import STRING, Param
+
+PARAMS = table_source.PARAMS + (
+    Param("npz_path", STRING, "", "NumPy .npz file for --dataset=npz: an array x [N, D] and one array per task."),
+)
+
+
+def read(path: str, task_names: list[str]) -> Table:
+  if not path:
+    raise UserError("--dataset=npz needs --npz_path=FILE.")
+  if not os.path.isfile(path):
+    raise UserError(f"NumPy file {path} does not exist.")
+  try:
+    with np.load(path, allow_pickle=False) as arrays:  # never unpickle user files
+      data = {name: arrays[name] for name in arrays.files}
+  except (OSError, ValueError, zipfile.BadZipFile) as error:
+    raise UserError(f"NumPy file {path} cannot be read as .npz ({error}).") from None
+  if "x" not in data:
+    raise UserError(f"NumPy file {path} has no array 'x' (its arrays: {', '.join(data) or 'none'}).")
+  x = data["x"]
+  if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+    raise UserError(f"Array 'x' of {path} must be a numeric matrix [rows, features], not {x.dtype} {x.shape}.")
+  columns = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
+  for name in task_names:
+    if name not in data:
+      raise UserError(f"--tasks names {name!r}, which {path} does not have (its arrays: {', '.join(data)}).")
+    column = data[name]
+    if column.shape != (len(x),):
+      raise UserError(f"Array {name!r} of {path} has shape {column.shape}; expected ({len(x)},) like 'x'.")
+    columns[name] = column.astype(np.float64) if np.issubdtype(column.dtype, np.number) else column.astype(bytes)
+  return Table(path, columns)
+
+
+@DATASETS.register("npz", params=PARAMS)
+def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None):
+  """Arrays from a NumPy .npz file: --npz_path, --tasks, --split."""
+  kinds = table_source.task_kinds(params, "npz")
+  table = read(params["npz_path"], list(kinds))
+  features = [name for name in table.columns if name not in kinds]
+  return table_source.build_bundle([table], kinds, features, params, seed, fitted, embedding_threshold=2 ** 31)

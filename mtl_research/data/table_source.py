@@ -1,0 +1,101 @@
+"""From tables (CSV or NumPy files) to a DatasetBundle: tasks, split, preprocessing.
+
+Shared by the `csv` and `npz` sources, which only differ in how they read files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.data import tabular
+from mtl_research.data.bundle import DatasetBundle, Split
+from mtl_research.data.csv_reader import Table
+from mtl_research.errors import UserError
+from mtl_research.params import BOOL, FLOATS, NAMED_CHOICES, Param
+
+TASKS = Param("tasks", NAMED_CHOICES, "",
+              "Target columns and their kinds for --dataset=csv|npz: col:regression,col:classification,...",
+              choices=tasks_lib.KINDS)
+SPLIT = Param("split", FLOATS, "0.6,0.2,0.2", "Train/val/test fractions of a single file, shuffled with --seed.",
+              lower=0.0)
+STANDARDIZE_TARGETS = Param("standardize_targets", BOOL, True,
+                            "Train on standardized regression targets (metrics stay in original units).")
+PARAMS = (TASKS, SPLIT, STANDARDIZE_TARGETS)
+
+
+def task_kinds(params: Mapping[str, Any], source: str) -> dict[str, str]:
+  kinds = dict(params["tasks"])
+  if not kinds:
+    raise UserError(f"--dataset={source} needs --tasks=col:regression,col:classification,... naming the targets.")
+  return kinds
+
+
+def check_columns(table: Table, kinds: Mapping[str, str], features: Sequence[str]) -> None:
+  """Every named column exists and no column is both a feature and a target."""
+  available = list(table.columns)
+  for flag, names in (("tasks", list(kinds)), ("feature_columns", list(features))):
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+      raise UserError(f"--{flag} names column {missing[0]!r}, which {table.path} does not have "
+                      f"(its columns: {', '.join(available)}).")
+  both = [name for name in features if name in kinds]
+  if both:
+    raise UserError(f"Column {both[0]!r} is named both as a feature (--feature_columns) and as a target (--tasks).")
+  if not features:
+    raise UserError(f"{table.path} has no feature columns besides the targets.")
+
+
+def _split_rows(num_rows: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+  if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
+    raise UserError(f"--split={','.join(map(str, fractions))} must be three fractions that sum to 1.")
+  order = np.random.default_rng(seed).permutation(num_rows)
+  bounds = np.round(np.cumsum([0.0] + list(fractions)) * num_rows).astype(int)
+  parts = [np.sort(order[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+  for name, rows in zip(("train", "val", "test"), parts):
+    if rows.size == 0:
+      raise UserError(f"--split={','.join(map(str, fractions))} leaves the {name} split empty "
+                      f"({num_rows} rows with targets).")
+  return parts
+
+
+def _drop_missing_targets(table: Table, kinds: Mapping[str, str], log: Callable[[str], None]) -> Table:
+  keep = tabular.target_rows(table, {"targets": kinds})
+  if not keep.all():
+    log(f"Dropped {int((~keep).sum())} of {table.num_rows} rows of {table.path} with a missing target.")
+    table = table.take(np.flatnonzero(keep))
+  return table
+
+
+def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Sequence[str],
+                 params: Mapping[str, Any], seed: int, fitted: Mapping | None, embedding_threshold: int,
+                 log: Callable[[str], None] = print) -> DatasetBundle:
+  """A bundle from one table (split by --split) or three (train, val, test)."""
+  for table in tables:
+    check_columns(table, kinds, features)
+  tables = [_drop_missing_targets(table, kinds, log) for table in tables]
+  if len(tables) == 1:
+    splits = [tables[0].take(rows) for rows in _split_rows(tables[0].num_rows, params["split"], seed)]
+  else:
+    splits = list(tables)
+  state = fitted or _fit(splits, kinds, features, embedding_threshold, params["standardize_targets"])
+  encoded = [Split(tabular.encode_features(t, state), tabular.encode_targets(t, state)) for t in splits]
+  return DatasetBundle(tabular.task_specs(state), *encoded, feature_spec=tabular.feature_spec(state),
+                       target_scale=tabular.target_scale(state), class_names=tabular.class_names(state),
+                       preprocessing=state)
+
+
+def _fit(splits: Sequence[Table], kinds, features, embedding_threshold: int, standardize: bool) -> dict:
+  # Class lists come from every split (a class absent from train is still a class);
+  # every statistic comes from the train split only.
+  train = splits[0]
+  merged = Table(train.path, {name: np.concatenate([t.columns[name] for t in splits]) for name in kinds},
+                 np.concatenate([t.lines if t.lines is not None else np.arange(t.num_rows) + 2 for t in splits]))
+  state = tabular.fit(train, kinds, features, np.arange(train.num_rows), embedding_threshold, standardize)
+  for name, kind in kinds.items():
+    if kind == tasks_lib.CLASSIFICATION:
+      state["targets"][name] = tabular.fit(merged, {name: kind}, [], np.arange(merged.num_rows), 0, False)[
+          "targets"][name]
+  return state

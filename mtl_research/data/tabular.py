@@ -1,0 +1,213 @@
+"""Preprocessing of tabular data: fitted on the train split only, stored as JSON.
+
+Features:
+  numeric      missing → training mean, plus a 0/1 missing indicator if the
+               training split has missing values; standardized with the
+               training mean and std.
+  categorical  vocabulary of the training split (missing is a category of its
+               own, "<missing>"); index 0 is kept for values never seen in
+               training. One-hot encoded, or embedded when the vocabulary has
+               more than --embedding_threshold entries.
+Targets:
+  regression      standardized with the training mean and std unless
+                  --nostandardize_targets (metrics are always reported in the
+                  original units).
+  classification  class names (strings or integers) → indices, sorted; the
+                  names are kept for reporting.
+Rows with a missing target are dropped.
+
+The fitted state is plain JSON (`preprocessing.json` in the run dir), so a
+resumed, evaluated or exported run encodes data exactly as training did.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
+from mtl_research.data.csv_reader import MISSING_TOKENS, Table, first_non_number
+from mtl_research.errors import UserError
+
+MISSING = "<missing>"
+_MISSING_BYTES = tuple(token.encode() for token in MISSING_TOKENS)
+VERSION = 1
+
+
+def missing_mask(column: np.ndarray) -> np.ndarray:
+  if column.dtype == np.float64:
+    return np.isnan(column)
+  return np.isin(column, _MISSING_BYTES)
+
+
+def _texts(column: np.ndarray) -> np.ndarray:
+  """Values as str, with every missing token replaced by MISSING; integers without '.0'."""
+  if column.dtype == np.float64:
+    whole = np.all(np.isnan(column) | (column == np.round(column)))
+    texts = np.where(np.isnan(column), MISSING,
+                     column.astype(np.int64).astype(str) if whole else column.astype(str))
+    return texts.astype(object)
+  texts = np.char.decode(column, "utf-8", "replace").astype(object)
+  texts[missing_mask(column)] = MISSING
+  return texts
+
+
+def _sorted_names(values: np.ndarray) -> list[str]:
+  names = sorted(set(values.tolist()) - {MISSING})
+  try:
+    return sorted(names, key=float)
+  except ValueError:
+    return names
+
+
+def _index(texts: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndarray:
+  """Position in `vocabulary` + offset for each value; -1 for values not in it."""
+  unique, inverse = np.unique(texts.astype(str), return_inverse=True)
+  lookup = {name: i + offset for i, name in enumerate(vocabulary)}
+  return np.array([lookup.get(name, -1) for name in unique.tolist()], np.int64)[inverse]
+
+
+def fit(table: Table, task_kinds: Mapping[str, str], feature_columns: Sequence[str], train_rows: np.ndarray,
+        embedding_threshold: int, standardize_targets: bool) -> dict[str, Any]:
+  """Fits the preprocessing on the rows `train_rows` of `table`."""
+  features = [_fit_feature(table, name, train_rows, embedding_threshold) for name in feature_columns]
+  targets = {name: _fit_target(table, name, kind, train_rows, standardize_targets)
+             for name, kind in task_kinds.items()}
+  return {"version": VERSION, "features": features, "targets": targets}
+
+
+def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold: int) -> dict[str, Any]:
+  column = table.columns[name]
+  if table.is_numeric(name):
+    _check_finite(table, name)
+    values = column[rows]
+    present = values[~np.isnan(values)]
+    mean = float(present.mean()) if present.size else 0.0
+    std = float(present.std()) if present.size else 0.0
+    return {"name": name, "type": "numeric", "mean": mean, "std": std if std > 0 else 1.0,
+            "indicator": bool(np.isnan(values).any())}
+  texts = _texts(column[rows])
+  vocabulary = sorted(set(texts.tolist()))
+  encoding = "embedding" if len(vocabulary) + 1 > embedding_threshold else "one_hot"
+  return {"name": name, "type": "categorical", "vocabulary": vocabulary, "encoding": encoding}
+
+
+def _check_finite(table: Table, name: str) -> None:
+  bad = np.isinf(table.columns[name])
+  if bad.any():
+    row = int(np.argmax(bad))
+    raise UserError(f"Column {name!r} of {table.path} has a non-finite value ({table.columns[name][row]}) "
+                    f"at line {table.line_of(row)}.")
+
+
+def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> dict[str, Any]:
+  column = table.columns[name]
+  if kind == tasks_lib.REGRESSION:
+    if not table.is_numeric(name):
+      row = first_non_number(column)
+      raise UserError(f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
+                      f"holds {column[row].decode('utf-8', 'replace')!r}.")
+    _check_finite(table, name)
+    values = column[rows]
+    values = values[~np.isnan(values)]
+    mean, std = (float(values.mean()), float(values.std())) if standardize and values.size else (0.0, 1.0)
+    return {"kind": kind, "mean": mean, "std": std if std > 0 else 1.0}
+  classes = _sorted_names(_texts(column))
+  if len(classes) < 2:
+    raise UserError(f"Classification target {name!r} of {table.path} has {len(classes)} class(es) "
+                    f"({', '.join(classes) or 'none'}); it needs at least 2.")
+  return {"kind": kind, "classes": classes}
+
+
+def task_specs(state: Mapping[str, Any]) -> tuple[tasks_lib.TaskSpec, ...]:
+  return tuple(tasks_lib.TaskSpec(name, t["kind"], len(t.get("classes", [])))
+               for name, t in state["targets"].items())
+
+
+def feature_spec(state: Mapping[str, Any]) -> FeatureSpec:
+  numeric = 0
+  embedded = []
+  for feature in state["features"]:
+    if feature["type"] == "numeric":
+      numeric += 2 if feature["indicator"] else 1
+    elif feature["encoding"] == "one_hot":
+      numeric += len(feature["vocabulary"]) + 1
+    else:
+      embedded.append(len(feature["vocabulary"]) + 1)
+  return FeatureSpec(numeric, tuple(embedded))
+
+
+def encode_features(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The model's input for every row of `table`."""
+  numeric, embedded = [], []
+  for feature in state["features"]:
+    name = feature["name"]
+    if name not in table.columns:
+      raise UserError(f"{table.path} has no column {name!r}, which the model was trained with.")
+    column = table.columns[name]
+    if feature["type"] == "numeric":
+      numeric += _encode_numeric(table, name, feature)
+      continue
+    index = _index(_texts(column), feature["vocabulary"], offset=1)
+    index[index < 0] = 0  # never seen in training
+    if feature["encoding"] == "embedding":
+      embedded.append(index.astype(np.int32))
+    else:
+      numeric.append(np.eye(len(feature["vocabulary"]) + 1, dtype=np.float32)[index])
+  rows = table.num_rows
+  result = {NUMERIC: np.concatenate([c.reshape(rows, -1) for c in numeric], axis=1).astype(np.float32)
+            if numeric else np.zeros([rows, 0], np.float32)}
+  if embedded:
+    result[EMBEDDED] = np.stack(embedded, axis=1)
+  return result
+
+
+def _encode_numeric(table: Table, name: str, feature: Mapping[str, Any]) -> list[np.ndarray]:
+  if not table.is_numeric(name):
+    row = first_non_number(table.columns[name])
+    raise UserError(f"Column {name!r} of {table.path} must be numeric, but line {table.line_of(row)} holds "
+                    f"{table.columns[name][row].decode('utf-8', 'replace')!r}.")
+  _check_finite(table, name)
+  values = table.columns[name]
+  missing = np.isnan(values)
+  standardized = (np.where(missing, feature["mean"], values) - feature["mean"]) / feature["std"]
+  parts = [standardized.astype(np.float32)]
+  if feature["indicator"]:
+    parts.append(missing.astype(np.float32))
+  return parts
+
+
+def target_rows(table: Table, state: Mapping[str, Any]) -> np.ndarray:
+  """Boolean mask of the rows whose every target is present."""
+  keep = np.ones(table.num_rows, bool)
+  for name in state["targets"]:
+    keep &= ~missing_mask(table.columns[name])
+  return keep
+
+
+def encode_targets(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Training labels: standardized regression targets, class indices."""
+  labels = {}
+  for name, target in state["targets"].items():
+    column = table.columns[name]
+    if target["kind"] == tasks_lib.REGRESSION:
+      labels[name] = ((column - target["mean"]) / target["std"]).astype(np.float32)
+      continue
+    index = _index(_texts(column), target["classes"], offset=0)
+    unknown = (index < 0) & ~missing_mask(column)
+    if unknown.any():
+      row = int(np.argmax(unknown))
+      raise UserError(f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at line "
+                      f"{table.line_of(row)}, which the model does not know ({', '.join(target['classes'])}).")
+    labels[name] = index.astype(np.int32)
+  return labels
+
+
+def target_scale(state: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+  return {name: (t["mean"], t["std"]) for name, t in state["targets"].items() if t["kind"] == tasks_lib.REGRESSION}
+
+
+def class_names(state: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+  return {name: tuple(t["classes"]) for name, t in state["targets"].items() if "classes" in t}

@@ -1,0 +1,91 @@
+"""Export a trained model as a SavedModel that serves raw feature columns.
+
+The serving signature `serve` takes one 1-D tensor per feature column of the
+training table (numbers as float32 with NaN for missing, categories as
+strings) and returns, per task, `<task>` (regression value in original units,
+or the predicted class name) and, for classification, `<task>_probabilities`.
+The preprocessing of `tabular.py` is rebuilt from preprocessing.json in
+TensorFlow ops, so the model can be served or reloaded with plain TensorFlow
+(`tf.saved_model.load(dir).signatures["serve"]`), without this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.data.bundle import EMBEDDED, NUMERIC
+from mtl_research.data.csv_reader import MISSING_TOKENS
+from mtl_research.data.tabular import MISSING
+from mtl_research.models.base import MultiTaskModel
+
+
+def _lookup_table(vocabulary: list[str]) -> tf.lookup.StaticHashTable:
+  """Category → its index in `vocabulary` + 1; 0 for a category never seen in training."""
+  return tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(vocabulary), tf.range(1, len(vocabulary) + 1, dtype=tf.int64)),
+      default_value=0)
+
+
+def _category_index(values: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
+  values = tf.strings.strip(values)
+  missing = tf.reduce_any(tf.equal(values[:, None], tf.constant(MISSING_TOKENS)[None, :]), axis=1)
+  return table.lookup(tf.where(missing, MISSING, values))
+
+
+class ServingModule(tf.Module):
+  """Preprocessing + model + postprocessing, as one tf.function."""
+
+  def __init__(self, model: MultiTaskModel, state: Mapping[str, Any]):
+    super().__init__()
+    self.model = model
+    self.state = state
+    # Created here, not while tracing, so that the SavedModel tracks them.
+    self.lookups = {f["name"]: _lookup_table(f["vocabulary"]) for f in state["features"]
+                    if f["type"] == "categorical"}
+    signature = {f["name"]: tf.TensorSpec([None], tf.float32 if f["type"] == "numeric" else tf.string, f["name"])
+                 for f in state["features"]}
+    self.serve = tf.function(self._serve, input_signature=[signature])
+
+  def _features(self, columns: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    numeric, embedded = [], []
+    for feature in self.state["features"]:
+      column = columns[feature["name"]]
+      if feature["type"] == "numeric":
+        missing = tf.math.is_nan(column)
+        filled = tf.where(missing, tf.cast(feature["mean"], tf.float32), column)
+        numeric.append(((filled - feature["mean"]) / feature["std"])[:, None])
+        if feature["indicator"]:
+          numeric.append(tf.cast(missing, tf.float32)[:, None])
+        continue
+      index = _category_index(column, self.lookups[feature["name"]])
+      if feature["encoding"] == "embedding":
+        embedded.append(tf.cast(index, tf.int32))
+      else:
+        numeric.append(tf.one_hot(index, len(feature["vocabulary"]) + 1, dtype=tf.float32))
+    features = {NUMERIC: tf.concat(numeric, axis=1)}
+    if embedded:
+      features[EMBEDDED] = tf.stack(embedded, axis=1)
+    return features
+
+  def _serve(self, columns):
+    outputs = self.model(self._features(columns), training=False)
+    result = {}
+    for task in self.model.task_specs:
+      target = self.state["targets"][task.name]
+      out = outputs[task.name]
+      if task.kind == tasks_lib.REGRESSION:
+        result[task.name] = out[:, 0] * target["std"] + target["mean"]
+      else:
+        probabilities = tf.nn.softmax(out)
+        result[task.name] = tf.gather(tf.constant(target["classes"]), tf.argmax(probabilities, axis=1))
+        result[f"{task.name}_probabilities"] = probabilities
+    return result
+
+
+def export(model: MultiTaskModel, state: Mapping[str, Any], export_dir: str) -> None:
+  """Writes the SavedModel with the `serve` signature into `export_dir`."""
+  module = ServingModule(model, state)
+  tf.saved_model.save(module, export_dir, signatures={"serve": module.serve})
