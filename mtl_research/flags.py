@@ -93,16 +93,17 @@ def _define_param(param: Param, owner: str) -> None:
 
 
 def _define_component_params() -> None:
-  seen: dict[str, Param] = {}
+  """One flag per declared Param; a Param shared by components is defined once."""
+  params: dict[str, Param] = {}
+  owners: dict[str, list[str]] = {}
   for family in (DATASETS, ARCHITECTURES, BALANCERS):
     for entry in family.entries():
       for param in entry.params:
-        if param.name in seen:
-          if seen[param.name] != param:
-            raise ValueError(f"Param {param.name!r} is declared differently by two components.")
-          continue
-        seen[param.name] = param
-        _define_param(param, f"{family.family} {entry.name}")
+        if params.setdefault(param.name, param) != param:
+          raise ValueError(f"Param {param.name!r} is declared differently by two components.")
+        owners.setdefault(param.name, []).append(f"{family.family} {entry.name}")
+  for name, param in params.items():
+    _define_param(param, ", ".join(owners[name]))
 
 
 _define_component_params()
