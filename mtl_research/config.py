@@ -57,3 +57,5 @@ class Config:
   optimizer: OptimizerConfig
   loop: LoopConfig
   overwrite: bool = False
+  single_task: str = ""  # train only this task (a baseline)
+  selection: str = "mean_loss"  # mean_loss | last | TASK:METRIC

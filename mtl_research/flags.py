@@ -30,6 +30,10 @@ flags.DEFINE_integer("seed", 0, "Seed for data generation, shuffling and initial
 flags.DEFINE_enum("dataset", "synthetic", DATASETS.names(), "Dataset source.")
 flags.DEFINE_enum("model", "shared_bottom", ARCHITECTURES.names(), "Architecture.")
 flags.DEFINE_enum("balancer", "fixed", BALANCERS.names(), "Loss balancer.")
+flags.DEFINE_string("single_task", "", "Train only this task (a single-task baseline with the same data and model).")
+flags.DEFINE_string("selection", "mean_loss",
+                    "Checkpoint whose test metrics are reported: mean_loss (lowest mean validation loss over "
+                    "tasks), last, or TASK:METRIC (e.g. income:auc; the better direction is the metric's).")
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global training batch size.", lower_bound=1)
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (ignored when --train_steps > 0).", lower_bound=1)
 flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps, "Training steps; wins over --epochs when > 0.",
@@ -47,6 +51,10 @@ flags.DEFINE_bool("log_grad_conflict", False,
                   "At summary steps, log the cosine between task gradients on the shared variables.")
 flags.DEFINE_enum("executor", _DEFAULTS.executor, ["auto", "default", "single_threaded"],
                   "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.")
+flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
+                     lower_bound=0)
+flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
+                     lower_bound=0)
 flags.DEFINE_enum("optimizer", _OPT.name, ["adam", "sgd", "adamw"], "Optimizer of the model.")
 flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Peak learning rate of the model.")
 flags.DEFINE_enum("lr_schedule", _OPT.schedule, ["constant", "cosine", "step"],
@@ -65,7 +73,7 @@ flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate
 # be resumed with different values of these.
 OPERATIONAL = frozenset({
     "run_dir", "overwrite", "steps_per_loop", "eval_every", "summary_every", "checkpoint_every",
-    "eval_batch_size", "log_grad_conflict", "executor",
+    "eval_batch_size", "log_grad_conflict", "executor", "intra_op_threads", "inter_op_threads",
 })
 
 
@@ -135,7 +143,7 @@ def config_from_flags() -> config_lib.Config:
       run_dir=FLAGS.run_dir or default_run_dir(), seed=FLAGS.seed,
       dataset=_component(DATASETS, FLAGS.dataset), model=_component(ARCHITECTURES, FLAGS.model),
       balancer=_component(BALANCERS, FLAGS.balancer), optimizer=optimizer, loop=loop,
-      overwrite=FLAGS.overwrite)
+      overwrite=FLAGS.overwrite, single_task=FLAGS.single_task, selection=FLAGS.selection)
 
 
 def our_flag_names() -> list[str]:
@@ -162,6 +170,17 @@ def flag_values(run_dir: str) -> dict[str, str]:
   """Every flag of ours (but --overwrite) as text; flags.txt reproduces the run from it."""
   values = {name: _value_text(name, FLAGS[name].value) for name in our_flag_names() if name != "overwrite"}
   values["run_dir"] = run_dir
+  return values
+
+
+def hparam_values() -> dict[str, bool | int | float | str]:
+  """The run's result-changing flags as HParams values (bool/int/float/str)."""
+  values = {}
+  for name in our_flag_names():
+    if name in OPERATIONAL:
+      continue
+    value = FLAGS[name].value
+    values[name] = value if isinstance(value, (bool, int, float, str)) else _value_text(name, value)
   return values
 
 

@@ -118,7 +118,7 @@ def mixed_rows(num_rows: int = 200, seed: int = 0) -> list[list[str]]:
         f"city{i % 40}",
         f"{y:.3f}",
         "yes" if (num > 5.0) != (i % 11 == 0) else "no",
-        str(MIXED_C_LABELS[(i + (color == "red")) % 3]),
+        str(MIXED_C_LABELS[(i // 2) % 3]),
     ])
   for i in (3, 50, 101, 7, 150):
     if i < num_rows:

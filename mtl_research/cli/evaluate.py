@@ -56,7 +56,8 @@ def restore_model(run: run_dir_lib.RunDir, state: dict):
   if spec.embedded_vocab_sizes:
     example["embedded"] = tf.zeros([1, len(spec.embedded_vocab_sizes)], tf.int32)
   model(example, training=False)
-  latest = tf.train.latest_checkpoint(run.checkpoint_dir)
+  # The checkpoint selected by the run's --selection, else the last one.
+  latest = tf.train.latest_checkpoint(run.best_checkpoint_dir) or tf.train.latest_checkpoint(run.checkpoint_dir)
   if not latest:
     raise UserError(f"--run_dir={run.path} has no checkpoint in {run.checkpoint_dir}.")
   tf.train.Checkpoint(model=model).restore(latest).expect_partial()

@@ -7,6 +7,7 @@ import sys
 
 from absl import app
 from absl import logging as absl_logging
+import tensorflow as tf
 
 from mtl_research import flags as flags_lib
 from mtl_research.data import DATASETS
@@ -23,10 +24,12 @@ def train() -> dict:
   resuming = run_dir.check(*contract)
   fitted = run_dir.read_preprocessing(config.run_dir) if resuming else None
   bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed, fitted)
+  if config.single_task:
+    bundle = bundle.only(config.single_task)
   bundle.validate(config.loop.batch_size)
   parts = loop.build(config, bundle)
   run = run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
-  metrics = loop.Trainer(config, bundle, parts, run).run()
+  metrics = loop.Trainer(config, bundle, parts, run, hparams=flags_lib.hparam_values()).run()
   _report(run, metrics)
   return metrics
 
@@ -45,6 +48,11 @@ def main(argv: list[str]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # checkpoint INFO lines drown the progress
   if len(argv) > 1:
     sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+  # Before TensorFlow runs anything: a sweep runs several trainings side by side.
+  if flags_lib.FLAGS.intra_op_threads:
+    tf.config.threading.set_intra_op_parallelism_threads(flags_lib.FLAGS.intra_op_threads)
+  if flags_lib.FLAGS.inter_op_threads:
+    tf.config.threading.set_inter_op_parallelism_threads(flags_lib.FLAGS.inter_op_threads)
   try:
     train()
   except UserError as error:

@@ -65,6 +65,21 @@ class DatasetBundle:
   def features(self) -> FeatureSpec:
     return self.feature_spec or FeatureSpec.of(self.train)
 
+  def only(self, task_name: str) -> "DatasetBundle":
+    """The same data with one task: the single-task baseline of a multi-task study."""
+    if task_name not in self.task_names:
+      raise UserError(f"--single_task={task_name} is not a task of this dataset (its tasks: "
+                      f"{', '.join(self.task_names)}).")
+    keep = lambda mapping: {k: v for k, v in mapping.items() if k == task_name}  # noqa: E731
+    splits = [Split(s.features, keep(s.labels)) for s in (self.train, self.val, self.test)]
+    preprocessing = None
+    if self.preprocessing is not None:
+      preprocessing = {**self.preprocessing, "targets": keep(self.preprocessing["targets"])}
+    return dataclasses.replace(
+        self, tasks=tuple(t for t in self.tasks if t.name == task_name), train=splits[0], val=splits[1],
+        test=splits[2], target_scale=keep(self.target_scale), class_names=keep(self.class_names),
+        preprocessing=preprocessing)
+
   @property
   def task_names(self) -> list[str]:
     return [task.name for task in self.tasks]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -20,9 +20,11 @@ from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indic
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel
 from mtl_research.train import optimizers
+from mtl_research.train import selection as selection_lib
 from mtl_research.train.evaluate import Evaluator, mean_loss
 from mtl_research.train.run_dir import RunDir
 from mtl_research.train.step import TrainStep
+from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
 from mtl_research.train.writers import ScalarWriter, per_task, write_json_atomic
 
 keras = tf.keras
@@ -39,6 +41,9 @@ class Components:
   train_step: TrainStep
   checkpoint: tf.train.Checkpoint
   total_steps: int
+  criterion: selection_lib.Criterion | None  # None: report the last step
+  best_score: tf.Variable  # validation score of the selected checkpoint (NaN: none yet)
+  best_step: tf.Variable
 
 
 def total_steps(config: Config, bundle: DatasetBundle) -> int:
@@ -62,8 +67,13 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
                          config.loop.log_grad_conflict, config.loop.executor)
   # Slots must exist before a restore, or Keras 3 silently drops their values.
   optimizer.build(train_step.trained_variables)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, balancer=balancer, step=step)
-  return Components(model, balancer, optimizer, step, train_step, checkpoint, steps)
+  criterion = selection_lib.parse(config.selection, bundle.tasks)
+  best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
+  best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, balancer=balancer, step=step,
+                                   best_score=best_score, best_step=best_step)
+  return Components(model, balancer, optimizer, step, train_step, checkpoint, steps, criterion, best_score,
+                    best_step)
 
 
 def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
@@ -84,15 +94,18 @@ class Trainer:
   """Trains one configuration into one run directory."""
 
   def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
-               log: Callable[[str], None] = print):
+               log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None):
     self.config = config
     self.bundle = bundle
     self.parts = parts
     self.run_dir = run
     self.log = log
+    self.hparams = dict(hparams or {})
     self.task_names = bundle.task_names
     self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size, bundle.target_scale)
     self.manager = tf.train.CheckpointManager(self.parts.checkpoint, run.checkpoint_dir, max_to_keep=3)
+    self.best = tf.train.CheckpointManager(self.parts.checkpoint, run.best_checkpoint_dir, max_to_keep=1,
+                                           checkpoint_name="best")
 
   def restore(self) -> int:
     """Restores the latest checkpoint if there is one; returns the step."""
@@ -113,6 +126,8 @@ class Trainer:
   def _train(self, start: int, total: int) -> None:
     loop_cfg = self.config.loop
     iterator = iter(train_indices(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
+    if start == 0 and self.hparams:
+      write_run_metadata(self.run_dir.train_logdir, self.hparams)
     train_writer = ScalarWriter(self.run_dir.train_logdir)
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
     step, began = start, time.perf_counter()
@@ -129,13 +144,25 @@ class Trainer:
       self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
       if summarize:
         train_writer.write(step, self._train_scalars(logs, rate))
-      if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) and step < total:
-        eval_writer.write(step, self._eval_scalars(self.evaluator.evaluate(self.bundle.val)))
+      if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) or step == total:
+        self._validate(step, eval_writer)
       if step % loop_cfg.checkpoint_every == 0 or step == total:
         self.manager.save(checkpoint_number=step)
-    eval_writer.write(step, self._eval_scalars(self.evaluator.evaluate(self.bundle.val)))
     train_writer.close()
     eval_writer.close()
+
+  def _validate(self, step: int, writer: ScalarWriter) -> None:
+    """Evaluates on the validation split, logs it, and keeps the best checkpoint."""
+    results = self.evaluator.evaluate(self.bundle.val)
+    writer.write(step, self._eval_scalars(results))
+    criterion = self.parts.criterion
+    if criterion is None:
+      return
+    score = criterion.score(results, self.bundle.tasks)
+    if criterion.better(score, float(self.parts.best_score.numpy())):
+      self.parts.best_score.assign(score)
+      self.parts.best_step.assign(step)
+      self.best.save(checkpoint_number=step)
 
   def _progress(self, step: int, total: int, logs: dict, mean_rate: float) -> None:
     losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
@@ -168,14 +195,29 @@ class Trainer:
     scalars["loss/mean"] = mean_loss(results, self.parts.model)
     return scalars
 
+  def _select(self) -> dict:
+    """Loads the selected checkpoint's model and balancer; describes the choice."""
+    final_step = int(self.parts.step.numpy())
+    if self.parts.criterion is None or not self.best.latest_checkpoint:
+      return {"criterion": self.config.selection, "step": final_step}
+    tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer).restore(
+        self.best.latest_checkpoint).expect_partial()
+    return {"criterion": self.parts.criterion.name, "step": int(self.parts.best_step.numpy()),
+            "val_score": float(self.parts.best_score.numpy())}
+
   def _finish(self) -> dict:
+    final_weights = self.parts.balancer.weights().numpy()
+    selected = self._select()
     val = self.evaluator.evaluate(self.bundle.val)
     test = self.evaluator.evaluate(self.bundle.test)
-    weights = self.parts.balancer.weights().numpy()
     metrics = {
         "val": val,
         "test": test,
-        "weights": {name: float(w) for name, w in zip(self.task_names, weights)},
+        "weights": {name: float(w) for name, w in zip(self.task_names, final_weights)},
+        "selected_weights": {name: float(w) for name, w in
+                             zip(self.task_names, self.parts.balancer.weights().numpy())},
+        "selection": selected,
+        "single_task": self.config.single_task or None,
         "steps": int(self.parts.step.numpy()),
         "balancer": self.config.balancer.name,
         "dataset": self.config.dataset.name,

@@ -5,6 +5,7 @@
   metrics.json  {"val": {task: {metric: v}}, "test": {...}, "weights": {task: w}, "steps": n, ...}
   train/ eval/  TensorBoard event files
   ckpt/         tf.train.CheckpointManager checkpoints (model, optimizer, balancer, step)
+  ckpt/best/    the checkpoint selected by --selection (best validation score)
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class RunDir:
   @property
   def checkpoint_dir(self) -> str:
     return os.path.join(self.path, "ckpt")
+
+  @property
+  def best_checkpoint_dir(self) -> str:
+    return os.path.join(self.path, "ckpt", "best")
 
   @property
   def train_logdir(self) -> str:

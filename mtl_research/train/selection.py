@@ -1,0 +1,60 @@
+"""Model selection: which checkpoint's test metrics a run reports (`--selection`).
+
+  mean_loss     the lowest mean over tasks of the validation loss (MSE or
+                cross-entropy, in the units the model trains on), the default;
+  TASK:METRIC   the best value of one validation metric, e.g. income:auc
+                (higher is better for accuracy, auc, r2; lower for mse, mae,
+                cross_entropy);
+  last          no selection: the last step.
+
+Validation is computed every --eval_every steps and at the end; the best
+checkpoint is kept in <run_dir>/ckpt/best.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.errors import UserError
+
+HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "r2"})
+LOWER_IS_BETTER = frozenset({"mse", "mae", "cross_entropy"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """How to score validation results; None task means the mean loss over tasks."""
+
+  name: str
+  task: str | None = None
+  metric: str = ""
+  higher_is_better: bool = False
+
+  def score(self, results: Mapping[str, Mapping[str, float]], task_specs: Sequence[tasks_lib.TaskSpec]) -> float:
+    if self.task is None:
+      return sum(results[t.name][t.loss_metric] for t in task_specs) / len(task_specs)
+    return results[self.task][self.metric]
+
+  def better(self, score: float, best: float) -> bool:
+    if math.isnan(score):
+      return False
+    if math.isnan(best):
+      return True
+    return score > best if self.higher_is_better else score < best
+
+
+def parse(selection: str, task_specs: Sequence[tasks_lib.TaskSpec]) -> Criterion | None:
+  """The criterion of `--selection`, or None for `last`; UserError naming the flag."""
+  if selection == "last":
+    return None
+  if selection == "mean_loss":
+    return Criterion("mean_loss")
+  task, _, metric = selection.partition(":")
+  specs = {t.name: t for t in task_specs}
+  if task not in specs or metric not in specs[task].metrics:
+    known = ", ".join(f"{t.name}:{m}" for t in task_specs for m in t.metrics)
+    raise UserError(f"--selection={selection} is not mean_loss, last or a TASK:METRIC of this run ({known}).")
+  return Criterion(selection, task, metric, metric in HIGHER_IS_BETTER)
