@@ -47,7 +47,9 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     for record in tf.data.TFRecordDataset(path):
       event = event_pb2.Event.FromString(record.numpy())
       for value in event.summary.value:
-        scalars[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
+        array = tf.make_ndarray(value.tensor)
+        if array.ndim == 0 and array.dtype.kind in "fiu":  # not the HParams / layout summaries
+          scalars[value.tag].append((event.step, float(array)))
   return dict(scalars)
 
 

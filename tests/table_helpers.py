@@ -5,7 +5,6 @@ finding a feature's columns in the encoded matrix, a mixed-type table.
 from __future__ import annotations
 
 import gzip
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -136,7 +135,3 @@ def write_mixed(path: str, num_rows: int = 200, seed: int = 0) -> tuple[str, lis
 
 def by_id(rows: Sequence[Sequence[str]]) -> dict[int, Sequence[str]]:
   return {int(row[0]): row for row in rows}
-
-
-def csv_path_of(tmp_path, name: str) -> str:
-  return os.path.join(str(tmp_path), name)

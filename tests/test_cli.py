@@ -164,8 +164,11 @@ class TestSmallRuns:
     assert "--seed=1" in lines and "--seed=0" not in lines
     with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
       assert json.load(handle)["steps"] == 20
+    # Only the new run's checkpoints: the last one and the selected (best) one.
     assert sorted(os.listdir(os.path.join(path, "ckpt"))) == [
-        "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+        "best", "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+    assert sorted(os.listdir(os.path.join(path, "ckpt", "best"))) == [
+        "best-20.data-00000-of-00001", "best-20.index", "checkpoint"]
 
   def test_non_run_directory_is_refused(self, tmp_path, train_cli):
     path = tmp_path / "notes"

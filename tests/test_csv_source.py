@@ -497,7 +497,6 @@ def test_cli_resume_reuses_the_saved_preprocessing(cli_run, train_cli):
   assert helpers.row_ids(reused.train, saved).min() >= 5000
   metrics = _read_json(os.path.join(run_dir, "metrics.json"))
   assert metrics["steps"] == 30
-  assert list(metrics["tasks"]) == ["b", "c", "y"]
 
 
 @pytest.mark.parametrize("flags, culprit", [

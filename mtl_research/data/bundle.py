@@ -74,7 +74,8 @@ class DatasetBundle:
     splits = [Split(s.features, keep(s.labels)) for s in (self.train, self.val, self.test)]
     preprocessing = None
     if self.preprocessing is not None:
-      preprocessing = {**self.preprocessing, "targets": keep(self.preprocessing["targets"])}
+      preprocessing = {**self.preprocessing, "targets": keep(self.preprocessing["targets"]),
+                       "task_order": [task_name]}
     return dataclasses.replace(
         self, tasks=tuple(t for t in self.tasks if t.name == task_name), train=splits[0], val=splits[1],
         test=splits[2], target_scale=keep(self.target_scale), class_names=keep(self.class_names),

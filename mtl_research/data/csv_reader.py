@@ -58,8 +58,8 @@ class Table:
 
 def _open_text(path: str) -> io.TextIOBase:
   if path.endswith(".gz"):
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-  return open(path, encoding="utf-8")
+    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+  return open(path, encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
 
 
 def read_header(path: str) -> list[str]:
@@ -133,6 +133,7 @@ def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: I
 
   lines = tf.data.TextLineDataset(path, compression_type="GZIP" if path.endswith(".gz") else "").skip(int(header))
   rows_before = 0
+  late: set[str] = set()  # columns found to hold text after earlier chunks were read as numbers
   try:
     for chunk in lines.batch(CHUNK_LINES).prefetch(1):
       num_rows, columns = decode(chunk)
@@ -142,8 +143,10 @@ def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: I
             parts[i].append(_to_number(column).numpy())
             continue
           except tf.errors.InvalidArgumentError:
-            _demote(names[i], parts, i, path, need_numbers, rows_before + 1 + int(header), column)
+            _demote(names[i], path, need_numbers, rows_before + 1 + int(header), column)
             numeric[i] = False
+            if parts[i]:
+              late.add(names[i])
         parts[i].append(column.numpy().astype(bytes))
       rows_before += int(num_rows)
   except tf.errors.InvalidArgumentError as error:
@@ -155,23 +158,20 @@ def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: I
     raise UserError(f"CSV file {path} is truncated or not valid gzip.") from None
   if rows_before == 0:
     raise UserError(f"CSV file {path} has no data rows.")
+  if late:
+    # Read once more with those columns as text from the start, so that every
+    # value keeps its exact spelling (rare: a code column with an occasional word).
+    return read_table(path, keep_strings | late, need_numbers, None if header else names)
   lines = None if header else np.arange(rows_before) + 1
   return Table(path, {name: _concat(part, numeric[i]) for i, (name, part) in enumerate(zip(names, parts))}, lines)
 
 
-def _demote(name, parts, i, path, need_numbers, first_line, column) -> None:
-  """Turns column `i` into strings after a value failed to parse as a number.
-
-  `first_line` is the line number of the chunk's first row.
-  """
+def _demote(name, path, need_numbers, first_line, column) -> None:
+  """Checks that column `name` may hold text; `first_line` is the chunk's first line."""
   if name in need_numbers:
     row = first_non_number(column.numpy())
     text = column.numpy()[row].decode("utf-8", "replace")
     raise UserError(f"Column {name!r} of {path} must be numeric, but line {first_line + row} holds {text!r}.")
-  # Earlier chunks were parsed as numbers; turn them back into text. A number
-  # read back as text loses its original spelling ("1.50" → "1.5"), which only
-  # matters for a column that mixes numbers and words.
-  parts[i] = [np.where(np.isnan(chunk), b"", chunk.astype(bytes)) for chunk in parts[i]]
 
 
 def first_non_number(values: np.ndarray) -> int:

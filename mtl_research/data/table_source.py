@@ -75,6 +75,7 @@ def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Se
   """A bundle from one table (split by --split) or three (train, val, test)."""
   for table in tables:
     check_columns(table, kinds, features)
+    tabular.check_targets(table, kinds)
   tables = [_drop_missing_targets(table, kinds, log) for table in tables]
   if len(tables) == 1:
     splits = [tables[0].take(rows) for rows in _split_rows(tables[0].num_rows, params["split"], seed)]

@@ -45,12 +45,22 @@ def missing_mask(column: np.ndarray) -> np.ndarray:
 def _texts(column: np.ndarray) -> np.ndarray:
   """Values as str, with every missing token replaced by MISSING; integers without '.0'."""
   if column.dtype == np.float64:
-    whole = np.all(np.isnan(column) | (column == np.round(column)))
-    texts = np.where(np.isnan(column), MISSING,
-                     column.astype(np.int64).astype(str) if whole else column.astype(str))
-    return texts.astype(object)
+    return number_texts(column).astype(object)
   texts = np.char.decode(column, "utf-8", "replace").astype(object)
   texts[missing_mask(column)] = MISSING
+  return texts
+
+
+def number_texts(column: np.ndarray) -> np.ndarray:
+  """Each number spelled on its own: whole numbers without ".0", MISSING for NaN.
+
+  Per value, not per column, so that a value is spelled the same in every split.
+  """
+  texts = column.astype(str)
+  with np.errstate(invalid="ignore"):
+    whole = np.isfinite(column) & (column == np.round(column)) & (np.abs(column) < 2**53)
+    texts[whole] = column[whole].astype(np.int64).astype(str)
+  texts[np.isnan(column)] = MISSING
   return texts
 
 
@@ -75,7 +85,8 @@ def fit(table: Table, task_kinds: Mapping[str, str], feature_columns: Sequence[s
   features = [_fit_feature(table, name, train_rows, embedding_threshold) for name in feature_columns]
   targets = {name: _fit_target(table, name, kind, train_rows, standardize_targets)
              for name, kind in task_kinds.items()}
-  return {"version": VERSION, "features": features, "targets": targets}
+  # JSON files are written with sorted keys, so the task order is kept explicitly.
+  return {"version": VERSION, "features": features, "targets": targets, "task_order": list(task_kinds)}
 
 
 def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold: int) -> dict[str, Any]:
@@ -94,6 +105,19 @@ def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold:
   return {"name": name, "type": "categorical", "vocabulary": vocabulary, "encoding": encoding}
 
 
+def check_targets(table: Table, task_kinds: Mapping[str, str]) -> None:
+  """Regression targets must be numeric and finite (checked on whole files, before any split)."""
+  for name, kind in task_kinds.items():
+    if kind != tasks_lib.REGRESSION:
+      continue
+    column = table.columns[name]
+    if not table.is_numeric(name):
+      row = first_non_number(column)
+      raise UserError(f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
+                      f"holds {column[row].decode('utf-8', 'replace')!r}.")
+    _check_finite(table, name)
+
+
 def _check_finite(table: Table, name: str) -> None:
   bad = np.isinf(table.columns[name])
   if bad.any():
@@ -105,11 +129,7 @@ def _check_finite(table: Table, name: str) -> None:
 def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> dict[str, Any]:
   column = table.columns[name]
   if kind == tasks_lib.REGRESSION:
-    if not table.is_numeric(name):
-      row = first_non_number(column)
-      raise UserError(f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
-                      f"holds {column[row].decode('utf-8', 'replace')!r}.")
-    _check_finite(table, name)
+    check_targets(table, {name: kind})
     values = column[rows]
     values = values[~np.isnan(values)]
     mean, std = (float(values.mean()), float(values.std())) if standardize and values.size else (0.0, 1.0)
@@ -121,9 +141,15 @@ def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardiz
   return {"kind": kind, "classes": classes}
 
 
+def task_order(state: Mapping[str, Any]) -> list[str]:
+  """Task names in the order of --tasks (the order of the model's heads)."""
+  return [name for name in state.get("task_order", state["targets"]) if name in state["targets"]]
+
+
 def task_specs(state: Mapping[str, Any]) -> tuple[tasks_lib.TaskSpec, ...]:
-  return tuple(tasks_lib.TaskSpec(name, t["kind"], len(t.get("classes", [])))
-               for name, t in state["targets"].items())
+  targets = state["targets"]
+  return tuple(tasks_lib.TaskSpec(name, targets[name]["kind"], len(targets[name].get("classes", [])))
+               for name in task_order(state))
 
 
 def feature_spec(state: Mapping[str, Any]) -> FeatureSpec:
@@ -167,8 +193,9 @@ def encode_features(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndar
 def _encode_numeric(table: Table, name: str, feature: Mapping[str, Any]) -> list[np.ndarray]:
   if not table.is_numeric(name):
     row = first_non_number(table.columns[name])
-    raise UserError(f"Column {name!r} of {table.path} must be numeric, but line {table.line_of(row)} holds "
-                    f"{table.columns[name][row].decode('utf-8', 'replace')!r}.")
+    where = f"line {table.line_of(row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}" \
+        if row >= 0 else "it was read as text"
+    raise UserError(f"Column {name!r} of {table.path} must be numeric, but {where}.")
   _check_finite(table, name)
   values = table.columns[name]
   missing = np.isnan(values)
