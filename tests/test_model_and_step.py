@@ -57,10 +57,16 @@ class TestSharedBottom:
     # Two tables (5x2, 3x2) feed the first trunk layer: 6 numeric + 2x2 embedded inputs.
     shapes = [tuple(v.shape) for v in model.shared_variables]
     assert shapes == [(5, 2), (3, 2), (10, 4), (4,)]
-    # Rows with the same categories and numbers get the same outputs; changing a category changes them.
+    # The encoder appends each column's embedding after the numbers: changing row 0's first
+    # category changes exactly that row's columns 6:8, nothing else.
     changed = dict(features, embedded=tf.constant([[1, 1], [4, 2]] * 4, tf.int32))
-    assert not np.allclose(model(changed)["price"].numpy()[0], outputs["price"].numpy()[0])
-    np.testing.assert_allclose(model(changed)["price"].numpy()[1], outputs["price"].numpy()[1])
+    before, after = model.encoder(features).numpy(), model.encoder(changed).numpy()
+    assert before.shape == (8, 10)
+    np.testing.assert_array_equal(before[:, :6], features["numeric"].numpy())
+    differs = before != after
+    assert differs[0, 6:8].all() and differs.sum() == 4 * 2  # rows 0, 2, 4, 6 (the pattern repeats)
+    table = model.encoder.embeddings[0].embeddings.numpy()
+    np.testing.assert_array_equal(after[0, 6:8], table[1])
 
   def test_heads_emit_one_unit_for_regression_and_one_logit_per_class(self, make_bundle):
     specs = TASK_SETS[4]

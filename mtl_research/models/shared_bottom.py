@@ -33,7 +33,9 @@ class SharedBottom(base.MultiTaskModel):
         keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"shared_{i}")
         for i, units in enumerate(hidden_units)
     ])
-    self.dropouts = [keras.layers.Dropout(dropout) for _ in self.trunk] if dropout > 0 else []
+    # Tracked too: their random-number state belongs in the checkpoint.
+    self.dropouts = base.track(self, "dropout_", [keras.layers.Dropout(dropout) for _ in self.trunk]
+                               if dropout > 0 else [])
     self.heads = base.track(self, "head_", {
         task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
         for task in task_specs
