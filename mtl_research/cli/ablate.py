@@ -1,0 +1,256 @@
+"""`mtl-ablate`: train a sweep (balancers × grid × seeds, + single-task baselines) into one directory.
+
+  python scripts/ablate.py --sweep_dir=DIR --balancers=fixed,uncertainty,gradnorm --seeds=0,1 \\
+      --with_single_task --train_steps=300
+
+Every training flag given here (all of `python scripts/train.py --helpfull` but
+the ones the sweep sets: --run_dir, --balancer, --seed, --single_task,
+--overwrite) is passed to every run. Everything is validated before
+SWEEP_DIR is created or anything runs. Running the same command again skips
+finished runs, resumes interrupted ones and retries failed ones. See README.md, "Sweeps".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from mtl_research import flags as flags_lib
+from mtl_research.balancers import BALANCERS
+from mtl_research.data import DATASETS
+from mtl_research.errors import UserError
+from mtl_research.sweep import plan as plan_lib
+from mtl_research.sweep import runner as runner_lib
+from mtl_research.train.writers import write_json_atomic
+
+FLAGS = flags.FLAGS
+DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
+LOCK_FILE = ".lock"
+
+# Names chosen not to clash with mtl_research.flags (the trainer's flags and every component Param).
+flags.DEFINE_string("sweep_dir", None, "Directory of the sweep: sweep.json and runs/<name>/ per run.")
+flags.DEFINE_list("balancers", list(DEFAULT_BALANCERS),
+                  f"Balancers of the multi-task runs (registered: {', '.join(BALANCERS.names())}).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every configuration is trained once per seed.")
+flags.DEFINE_multi_string("grid", [],
+                          "FLAG=V1,V2,...: a training flag and its values; repeat for more flags (their "
+                          "cartesian product is trained). Values are separated by ';' instead when one "
+                          "holds a comma: --grid='hidden_units=64,32;128,64'.")
+flags.DEFINE_bool("with_single_task", False,
+                  "Also train one single-task baseline per task and seed (--balancer=fixed, no grid).")
+flags.DEFINE_integer("parallel", 1, "Runs trained at once; each gets cores/parallel TensorFlow threads.",
+                     lower_bound=1)
+# The summarizer's metric choices (cli/summarize.py), checked here before any training.
+flags.DEFINE_enum("regression_metric", None, ["mae", "mse"],
+                  "Test metric of regression tasks in the summary table (default: the summarizer's).")
+flags.DEFINE_enum("classification_metric", None, ["accuracy", "auc"],
+                  "Test metric of classification tasks in the summary table (default: the summarizer's).")
+
+class Sweep:
+  """A validated sweep: its definition (sweep.json), runs and passthrough flags."""
+
+  def __init__(self, directory: str, definition: dict, specs: list[plan_lib.RunSpec], passthrough: list[str]):
+    self.directory = directory
+    self.definition = definition
+    self.specs = specs
+    self.passthrough = passthrough
+
+
+def training_flag_names() -> list[str]:
+  """Flags a training run accepts: those mtl_research.flags defines."""
+  return [name for name in flags_lib.our_flag_names()
+          if FLAGS.find_module_defining_flag(name) == flags_lib.__name__]
+
+
+def _value_text(name: str) -> str:
+  value = FLAGS[name].value
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  return FLAGS[name].serialize().partition("=")[2]
+
+
+def passthrough_flags() -> list[str]:
+  """`--name=value` of every training flag given explicitly on the command line (or in a --flagfile)."""
+  result = []
+  for name in training_flag_names():
+    if not FLAGS[name].present:
+      continue
+    if name in plan_lib.SWEEP_CONTROLLED:
+      raise UserError(f"--{name} is set by the sweep for each run; use {plan_lib.SWEEP_CONTROLLED[name]}.")
+    result.append(f"--{name}={_value_text(name)}")
+  return result
+
+
+def _check_values(grid: dict[str, tuple[str, ...]]) -> None:
+  """Every grid value must pass its flag's parser and validators, as the trainer would check it."""
+  for name, values in grid.items():
+    flag = FLAGS[name]
+    if flag.present:
+      raise UserError(f"--{name} is both given as a flag and swept by --grid; drop one of them.")
+    value, present = flag.value, flag.present
+    for text in values:
+      try:
+        flag.parse(text)
+        FLAGS.validate_all_flags()
+      except (flags.Error, ValueError) as error:
+        raise UserError(f"--grid value {name}={text} is invalid: {error}") from None
+      finally:
+        flag.value, flag.present = value, present
+
+
+def _parse_seeds(items: list[str]) -> list[int]:
+  try:
+    seeds = [int(item) for item in items]
+  except ValueError:
+    raise UserError(f"--seeds={','.join(items)} is not a comma-separated list of integers.") from None
+  if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+    raise UserError(f"--seeds={','.join(items)} must list distinct non-negative integers.")
+  return seeds
+
+
+def _parse_balancers(items: list[str]) -> list[str]:
+  known = BALANCERS.names()
+  if not items:
+    raise UserError("--balancers is empty; name at least one balancer.")
+  for name in items:
+    if name not in known:
+      raise UserError(f"--balancers: {name!r} is not a balancer (registered: {', '.join(known)}).")
+  if len(set(items)) != len(items):
+    raise UserError(f"--balancers={','.join(items)} names a balancer twice.")
+  return list(items)
+
+
+def _task_names(seed: int) -> list[str]:
+  """Tasks of the dataset the passthrough flags describe (loaded in-process, as the trainer would)."""
+  config = flags_lib.config_from_flags()
+  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, seed, None)
+  if ":" in config.selection and len(bundle.task_names) > 1:
+    raise UserError(f"--selection={config.selection} names one task, so the single-task baselines of the "
+                    "others could not be selected; use --selection=mean_loss or last with --with_single_task.")
+  return list(bundle.task_names)
+
+
+def plan_from_flags() -> Sweep:
+  """Validates every ablate flag and builds the sweep; raises UserError, writes nothing."""
+  if not FLAGS.sweep_dir:
+    raise UserError("--sweep_dir is required: the directory the sweep is written to.")
+  balancers = _parse_balancers(FLAGS.balancers)
+  seeds = _parse_seeds(FLAGS.seeds)
+  passthrough = passthrough_flags()
+  grid = plan_lib.parse_grid(FLAGS.grid, training_flag_names())
+  _check_values(grid)
+  flags_lib.config_from_flags()  # component params that only fail when the config is built
+  tasks = _task_names(seeds[0]) if FLAGS.with_single_task else []
+  specs = plan_lib.expand(balancers, seeds, grid, tasks)
+  definition = plan_lib.definition(balancers, seeds, grid, passthrough, FLAGS.with_single_task)
+  _check_sweep_dir(FLAGS.sweep_dir, definition)
+  return Sweep(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough)
+
+
+def _check_sweep_dir(path: str, definition: dict) -> None:
+  """Read-only: a new or empty directory, or one that holds this very sweep (to resume)."""
+  sweep_file = os.path.join(path, runner_lib.SWEEP_FILE)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f"--sweep_dir={path} exists and is not a directory.")
+  if not os.path.isdir(path) or not os.listdir(path):
+    return
+  if not os.path.isfile(sweep_file):
+    raise UserError(f"--sweep_dir={path} is not empty and has no {runner_lib.SWEEP_FILE}, so it is not a sweep; "
+                    "choose another --sweep_dir.")
+  try:
+    with open(sweep_file, encoding="utf-8") as handle:
+      old = json.load(handle)
+  except (OSError, ValueError) as error:
+    raise UserError(f"{sweep_file} cannot be read ({error}); choose another --sweep_dir.") from None
+  diff = plan_lib.difference(old, definition)
+  if diff:
+    raise UserError(f"--sweep_dir={path} holds a different sweep ({diff}); choose another --sweep_dir, "
+                    "or run it with its own flags to resume it.")
+
+
+def _write(sweep: Sweep) -> None:
+  try:
+    os.makedirs(os.path.join(sweep.directory, runner_lib.RUNS_DIR), exist_ok=True)
+    write_json_atomic(os.path.join(sweep.directory, runner_lib.SWEEP_FILE), sweep.definition)
+  except OSError as error:
+    raise UserError(f"--sweep_dir={sweep.directory} cannot be written: {error.strerror}.") from None
+
+
+def _lock(sweep: Sweep):
+  """Holds SWEEP_DIR/.lock for this process's lifetime, so two invocations never train the same runs.
+
+  The kernel drops the lock when the process dies, however it dies.
+  """
+  try:
+    import fcntl  # pylint: disable=import-outside-toplevel
+  except ImportError:  # not POSIX: no lock
+    return None
+  handle = open(os.path.join(sweep.directory, LOCK_FILE), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.close()
+    raise UserError(f"--sweep_dir={sweep.directory} is being run by another mtl-ablate right now; "
+                    "wait for it to end or stop it first.") from None
+  return handle
+
+
+def _summarize(directory: str) -> None:
+  """Writes the sweep's tables with mtl_research.reports.summarize, when that module exists."""
+  try:
+    from mtl_research.reports import summarize as summarize_lib  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    print(f"No summary: mtl_research.reports.summarize is not available ({error}).")
+    return
+  kwargs = {name: FLAGS[name].value for name in ("regression_metric", "classification_metric")
+            if FLAGS[name].value is not None}
+  try:
+    result = summarize_lib.summarize(directory, plots=True, **kwargs)
+  except UserError as error:
+    print(f"No summary: {error}")
+    return
+  result = result or {}
+  if result.get("markdown"):
+    print(result["markdown"].rstrip())
+  path = result.get("results_md") or (result.get("results") or {}).get("markdown")
+  if path:
+    print(f"Summary table: {path}")
+
+def main(argv: list[str]) -> None:
+  if not FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+  try:
+    sweep = plan_from_flags()
+    _write(sweep)
+    lock = _lock(sweep)  # noqa: F841  (held until the process ends)
+  except UserError as error:
+    sys.exit(f"error: {error}")
+  outcome = runner_lib.Runner(sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel).run()
+  if outcome.interrupted is not None:
+    sys.stderr.write(f"Sweep interrupted: {outcome.done} of {outcome.total} runs finished; run the same "
+                     "command again to resume it.\n")
+    sys.exit(128 + outcome.interrupted)
+  print(f"Sweep {sweep.directory}: {outcome.done} of {outcome.total} runs finished "
+        f"({outcome.skipped} skipped as already finished, {len(outcome.finished)} trained now), "
+        f"{len(outcome.failed)} failed.")
+  for name in outcome.failed:
+    print(f"  failed: {os.path.join(sweep.directory, runner_lib.RUNS_DIR, name, runner_lib.FAILED_FILE)}")
+  _summarize(sweep.directory)
+  if not outcome.complete:
+    sys.exit(1)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

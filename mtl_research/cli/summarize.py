@@ -1,0 +1,72 @@
+"""`mtl-summarize`: the results table, plots and HParams dashboard of a sweep directory.
+
+  python scripts/summarize.py --sweep_dir=DIR [--regression_metric=mae|mse]
+      [--classification_metric=accuracy|auc] [--noplots]
+
+Writes DIR/results.md, DIR/results.tex, DIR/results.csv, DIR/plots/*.png (with
+matplotlib, the `plots` extra) and the HParams data for `tensorboard
+--logdir=DIR`; prints the Markdown table and where the files are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from mtl_research.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined when the program starts, not on import: mtl-ablate defines a --sweep_dir of its own, and a
+  process that imports both modules (a test session) must not define a flag twice."""
+  if "sweep_dir" not in FLAGS:
+    flags.DEFINE_string("sweep_dir", None, "Sweep directory written by mtl-ablate (holds runs/).")
+  if "regression_metric" not in FLAGS:
+    flags.DEFINE_enum("regression_metric", "mae", ["mae", "mse"],
+                      "Primary metric of regression tasks (lower is better).")
+  if "classification_metric" not in FLAGS:
+    flags.DEFINE_enum("classification_metric", "accuracy", ["accuracy", "auc"],
+                      "Primary metric of classification tasks (higher is better); auc applies to binary tasks "
+                      "only, the others show accuracy.")
+  if "plots" not in FLAGS:
+    flags.DEFINE_bool("plots", True, "Write PNG plots into <sweep_dir>/plots (needs matplotlib); --noplots skips "
+                      "them.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+  try:
+    if not FLAGS.sweep_dir:
+      raise UserError("--sweep_dir is required: the directory mtl-ablate wrote (it holds runs/).")
+    from mtl_research.reports import collect  # pylint: disable=g-import-not-at-top
+    collect.collect(FLAGS.sweep_dir)  # a bad directory fails here, before TensorFlow is imported
+    from mtl_research.reports import summarize as summarize_lib  # pylint: disable=g-import-not-at-top
+    result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or "mae",
+                                     FLAGS.classification_metric or "accuracy", FLAGS.plots)
+  except UserError as error:
+    sys.exit(f"error: {error}")
+  print(result["markdown"], end="")
+  print(f"\nResults: {result['results_md']}, {result['results_tex']}, {result['results_csv']}")
+  if result["plots"]:
+    print(f"Plots: {os.path.dirname(result['plots'][0])} ({len(result['plots'])} PNG files)")
+  table_notes = set(result["markdown"].splitlines())
+  for note in result["notes"]:
+    if f"- {note}" not in table_notes:
+      print(f"Note: {note}")
+  print(f"HParams: tensorboard --logdir {os.path.abspath(FLAGS.sweep_dir)}")
+
+
+def run() -> None:
+  """Console-script entry point."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

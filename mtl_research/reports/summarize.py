@@ -1,0 +1,45 @@
+"""summarize(): every report of a sweep directory at once (mtl-summarize calls it)."""
+
+from __future__ import annotations
+
+import os
+
+from mtl_research.reports import collect as collect_lib
+from mtl_research.reports import hparams as hparams_lib
+from mtl_research.reports import plots as plots_lib
+from mtl_research.reports import tables as tables_lib
+
+
+def summarize(sweep_dir: str, regression_metric: str = "mae", classification_metric: str = "accuracy",
+              plots: bool = True) -> dict:
+  """Writes results.{md,tex,csv}, plots/*.png (if matplotlib is importable) and the HParams data.
+
+  Raises UserError (one sentence) if `sweep_dir` has no runs/ or no finished
+  run, or a metric choice is unknown. Returns {"markdown": the Markdown table
+  text, "results": {"markdown", "latex", "csv"} paths, "plots": [paths],
+  "hparams": {"config_dir", "final_dirs"}, "notes": [sentences], "runs",
+  "unfinished", "failed": counts, "has_delta_m": bool}.
+  """
+  sweep = collect_lib.collect(sweep_dir)
+  table = tables_lib.build_table(sweep, regression_metric, classification_metric)
+  results = tables_lib.write_tables(sweep_dir, table)
+  notes = list(table.notes)
+  plot_paths: list[str] = []
+  if plots:
+    plot_paths, plot_notes = plots_lib.write_plots(sweep, table, os.path.join(sweep_dir, plots_lib.PLOTS_DIR))
+    notes += plot_notes
+  hparams_paths, hparams_notes = hparams_lib.write_hparams(sweep, table)
+  notes += hparams_notes
+  return {
+      "results_md": results["markdown"],
+      "results_tex": results["latex"],
+      "results_csv": results["csv"],
+      "markdown": tables_lib.render_markdown(table),
+      "plots": plot_paths,
+      "hparams": hparams_paths,
+      "notes": notes,
+      "runs": len(sweep.runs),
+      "unfinished": len(sweep.unfinished),
+      "failed": len(sweep.failed),
+      "has_delta_m": table.has_delta_m,
+  }

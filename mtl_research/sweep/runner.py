@@ -1,0 +1,335 @@
+"""Trains a sweep's runs as subprocesses of `mtl_research.cli.train`, several at once.
+
+  SWEEP_DIR/sweep.json            the sweep's definition (written by cli/ablate.py)
+  SWEEP_DIR/runs/<name>/          a normal training run directory, plus
+      run.json                    {"name", "balancer", "seed", "grid", "single_task"}
+      log.txt                     stdout+stderr of every attempt, each after a header line
+      FAILED                      the last attempt failed: its exit code and last log lines
+
+A finished run (one with metrics.json) is skipped without starting a process,
+so running a finished sweep again takes seconds. Any other run is started with
+the same command again: the trainer resumes an interrupted run from its last
+checkpoint. A failed run is recorded and retried by the next invocation; it
+never stops the others.
+
+The trainer refuses a non-empty run directory that has no flags.txt yet (it
+cannot tell it from a stranger's directory). So until the trainer has written
+flags.txt, a run's log is kept in SWEEP_DIR/.pending/<name>.log and moved into
+the run directory (with run.json) as soon as flags.txt appears or the attempt ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Sequence, TextIO
+
+from mtl_research.sweep.plan import NOT_FOR_BASELINES, THREAD_FLAGS, RunSpec
+from mtl_research.train.run_dir import FLAGS_FILE, METRICS_FILE
+from mtl_research.train.writers import write_json_atomic, write_text_atomic
+
+SWEEP_FILE = "sweep.json"
+RUNS_DIR = "runs"
+RUN_FILE = "run.json"
+LOG_FILE = "log.txt"
+FAILED_FILE = "FAILED"
+PENDING_DIR = ".pending"
+TRAIN_MODULE = "mtl_research.cli.train"
+TAIL_LINES = 20
+STOP_GRACE_SECONDS = 10.0
+
+
+def available_cpus() -> int:
+  """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def threads_per_run(parallel: int, cpus: int) -> int:
+  """TensorFlow intra-op threads per run, so that `parallel` runs share `cpus` cores."""
+  return max(1, cpus // parallel)
+
+
+def command(spec: RunSpec, run_path: str, passthrough: Sequence[str], threads: int,
+            python: str = sys.executable) -> list[str]:
+  """The training command of one run; thread flags the user passed win over the sweep's."""
+  def name_of(arg: str) -> str:
+    return arg.partition("=")[0].removeprefix("--")
+
+  given = {name_of(arg) for arg in passthrough}
+  if spec.single_task:
+    passthrough = [arg for arg in passthrough if name_of(arg) not in NOT_FOR_BASELINES]
+  counts = {"intra_op_threads": threads, "inter_op_threads": 1}
+  extra = [f"--{name}={counts[name]}" for name in THREAD_FLAGS if name not in given]
+  return [python, "-m", TRAIN_MODULE, f"--run_dir={run_path}", *spec.flags(), *passthrough, *extra]
+
+
+def is_finished(run_path: str) -> bool:
+  return os.path.isfile(os.path.join(run_path, METRICS_FILE))
+
+
+def format_duration(seconds: float | None) -> str:
+  if seconds is None:
+    return "-:--:--"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What one invocation of the runner did."""
+
+  total: int
+  skipped: int = 0  # finished before this invocation
+  finished: list[str] = dataclasses.field(default_factory=list)
+  failed: list[str] = dataclasses.field(default_factory=list)
+  interrupted: int | None = None  # the signal that stopped the sweep
+
+  @property
+  def done(self) -> int:
+    return self.skipped + len(self.finished)
+
+  @property
+  def complete(self) -> bool:
+    return self.done == self.total
+
+
+@dataclasses.dataclass
+class _Attempt:
+  spec: RunSpec
+  process: subprocess.Popen
+  log_path: str
+  log_offset: int  # where this attempt's output starts in the log
+  started: float
+  staged: bool  # the log is still in .pending (no flags.txt yet)
+
+
+class Runner:
+  """Runs `specs` under `sweep_dir`, `parallel` at a time."""
+
+  def __init__(self, sweep_dir: str, specs: Sequence[RunSpec], passthrough: Sequence[str], parallel: int = 1, *,
+               cpus: int | None = None, python: str = sys.executable, out: TextIO | None = None,
+               poll_seconds: float = 0.2):
+    self.sweep_dir = os.path.abspath(sweep_dir)
+    self.specs = list(specs)
+    self.passthrough = list(passthrough)
+    self.parallel = parallel
+    self.threads = threads_per_run(parallel, cpus or available_cpus())
+    self.python = python
+    self.out = out or sys.stderr
+    self.poll_seconds = poll_seconds
+    self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    self._active: list[_Attempt] = []
+    self._queue: collections.deque[RunSpec] = collections.deque()
+    self._durations: list[float] = []
+    self._stop: int | None = None
+    self._outcome = Outcome(len(self.specs))
+
+  # Paths.
+
+  def run_path(self, spec: RunSpec) -> str:
+    return os.path.join(self.sweep_dir, RUNS_DIR, spec.name)
+
+  def _pending_log(self, spec: RunSpec) -> str:
+    return os.path.join(self.sweep_dir, PENDING_DIR, f"{spec.name}.log")
+
+  # The loop.
+
+  def run(self) -> Outcome:
+    """Trains every unfinished run; returns when all ended or a signal stopped the sweep."""
+    outcome = self._outcome
+    for spec in self.specs:
+      if is_finished(self.run_path(spec)):
+        outcome.skipped += 1
+        if not os.path.isfile(os.path.join(self.run_path(spec), RUN_FILE)) or os.path.exists(
+            self._pending_log(spec)):
+          self._settle(spec)
+      else:
+        self._queue.append(spec)
+    self._say(f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
+              f"{len(self._queue)} to train, {self.parallel} at a time with {self.threads} thread(s) each.")
+    previous = self._install_handlers()
+    try:
+      while (self._queue or self._active) and self._stop is None:
+        while self._queue and len(self._active) < self.parallel and self._stop is None:
+          self._start(self._queue.popleft())
+        time.sleep(self.poll_seconds)
+        for attempt in list(self._active):
+          if self._stop is not None:
+            break
+          self._check(attempt)
+      if self._stop is not None:
+        self._interrupt()
+    finally:
+      self._restore_handlers(previous)
+      _remove_empty_dir(os.path.join(self.sweep_dir, PENDING_DIR))
+    return outcome
+
+  def _start(self, spec: RunSpec) -> None:
+    path = self.run_path(spec)
+    _remove(os.path.join(path, FAILED_FILE))
+    if os.path.isfile(os.path.join(path, FLAGS_FILE)):
+      self._settle(spec)
+      log_path, staged = os.path.join(path, LOG_FILE), False
+    else:
+      self._stage(spec)
+      log_path, staged = self._pending_log(spec), True
+    cmd = command(spec, path, self.passthrough, self.threads, self.python)
+    stamp = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+    with open(log_path, "a", encoding="utf-8") as handle:
+      handle.write(f"==== {stamp} attempt: {shlex.join(cmd)}\n")
+      handle.flush()
+      offset = handle.tell()
+      process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=self.env)
+    self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic(), staged))
+    self._say(f"start {spec.name}")
+    self._progress()
+
+  def _check(self, attempt: _Attempt) -> None:
+    if attempt.staged and os.path.isfile(os.path.join(self.run_path(attempt.spec), FLAGS_FILE)):
+      self._settle(attempt.spec)
+      attempt.log_path, attempt.staged = os.path.join(self.run_path(attempt.spec), LOG_FILE), False
+    code = attempt.process.poll()
+    if code is None:
+      return
+    self._active.remove(attempt)
+    if attempt.staged:
+      self._settle(attempt.spec)
+      attempt.log_path = os.path.join(self.run_path(attempt.spec), LOG_FILE)
+    spec, path = attempt.spec, self.run_path(attempt.spec)
+    seconds = time.monotonic() - attempt.started
+    if code == 0 and is_finished(path):
+      self._durations.append(seconds)
+      self._outcome.finished.append(spec.name)
+      self._say(f"finished {spec.name} in {format_duration(seconds)}")
+    else:
+      reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+      if code == 0:
+        reason = "exit code 0 without metrics.json"
+      tail = _tail(attempt.log_path, attempt.log_offset)
+      write_text_atomic(os.path.join(path, FAILED_FILE), f"{reason}\n" + "".join(f"{line}\n" for line in tail))
+      last = next((line for line in reversed(tail) if line.strip()), "")
+      self._outcome.failed.append(spec.name)
+      self._say(f"FAILED {spec.name} ({reason}): {last.strip()[:300]}\n  log: {attempt.log_path}")
+    self._progress()
+
+  def _interrupt(self) -> None:
+    """Stops every running attempt; each run stays resumable (no FAILED marker)."""
+    name = signal.Signals(self._stop).name
+    self._say(f"{name}: stopping {len(self._active)} running run(s)...")
+    for attempt in self._active:
+      if attempt.process.poll() is None:
+        attempt.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for attempt in self._active:
+      try:
+        attempt.process.wait(max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        attempt.process.kill()
+        attempt.process.wait()
+      with open(attempt.log_path, "a", encoding="utf-8") as handle:
+        handle.write(f"==== interrupted by {name}; the next invocation of the sweep resumes this run\n")
+      if attempt.staged:
+        self._settle(attempt.spec)
+    self._active.clear()
+    self._outcome.interrupted = self._stop
+
+  # Files.
+
+  def _stage(self, spec: RunSpec) -> None:
+    """Takes our files out of a run directory the trainer has not claimed yet (no flags.txt)."""
+    path = self.run_path(spec)
+    os.makedirs(os.path.join(self.sweep_dir, PENDING_DIR), exist_ok=True)
+    log, pending = os.path.join(path, LOG_FILE), self._pending_log(spec)
+    if os.path.isfile(log) and os.path.exists(pending):  # left by a killed runner: keep attempts in order
+      _move_appending(pending, log)
+    if os.path.isfile(log):
+      _move_appending(log, pending)
+    _remove(os.path.join(path, RUN_FILE))
+
+  def _settle(self, spec: RunSpec) -> None:
+    """Puts the run's log (if still pending) and run.json into its run directory."""
+    path = self.run_path(spec)
+    os.makedirs(path, exist_ok=True)
+    if os.path.exists(self._pending_log(spec)):
+      _move_appending(self._pending_log(spec), os.path.join(path, LOG_FILE))
+    write_json_atomic(os.path.join(path, RUN_FILE), spec.to_json())
+
+  # Reporting and signals.
+
+  def _say(self, line: str) -> None:
+    self.out.write(line + "\n")
+    self.out.flush()
+
+  def _progress(self) -> None:
+    eta = None
+    if self._durations:
+      mean = sum(self._durations) / len(self._durations)
+      now = time.monotonic()
+      work = len(self._queue) * mean + sum(max(0.0, mean - (now - a.started)) for a in self._active)
+      eta = work / self.parallel
+    self._say(f"done {self._outcome.done} / running {len(self._active)} / failed {len(self._outcome.failed)} / "
+              f"left {len(self._queue)} | ETA {format_duration(eta)}")
+
+  def _install_handlers(self) -> dict:
+    if threading.current_thread() is not threading.main_thread():
+      return {}
+
+    def handle(signum, frame):  # pylint: disable=unused-argument
+      if self._stop is None:
+        self._stop = signum
+
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+  @staticmethod
+  def _restore_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
+def _tail(path: str, offset: int, lines: int = TAIL_LINES) -> list[str]:
+  """The last `lines` lines written to `path` after `offset`."""
+  try:
+    with open(path, "rb") as handle:
+      handle.seek(0, os.SEEK_END)
+      start = max(offset, handle.tell() - 64 * 1024)
+      handle.seek(start)
+      text = handle.read().decode("utf-8", errors="replace")
+  except OSError:
+    return []
+  return text.splitlines()[-lines:]
+
+
+def _move_appending(source: str, target: str) -> None:
+  """Moves `source` to `target`, appending to `target` if it exists."""
+  if not os.path.exists(target):
+    os.replace(source, target)
+    return
+  with open(source, "rb") as src, open(target, "ab") as dst:
+    dst.write(src.read())
+  os.unlink(source)
+
+
+def _remove(path: str) -> None:
+  try:
+    os.unlink(path)
+  except FileNotFoundError:
+    pass
+
+
+def _remove_empty_dir(path: str) -> None:
+  try:
+    os.rmdir(path)
+  except OSError:
+    pass

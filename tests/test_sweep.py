@@ -1,0 +1,364 @@
+"""Sweeps (scripts/ablate.py): the plan, its validation, and whole sweeps run, rerun, killed,
+interrupted and failing, on a tiny synthetic configuration (about 4 s per run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mtl_research.errors import UserError
+from mtl_research.sweep import plan
+from mtl_research.sweep import runner
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ABLATE_SCRIPT = os.path.join(REPO_ROOT, "scripts", "ablate.py")
+TINY = ("--num_train=256", "--num_val=64", "--num_test=64", "--hidden_units=8", "--train_steps=60",
+        "--eval_every=30", "--steps_per_loop=30", "--summary_every=30", "--checkpoint_every=30")
+SWEEP = ("--balancers=fixed,uncertainty", "--seeds=0,1", "--with_single_task", "--parallel=2", *TINY)
+RUN_NAMES = sorted(["fixed__seed0", "fixed__seed1", "uncertainty__seed0", "uncertainty__seed1",
+                    "single_task=price__seed0", "single_task=price__seed1",
+                    "single_task=kind__seed0", "single_task=kind__seed1"])
+TRAINING_FLAGS = ("learning_rate", "hidden_units", "gradnorm_alpha", "selection", "run_dir", "seed", "balancer",
+                  "single_task", "overwrite", "intra_op_threads", "inter_op_threads")
+
+
+def ablate_args(sweep_dir, *args):
+  return [sys.executable, ABLATE_SCRIPT, f"--sweep_dir={sweep_dir}", *args]
+
+
+def ablate(sweep_dir, *args, timeout=150) -> subprocess.CompletedProcess:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run(ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def runs_dir(sweep_dir):
+  return os.path.join(sweep_dir, "runs")
+
+
+def finished(sweep_dir) -> list[str]:
+  return sorted(name for name in os.listdir(runs_dir(sweep_dir))
+                if os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json")))
+
+
+def read_json(*parts):
+  with open(os.path.join(*parts), encoding="utf-8") as handle:
+    return json.load(handle)
+
+
+def mtimes(sweep_dir, names) -> dict[str, int]:
+  return {name: os.stat(os.path.join(runs_dir(sweep_dir), name, "metrics.json")).st_mtime_ns for name in names}
+
+
+def checkpoints(sweep_dir) -> dict[str, list[str]]:
+  return {name: sorted(os.listdir(os.path.join(runs_dir(sweep_dir), name, "ckpt")))
+          for name in os.listdir(runs_dir(sweep_dir))}
+
+
+def assert_same_metrics(actual: dict, expected: dict, rel: float = 1e-6):
+  for split in ("val", "test"):
+    assert set(actual[split]) == set(expected[split])
+    for task, values in expected[split].items():
+      for metric, value in values.items():
+        assert actual[split][task][metric] == pytest.approx(value, rel=rel, abs=1e-9), (split, task, metric)
+  assert actual["selection"] == expected["selection"]
+
+
+# The plan: pure functions.
+
+
+class TestPlan:
+
+  def test_expansion_counts_names_and_order(self):
+    grid = plan.parse_grid(["learning_rate=0.001,0.01", "gradnorm_alpha=0.5,1.5"], TRAINING_FLAGS)
+    specs = plan.expand(["fixed", "uncertainty", "gradnorm"], [0, 1], grid, ["price", "kind"])
+    assert len(specs) == 3 * 4 * 2 + 2 * 2
+    names = [spec.name for spec in specs]
+    assert len(set(names)) == len(names)
+    assert "gradnorm__gradnorm_alpha=0.5__learning_rate=0.001__seed1" in names
+    assert "single_task=price__seed0" in names and "single_task=kind__seed1" in names
+    # Seed-major: every configuration at seed 0 (baselines last) before any run of seed 1.
+    assert [spec.seed for spec in specs] == [0] * 14 + [1] * 14
+    assert specs[12].single_task == "price" and specs[13].single_task == "kind"
+
+  def test_baselines_are_fixed_without_grid(self):
+    grid = plan.parse_grid(["learning_rate=0.001,0.01"], TRAINING_FLAGS)
+    baselines = [spec for spec in plan.expand(["uncertainty"], [3], grid, ["price"]) if spec.single_task]
+    assert len(baselines) == 1
+    spec = baselines[0]
+    assert (spec.balancer, spec.grid, spec.seed) == ("fixed", (), 3)
+    assert spec.flags() == ["--balancer=fixed", "--seed=3", "--single_task=price"]
+    assert spec.to_json() == {"name": "single_task=price__seed3", "balancer": "fixed", "seed": 3, "grid": {},
+                              "single_task": "price"}
+
+  def test_run_flags_and_json(self):
+    grid = plan.parse_grid(["--learning_rate=0.01"], TRAINING_FLAGS)
+    (spec,) = plan.expand(["gradnorm"], [2], grid)
+    assert spec.name == "gradnorm__learning_rate=0.01__seed2"
+    assert spec.flags() == ["--balancer=gradnorm", "--seed=2", "--learning_rate=0.01"]
+    assert spec.to_json()["grid"] == {"learning_rate": "0.01"} and spec.to_json()["single_task"] is None
+
+  def test_names_are_filesystem_safe(self):
+    assert plan.sanitize("a/b c:d,e=1.5-x") == "a_b_c_d_e=1.5-x"
+    grid = plan.parse_grid(["hidden_units=16,8;32,16", "selection=price:r2"], TRAINING_FLAGS)
+    assert grid == {"hidden_units": ("16,8", "32,16"), "selection": ("price:r2",)}
+    names = [spec.name for spec in plan.expand(["fixed"], [0], grid)]
+    assert names == ["fixed__hidden_units=16_8__selection=price_r2__seed0",
+                     "fixed__hidden_units=32_16__selection=price_r2__seed0"]
+    long = plan.run_name("fixed", [("selection", "x" * 500)], 0)
+    assert len(long) <= plan.MAX_NAME_LENGTH and long != plan.run_name("fixed", [("selection", "x" * 499)], 0)
+
+  def test_names_that_collide_are_refused(self):
+    grid = plan.parse_grid(["selection=a:b,a_b"], TRAINING_FLAGS)
+    with pytest.raises(UserError, match="share the directory name .fixed__selection=a_b__seed0."):
+      plan.expand(["fixed"], [0], grid)
+
+  @pytest.mark.parametrize("item, message", [
+      ("learning_rate", "not of the form FLAG=VALUE"),
+      ("=1,2", "not of the form FLAG=VALUE"),
+      ("nosuch=1,2", "--nosuch is not a training flag"),
+      ("seed=0,1", "--seed is set by the sweep; use --seeds"),
+      ("balancer=fixed,gradnorm", "use --balancers"),
+      ("single_task=price", "use --with_single_task"),
+      ("run_dir=a,b", "use --sweep_dir"),
+      ("overwrite=true", "set by the sweep"),
+      ("intra_op_threads=1,2", "from --parallel"),
+      ("learning_rate=0.1,,0.2", "empty value"),
+      ("learning_rate=0.1,0.1", "lists a value twice"),
+  ])
+  def test_grid_errors_name_the_item(self, item, message):
+    with pytest.raises(UserError, match=message) as error:
+      plan.parse_grid([item], TRAINING_FLAGS)
+    assert f"--grid={item}" in str(error.value)
+
+  def test_a_flag_twice_in_the_grid(self):
+    with pytest.raises(UserError, match="in --grid twice"):
+      plan.parse_grid(["learning_rate=0.1", "learning_rate=0.2"], TRAINING_FLAGS)
+
+  def test_definition_difference(self):
+    grid = {"learning_rate": ("0.001", "0.01")}
+    old = plan.definition(["fixed"], [0, 1], grid, ["--train_steps=60"], True)
+    assert old == {"balancers": ["fixed"], "seeds": [0, 1], "grid": {"learning_rate": ["0.001", "0.01"]},
+                   "flags": ["--train_steps=60"], "with_single_task": True}
+    assert plan.difference(old, json.loads(json.dumps(old))) is None
+    new = plan.definition(["fixed"], [0, 1, 2], grid, ["--train_steps=60"], True)
+    assert plan.difference(old, new) == "--seeds 0,1 there, 0,1,2 now"
+
+  def test_command_threads_and_baseline_flags(self):
+    spec = plan.RunSpec("single_task=price__seed0", "fixed", 0, (), "price")
+    passthrough = ["--task_weights=price:2,kind:1", "--train_steps=60"]
+    assert runner.threads_per_run(2, 2) == 1 and runner.threads_per_run(2, 16) == 8
+    assert runner.threads_per_run(4, 2) == 1
+    cmd = runner.command(spec, "/s/runs/x", passthrough, 8, python="py")
+    assert cmd == ["py", "-m", "mtl_research.cli.train", "--run_dir=/s/runs/x", "--balancer=fixed", "--seed=0",
+                   "--single_task=price", "--train_steps=60", "--intra_op_threads=8", "--inter_op_threads=1"]
+    multi = plan.RunSpec("fixed__seed0", "fixed", 0)
+    cmd = runner.command(multi, "d", passthrough + ["--intra_op_threads=3"], 8, python="py")
+    assert "--task_weights=price:2,kind:1" in cmd and "--intra_op_threads=3" in cmd
+    assert "--intra_op_threads=8" not in cmd and cmd[-1] == "--inter_op_threads=1"
+
+
+# Whole sweeps.
+
+
+@pytest.fixture(name="reference", scope="module")
+def fixture_reference(tmp_path_factory):
+  """The tiny sweep, trained once without interruption."""
+  sweep_dir = str(tmp_path_factory.mktemp("reference") / "sweep")
+  proc = ablate(sweep_dir, *SWEEP)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return sweep_dir, proc
+
+
+def test_sweep_trains_every_run(reference):
+  sweep_dir, proc = reference
+  assert finished(sweep_dir) == RUN_NAMES == sorted(os.listdir(runs_dir(sweep_dir)))
+  assert read_json(sweep_dir, "sweep.json") == {
+      "balancers": ["fixed", "uncertainty"], "seeds": [0, 1], "grid": {}, "with_single_task": True,
+      "flags": sorted(TINY)}
+  for name in RUN_NAMES:
+    run = read_json(runs_dir(sweep_dir), name, "run.json")
+    metrics = read_json(runs_dir(sweep_dir), name, "metrics.json")
+    assert run["name"] == name and run["grid"] == {}
+    assert metrics["steps"] == 60 and metrics["single_task"] == run["single_task"]
+    assert metrics["balancer"] == run["balancer"]
+    expected_tasks = [run["single_task"]] if run["single_task"] else ["price", "kind"]
+    assert sorted(metrics["test"]) == sorted(expected_tasks)
+    assert not os.path.exists(os.path.join(runs_dir(sweep_dir), name, "FAILED"))
+    with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
+      log = handle.read()
+    assert log.startswith("==== ") and log.count("==== ") == 1
+    assert f"--run_dir={os.path.join(runs_dir(sweep_dir), name)}" in log.splitlines()[0]
+    assert "--intra_op_threads=" in log.splitlines()[0] and "Results: " in log
+  assert read_json(runs_dir(sweep_dir), "uncertainty__seed1", "run.json") == {
+      "name": "uncertainty__seed1", "balancer": "uncertainty", "seed": 1, "grid": {}, "single_task": None}
+  flags_txt = open(os.path.join(runs_dir(sweep_dir), "single_task=kind__seed1", "flags.txt"), encoding="utf-8").read()
+  assert "--single_task=kind\n" in flags_txt and "--seed=1\n" in flags_txt and "--train_steps=60\n" in flags_txt
+  assert not os.path.exists(os.path.join(sweep_dir, runner.PENDING_DIR))
+  assert "done 8 / running 0 / failed 0 / left 0" in proc.stderr
+  assert "8 runs, 0 already finished (skipped), 8 to train, 2 at a time with 1 thread(s) each" in proc.stderr
+
+
+def test_rerun_trains_nothing(reference):
+  sweep_dir, _ = reference
+  before, ckpts = mtimes(sweep_dir, RUN_NAMES), checkpoints(sweep_dir)
+  proc = ablate(sweep_dir, *SWEEP)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "8 runs, 8 already finished (skipped), 0 to train" in proc.stderr
+  assert "start " not in proc.stderr
+  assert "8 of 8 runs finished (8 skipped as already finished, 0 trained now), 0 failed" in proc.stdout
+  assert mtimes(sweep_dir, RUN_NAMES) == before and checkpoints(sweep_dir) == ckpts
+
+
+def test_bad_input_stops_before_writing(reference, tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  fresh = str(tmp_path / "never")
+  cases = [
+      (fresh, ("--balancers=fixed,nosuch",), "--balancers: 'nosuch' is not a balancer"),
+      (fresh, ("--seeds=0,x",), "--seeds=0,x is not a comma-separated list of integers"),
+      (fresh, ("--grid=nosuch=1,2",), "--grid=nosuch=1,2: --nosuch is not a training flag"),
+      (fresh, ("--grid=learning_rate=0.001,-1",), "--grid value learning_rate=-1 is invalid"),
+      (fresh, ("--seed=3",), "--seed is set by the sweep for each run; use --seeds"),
+      (reference[0], (*SWEEP[:-1],), "holds a different sweep (training flags"),
+      (reference[0], SWEEP, "is being run by another mtl-ablate right now"),
+  ]
+  # As if another invocation were running the reference sweep.
+  with open(os.path.join(reference[0], ".lock"), "a", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    procs = [subprocess.Popen(ablate_args(path, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for path, args, _ in cases]
+    for proc, (_, args, message) in zip(procs, cases):
+      _, stderr = proc.communicate(timeout=120)
+      assert proc.returncode == 1, (args, stderr[-2000:])
+      assert message in stderr.strip().splitlines()[-1], (args, stderr[-2000:])
+  assert not os.path.exists(fresh)
+
+
+def wait_for(predicate, process, timeout=120.0, interval=0.02):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if predicate():
+      return True
+    if process.poll() is not None:
+      return False
+    time.sleep(interval)
+  return False
+
+
+def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
+  sweep_dir = str(tmp_path / "sweep")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  # Its own process group, so that SIGKILL takes the runner and its training processes down
+  # at once, like a machine that dies.
+  process = subprocess.Popen(ablate_args(sweep_dir, *SWEEP), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+  def mid_way():
+    if not os.path.isdir(runs_dir(sweep_dir)):
+      return False
+    names = os.listdir(runs_dir(sweep_dir))
+    done = [n for n in names if os.path.exists(os.path.join(runs_dir(sweep_dir), n, "metrics.json"))]
+    partial[:] = [n for n in names if os.path.isfile(os.path.join(runs_dir(sweep_dir), n, "ckpt", "checkpoint"))
+                  and not os.path.exists(os.path.join(runs_dir(sweep_dir), n, "metrics.json"))]
+    return bool(done) and bool(partial)
+
+  partial = []
+
+  try:
+    caught = wait_for(mid_way, process)
+  finally:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+  assert caught, "the sweep ended before a run was caught half-way"
+  done_before = finished(sweep_dir)
+  assert 1 <= len(done_before) < len(RUN_NAMES)
+  assert partial and not set(partial) & set(done_before)
+  before = mtimes(sweep_dir, done_before)
+
+  proc = ablate(sweep_dir, *SWEEP)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"8 runs, {len(done_before)} already finished (skipped), {8 - len(done_before)} to train" in proc.stderr
+  for name in done_before:
+    assert f"start {name}\n" not in proc.stderr
+  assert mtimes(sweep_dir, done_before) == before
+  for name in partial:  # a run killed after its first checkpoint continues from it
+    with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
+      log = handle.read()
+    assert log.count("==== ") == 2 and "Resumed from " in log, log[-2000:]
+  assert finished(sweep_dir) == RUN_NAMES
+  assert not os.path.exists(os.path.join(sweep_dir, runner.PENDING_DIR))
+  # The resumed runs continue from their checkpoint exactly: the input is a pure function of
+  # the step, the model, optimizer slots and balancer state are checkpointed, and each run uses
+  # the same thread counts. Measured bit-identical on CPU; the tolerance only absorbs printing.
+  for name in RUN_NAMES:
+    assert os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "run.json"))
+    assert_same_metrics(read_json(runs_dir(sweep_dir), name, "metrics.json"),
+                        read_json(runs_dir(reference[0]), name, "metrics.json"))
+
+
+def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
+  sweep_dir = str(tmp_path / "sweep")
+  args = ("--balancers=fixed,uncertainty", "--seeds=0", "--parallel=2", *TINY)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  process = subprocess.Popen(ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    flags_files = lambda: any(  # noqa: E731
+        os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "flags.txt"))
+        for name in (os.listdir(runs_dir(sweep_dir)) if os.path.isdir(runs_dir(sweep_dir)) else []))
+    assert wait_for(flags_files, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "SIGTERM: stopping" in stderr and "run the same command again to resume it" in stderr
+  time.sleep(0.5)
+  with pytest.raises(ProcessLookupError):  # the training processes are gone too
+    os.killpg(process.pid, 0)
+  for name in os.listdir(runs_dir(sweep_dir)):
+    assert not os.path.exists(os.path.join(runs_dir(sweep_dir), name, "FAILED"))
+  stopped = [name for name in os.listdir(runs_dir(sweep_dir))
+             if not os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json"))]
+  assert stopped
+  for name in stopped:
+    with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
+      assert "==== interrupted by SIGTERM" in handle.read()
+  proc = ablate(sweep_dir, *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert finished(sweep_dir) == ["fixed__seed0", "uncertainty__seed0"]
+
+
+def test_failed_run_is_recorded_and_retried(tmp_path):
+  sweep_dir = str(tmp_path / "sweep")
+  # A value every flag parser accepts but training refuses: the run fails in its own process.
+  args = ("--balancers=fixed", "--seeds=0", "--grid=selection=mean_loss,nosuch:auc", "--parallel=2", *TINY)
+  proc = ablate(sweep_dir, *args)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  bad, good = "fixed__selection=nosuch_auc__seed0", "fixed__selection=mean_loss__seed0"
+  assert finished(sweep_dir) == [good]
+  marker = open(os.path.join(runs_dir(sweep_dir), bad, "FAILED"), encoding="utf-8").read().splitlines()
+  assert marker[0] == "exit code 1" and 2 <= len(marker) <= 21
+  assert marker[-1].startswith("error: --selection=nosuch:auc is not mean_loss")
+  assert read_json(runs_dir(sweep_dir), bad, "run.json")["grid"] == {"selection": "nosuch:auc"}
+  assert f"FAILED {bad} (exit code 1)" in proc.stderr and "failed 1" in proc.stderr
+  assert "1 of 2 runs finished" in proc.stdout and "1 failed" in proc.stdout
+
+  # The next invocation retries the failed run only, appending to its log.
+  before = mtimes(sweep_dir, [good])
+  proc = ablate(sweep_dir, *args)
+  assert proc.returncode == 1
+  assert "2 runs, 1 already finished (skipped), 1 to train" in proc.stderr
+  assert mtimes(sweep_dir, [good]) == before
+  with open(os.path.join(runs_dir(sweep_dir), bad, "log.txt"), encoding="utf-8") as handle:
+    assert handle.read().count("==== ") == 2
+  assert os.path.isfile(os.path.join(runs_dir(sweep_dir), bad, "FAILED"))
