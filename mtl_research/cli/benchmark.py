@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtl_research import config as config_lib  # noqa: E402
+from mtl_research.cli.common import entry_point  # noqa: E402
 from mtl_research.balancers import BALANCERS  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch, train_indices  # noqa: E402
@@ -264,20 +265,18 @@ def format_table(result: dict) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+def _main() -> None:
   began = time.perf_counter()
-  try:
-    result = measure(
-        balancers=FLAGS.balancers, repeats=FLAGS.repeats, fit_epochs=FLAGS.fit_epochs,
-        loop_steps=FLAGS.loop_steps, loop_calls=FLAGS.loop_calls, warmup_steps=FLAGS.warmup_steps,
-        batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed)
-  except UserError as error:
-    sys.exit(f"error: {error}")
+  result = measure(
+      balancers=FLAGS.balancers, repeats=FLAGS.repeats, fit_epochs=FLAGS.fit_epochs,
+      loop_steps=FLAGS.loop_steps, loop_calls=FLAGS.loop_calls, warmup_steps=FLAGS.warmup_steps,
+      batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed)
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))
   print(json.dumps(result, sort_keys=True), flush=True)
+
+
+main = entry_point(_main)
 
 
 def run() -> None:

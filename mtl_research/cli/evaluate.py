@@ -14,17 +14,16 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 
 import numpy as np
 import tensorflow as tf
 
 from mtl_research import export as export_lib
 from mtl_research import flags as flags_lib
+from mtl_research.cli.common import entry_point
 from mtl_research import metrics as metrics_lib
 from mtl_research import tasks as tasks_lib
 from mtl_research.data import csv_reader, tabular
@@ -149,15 +148,7 @@ def run_evaluate() -> dict:
   return metrics
 
 
-def main(argv: list[str]) -> None:
-  if not FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
-  try:
-    run_evaluate()
-  except UserError as error:
-    sys.exit(f"error: {error}")
+main = entry_point(run_evaluate)
 
 
 def run() -> None:

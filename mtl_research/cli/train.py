@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
-from absl import logging as absl_logging
 import tensorflow as tf
 
 from mtl_research import flags as flags_lib
+from mtl_research.cli.common import entry_point
 from mtl_research.data import DATASETS
-from mtl_research.errors import UserError
 from mtl_research.train import loop, run_dir
 
 
@@ -43,20 +41,16 @@ def _report(run: run_dir.RunDir, metrics: dict) -> None:
   print(f"TensorBoard: tensorboard --logdir {os.path.abspath(run.path)}")
 
 
-def main(argv: list[str]) -> None:
-  if not flags_lib.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)  # checkpoint INFO lines drown the progress
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
+def _main() -> None:
   # Before TensorFlow runs anything: a sweep runs several trainings side by side.
   if flags_lib.FLAGS.intra_op_threads:
     tf.config.threading.set_intra_op_parallelism_threads(flags_lib.FLAGS.intra_op_threads)
   if flags_lib.FLAGS.inter_op_threads:
     tf.config.threading.set_inter_op_parallelism_threads(flags_lib.FLAGS.inter_op_threads)
-  try:
-    train()
-  except UserError as error:
-    sys.exit(f"error: {error}")
+  train()
+
+
+main = entry_point(_main)
 
 
 def run() -> None:
