@@ -22,7 +22,9 @@ import tensorflow as tf
 
 from conftest import REPO_ROOT, read_scalars
 from mtl_research.errors import UserError
-from mtl_research.reports import collect, delta_m, hparams, plots, summarize, tables
+from mtl_research.reports import aggregation, collect, delta_m, hparams, plots, results_csv, results_md, results_tex
+from mtl_research.reports import summarize
+from mtl_research.reports import table as table_lib
 
 REGRESSION = {"kind": "regression", "num_classes": 0}
 THREE_CLASSES = {"kind": "classification", "num_classes": 3, "classes": ["a", "b", "c"]}
@@ -104,14 +106,14 @@ def test_delta_m_by_hand_both_signs():
 
 
 def test_mean_and_sample_std_by_hand():
-  stat = tables.aggregate([1.0, 2.0, 4.0])
+  stat = table_lib.aggregate([1.0, 2.0, 4.0])
   assert stat.mean == pytest.approx(7 / 3)
   # Σ(x − 7/3)² = 16/9 + 1/9 + 25/9 = 42/9; / (n − 1) = 7/3.
   assert stat.std == pytest.approx(math.sqrt(7 / 3))
   assert stat.n == 3
-  one = tables.aggregate([0.5])
+  one = table_lib.aggregate([0.5])
   assert (one.mean, one.std, one.n) == (0.5, None, 1)
-  assert tables.aggregate([]) is None
+  assert table_lib.aggregate([]) is None
 
 
 # Tables.
@@ -119,7 +121,7 @@ def test_mean_and_sample_std_by_hand():
 
 def test_table_values_bold_and_delta_m(tmp_path):
   sweep = collect.collect(make_sweep(str(tmp_path)))
-  table = tables.build_table(sweep, "mae", "accuracy")
+  table = aggregation.build_table(sweep, "mae", "accuracy")
   assert [(c.task, c.metric, c.higher_is_better) for c in table.columns] == [("kind", "accuracy", True),
                                                                             ("price", "mae", False)]
   fixed, uncertainty = table.rows
@@ -137,7 +139,7 @@ def test_table_values_bold_and_delta_m(tmp_path):
   assert uncertainty.delta_m.mean == pytest.approx(delta_m.delta_m(
       {"price": 0.75, "kind": 0.82}, {"price": 1.0, "kind": 0.8}, {"price": True, "kind": False}))
 
-  markdown = tables.render_markdown(table)
+  markdown = results_md.render(table)
   lines = markdown.splitlines()
   header = next(line for line in lines if line.startswith("| method"))
   assert "kind accuracy ↑" in header and "price mae ↓" in header and "Δm% ↑" in header and "seeds" in header
@@ -160,8 +162,8 @@ def test_bold_picks_min_for_lower_and_max_for_higher(tmp_path):
   # a: worse mae (higher) but better accuracy (higher); b: the opposite.
   write_run(sweep_dir, "a", balancer="a", test={"price": {"mae": 2.0}, "kind": {"accuracy": 0.9}}, tasks=tasks)
   write_run(sweep_dir, "b", balancer="b", test={"price": {"mae": 1.0}, "kind": {"accuracy": 0.5}}, tasks=tasks)
-  table = tables.build_table(collect.collect(sweep_dir))
-  row = {line.split("|")[1].strip(): line for line in tables.render_markdown(table).splitlines()
+  table = aggregation.build_table(collect.collect(sweep_dir))
+  row = {line.split("|")[1].strip(): line for line in results_md.render(table).splitlines()
          if line.startswith("| ")}
   assert "**0.9000**" in row["a"] and "2.0000" in row["a"] and "**2.0000**" not in row["a"]
   assert "**1.0000**" in row["b"] and "**0.5000**" not in row["b"]
@@ -171,20 +173,20 @@ def test_bold_picks_min_for_lower_and_max_for_higher(tmp_path):
 
 def test_delta_m_column_omitted_without_baselines(tmp_path):
   sweep = collect.collect(make_sweep(str(tmp_path), baselines=False))
-  table = tables.build_table(sweep)
+  table = aggregation.build_table(sweep)
   assert not table.has_delta_m and table.baseline is None
-  markdown = tables.render_markdown(table)
+  markdown = results_md.render(table)
   assert "Δm% ↑" not in markdown and "| single-task" not in markdown
   assert any("Δm column is omitted" in note and "kind, price" in note for note in table.notes)
-  assert "delta_m/mean" not in tables.render_csv(table)
-  assert r"\Delta_m" not in tables.render_latex(table)
+  assert "delta_m/mean" not in results_csv.render(table)
+  assert r"\Delta_m" not in results_tex.render(table)
 
 
 def test_delta_m_omitted_when_one_task_lacks_a_baseline(tmp_path):
   sweep_dir = make_sweep(str(tmp_path))
   shutil.rmtree(os.path.join(sweep_dir, "runs", "single-kind-s0"))
   shutil.rmtree(os.path.join(sweep_dir, "runs", "single-kind-s1"))
-  table = tables.build_table(collect.collect(sweep_dir))
+  table = aggregation.build_table(collect.collect(sweep_dir))
   assert not table.has_delta_m
   assert any("no finished single-task baseline for task(s) kind" in note for note in table.notes)
 
@@ -195,11 +197,11 @@ def test_auc_for_binary_tasks_and_accuracy_fallback_with_a_note(tmp_path):
   test = {"click": {"accuracy": 0.7, "auc": 0.75, "cross_entropy": 0.5}, "kind": {"accuracy": 0.6},
           "price": {"mae": 1.0, "mse": 1.5}}
   write_run(sweep_dir, "r", test=test, tasks=tasks)
-  table = tables.build_table(collect.collect(sweep_dir), "mse", "auc")
+  table = aggregation.build_table(collect.collect(sweep_dir), "mse", "auc")
   assert [(c.task, c.metric) for c in table.columns] == [("click", "auc"), ("kind", "accuracy"), ("price", "mse")]
   assert any("kind has 3 classes" in note and "accuracy" in note for note in table.notes)
   with pytest.raises(UserError, match="--regression_metric=r2"):
-    tables.build_table(collect.collect(sweep_dir), "r2", "auc")
+    aggregation.build_table(collect.collect(sweep_dir), "r2", "auc")
 
 
 def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
@@ -214,8 +216,8 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
   for task in tasks:
     write_run(sweep_dir, f"single-{task}", single_task=task, test={task: {"accuracy": 0.6, "mae": 1.2}},
               tasks={task: tasks[task]})
-  table = tables.build_table(collect.collect(sweep_dir))
-  latex = tables.render_latex(table)
+  table = aggregation.build_table(collect.collect(sweep_dir))
+  latex = results_tex.render(table)
   assert latex.startswith(r"\begin{table}") and latex.rstrip().endswith(r"\end{table}")
   for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{tabular}", r"\caption{"):
     assert command in latex
@@ -243,8 +245,8 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
 
 def test_csv_parses_back_with_the_same_numbers(tmp_path):
   sweep = collect.collect(make_sweep(str(tmp_path)))
-  table = tables.build_table(sweep)
-  rows = list(csv.DictReader(io.StringIO(tables.render_csv(table))))
+  table = aggregation.build_table(sweep)
+  rows = list(csv.DictReader(io.StringIO(results_csv.render(table))))
   assert [row["method"] for row in rows] == ["single-task", "fixed", "uncertainty"]
   by_method = {row["method"]: row for row in rows}
   for row in table.all_rows:
@@ -268,7 +270,7 @@ def test_collect_skips_unfinished_and_failed_and_refuses_empty(tmp_path):
   assert any("1 failed run(s) skipped" in note and "broken" in note for note in sweep.notes)
   assert any("1 unfinished run(s) skipped" in note for note in sweep.notes)
   os.remove(os.path.join(sweep_dir, "runs", "uncertainty-s1", "metrics.json"))
-  table = tables.build_table(collect.collect(sweep_dir))
+  table = aggregation.build_table(collect.collect(sweep_dir))
   assert "Fewer finished seeds than the sweep's 2 in: uncertainty: 1." in table.notes
   assert table.rows[1].num_seeds == 1 and table.rows[1].stats[("price", "mae")].std is None
   empty = os.path.join(str(tmp_path), "empty")
@@ -300,7 +302,7 @@ def test_plots_when_matplotlib_is_importable_and_a_note_when_not(tmp_path, monke
   for name in os.listdir(os.path.join(sweep_dir, "runs")):
     _write_events(os.path.join(sweep_dir, "runs", name), ["price", "kind"], 1.0 + len(name) / 10)
   sweep = collect.collect(sweep_dir)
-  table = tables.build_table(sweep)
+  table = aggregation.build_table(sweep)
   assert read_scalars(os.path.join(sweep_dir, "runs", "fixed-s0", "train"))["weight/price"][0][0] == 10
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
@@ -364,7 +366,7 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
                   "learning_rate": 0.001})
     writer.close()
   sweep = collect.collect(sweep_dir)
-  table = tables.build_table(sweep)
+  table = aggregation.build_table(sweep)
   paths, notes = hparams.write_hparams(sweep, table)
   assert any("fixed-s1" in note for note in notes)
   assert os.listdir(paths["config_dir"])

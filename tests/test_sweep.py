@@ -5,6 +5,7 @@ interrupted and failing, on a tiny synthetic configuration (about 4 s per run).
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import signal
@@ -202,7 +203,9 @@ def test_sweep_trains_every_run(reference):
       "name": "uncertainty__seed1", "balancer": "uncertainty", "seed": 1, "grid": {}, "single_task": None}
   flags_txt = open(os.path.join(runs_dir(sweep_dir), "single_task=kind__seed1", "flags.txt"), encoding="utf-8").read()
   assert "--single_task=kind\n" in flags_txt and "--seed=1\n" in flags_txt and "--train_steps=60\n" in flags_txt
-  assert not os.path.exists(os.path.join(sweep_dir, runner.PENDING_DIR))
+  for name in RUN_NAMES:  # the trainer took the directory that already held run.json and log.txt
+    assert {"run.json", "log.txt", "flags.txt", "metrics.json", "ckpt"} <= set(
+        os.listdir(os.path.join(runs_dir(sweep_dir), name)))
   assert "done 8 / running 0 / failed 0 / left 0" in proc.stderr
   assert "8 runs, 0 already finished (skipped), 8 to train, 2 at a time with 1 thread(s) each" in proc.stderr
 
@@ -294,7 +297,6 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
       log = handle.read()
     assert log.count("==== ") == 2 and "Resumed from " in log, log[-2000:]
   assert finished(sweep_dir) == RUN_NAMES
-  assert not os.path.exists(os.path.join(sweep_dir, runner.PENDING_DIR))
   # The resumed runs continue from their checkpoint exactly: the input is a pure function of
   # the step, the model, optimizer slots and balancer state are checkpointed, and each run uses
   # the same thread counts. Measured bit-identical on CPU; the tolerance only absorbs printing.
@@ -350,6 +352,8 @@ def test_failed_run_is_recorded_and_retried(tmp_path):
   assert marker[0] == "exit code 1" and 2 <= len(marker) <= 21
   assert marker[-1].startswith("error: --selection=nosuch:auc is not mean_loss")
   assert read_json(runs_dir(sweep_dir), bad, "run.json")["grid"] == {"selection": "nosuch:auc"}
+  # It failed before writing flags.txt: its directory holds the sweep's files only.
+  assert sorted(os.listdir(os.path.join(runs_dir(sweep_dir), bad))) == ["FAILED", "log.txt", "run.json"]
   assert f"FAILED {bad} (exit code 1)" in proc.stderr and "failed 1" in proc.stderr
   assert "1 of 2 runs finished" in proc.stdout and "1 failed" in proc.stdout
 
@@ -360,5 +364,62 @@ def test_failed_run_is_recorded_and_retried(tmp_path):
   assert "2 runs, 1 already finished (skipped), 1 to train" in proc.stderr
   assert mtimes(sweep_dir, [good]) == before
   with open(os.path.join(runs_dir(sweep_dir), bad, "log.txt"), encoding="utf-8") as handle:
-    assert handle.read().count("==== ") == 2
+    log = handle.read()
+  assert log.count("==== ") == 2 and log.count("error: --selection=nosuch:auc is not mean_loss") == 2
   assert os.path.isfile(os.path.join(runs_dir(sweep_dir), bad, "FAILED"))
+
+
+# The runner alone, with a stand-in for the trainer (no TensorFlow, well under a second).
+
+FAKE_TRAINER = """\
+import os, sys
+run_dir = next(arg for arg in sys.argv if arg.startswith("--run_dir=")).partition("=")[2]
+print("found: " + " ".join(sorted(os.listdir(run_dir))), flush=True)
+attempts = os.path.join(os.path.dirname(os.path.dirname(run_dir)), "attempts")
+with open(attempts, "a") as handle:
+  handle.write("x")
+if os.path.getsize(attempts) == 1:
+  sys.exit("error: the first attempt fails before writing flags.txt")
+for name, text in (("flags.txt", "--seed=0\\n"), ("metrics.json", "{}")):
+  with open(os.path.join(run_dir, name), "w") as handle:
+    handle.write(text)
+print("trained", flush=True)
+"""
+
+
+def test_run_files_are_in_the_run_dir_from_the_start_and_failures_are_retried(tmp_path):
+  fake = tmp_path / "fake_python"
+  fake.write_text(f"#!{sys.executable}\n{FAKE_TRAINER}", encoding="utf-8")
+  fake.chmod(0o755)
+  sweep_dir = str(tmp_path / "sweep")
+  spec = plan.RunSpec("fixed__seed0", "fixed", 0)
+  path = os.path.join(runs_dir(sweep_dir), spec.name)
+
+  def sweep():
+    out = io.StringIO()
+    outcome = runner.Runner(sweep_dir, [spec], [], cpus=1, python=str(fake), out=out, poll_seconds=0.01).run()
+    return outcome, out.getvalue()
+
+  outcome, out = sweep()
+  assert outcome.failed == [spec.name] and not outcome.complete
+  assert f"FAILED {spec.name} (exit code 1): error: the first attempt fails before writing flags.txt" in out
+  assert sorted(os.listdir(sweep_dir)) == ["attempts", "runs"]  # nothing kept aside
+  assert sorted(os.listdir(path)) == ["FAILED", "log.txt", "run.json"]
+  assert read_json(path, "run.json") == spec.to_json()
+  with open(os.path.join(path, "log.txt"), encoding="utf-8") as handle:
+    first = handle.read()
+  # The trainer started in a directory already holding the sweep's run.json and log.txt.
+  assert first.startswith("==== ") and "found: log.txt run.json\n" in first
+
+  outcome, out = sweep()  # the retry removes FAILED before starting and appends to the log
+  assert outcome.finished == [spec.name] and outcome.complete and not outcome.failed
+  assert sorted(os.listdir(path)) == ["flags.txt", "log.txt", "metrics.json", "run.json"]
+  with open(os.path.join(path, "log.txt"), encoding="utf-8") as handle:
+    log = handle.read()
+  assert log.startswith(first) and log.count("==== ") == 2
+  assert log[len(first):].startswith("==== ") and "found: log.txt run.json\n" in log[len(first):]
+  assert "error: the first attempt fails" in log and log.endswith("trained\n")
+
+  outcome, out = sweep()  # finished: skipped without starting anything
+  assert outcome.skipped == 1 and "start " not in out
+  assert os.path.getsize(os.path.join(tmp_path, "sweep", "attempts")) == 2

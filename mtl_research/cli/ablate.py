@@ -18,15 +18,15 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 
 from mtl_research import flags as flags_lib
+from mtl_research.cli.common import entry_point
 from mtl_research.balancers import BALANCERS
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
-from mtl_research.train.writers import write_json_atomic
+from mtl_research.files import write_json_atomic
 
 FLAGS = flags.FLAGS
 DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
@@ -221,17 +221,10 @@ def _summarize(directory: str) -> None:
   if path:
     print(f"Summary table: {path}")
 
-def main(argv: list[str]) -> None:
-  if not FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
-  try:
-    sweep = plan_from_flags()
-    _write(sweep)
-    lock = _lock(sweep)  # noqa: F841  (held until the process ends)
-  except UserError as error:
-    sys.exit(f"error: {error}")
+def _main() -> None:
+  sweep = plan_from_flags()
+  _write(sweep)
+  lock = _lock(sweep)  # noqa: F841  (held until the process ends)
   outcome = runner_lib.Runner(sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel).run()
   if outcome.interrupted is not None:
     sys.stderr.write(f"Sweep interrupted: {outcome.done} of {outcome.total} runs finished; run the same "
@@ -245,6 +238,9 @@ def main(argv: list[str]) -> None:
   _summarize(sweep.directory)
   if not outcome.complete:
     sys.exit(1)
+
+
+main = entry_point(_main)
 
 
 def run() -> None:

@@ -32,7 +32,7 @@ from mtl_research.errors import UserError
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import run_dir as run_dir_lib
 from mtl_research.train.evaluate import Evaluator
-from mtl_research.train.writers import write_json_atomic, write_text_atomic
+from mtl_research.files import write_json_atomic, write_text_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.")

@@ -11,11 +11,11 @@ matplotlib, the `plots` extra) and the HParams data for `tensorboard
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 
+from mtl_research.cli.common import entry_point
 from mtl_research.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -38,19 +38,14 @@ def define_flags() -> None:
                       "them.")
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected argument {argv[1]!r}; all options are --flags (see --help).")
-  try:
-    if not FLAGS.sweep_dir:
-      raise UserError("--sweep_dir is required: the directory mtl-ablate wrote (it holds runs/).")
-    from mtl_research.reports import collect  # pylint: disable=g-import-not-at-top
-    collect.collect(FLAGS.sweep_dir)  # a bad directory fails here, before TensorFlow is imported
-    from mtl_research.reports import summarize as summarize_lib  # pylint: disable=g-import-not-at-top
-    result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or "mae",
-                                     FLAGS.classification_metric or "accuracy", FLAGS.plots)
-  except UserError as error:
-    sys.exit(f"error: {error}")
+def _main() -> None:
+  if not FLAGS.sweep_dir:
+    raise UserError("--sweep_dir is required: the directory mtl-ablate wrote (it holds runs/).")
+  from mtl_research.reports import collect  # pylint: disable=g-import-not-at-top
+  collect.collect(FLAGS.sweep_dir)  # a bad directory fails here, before TensorFlow is imported
+  from mtl_research.reports import summarize as summarize_lib  # pylint: disable=g-import-not-at-top
+  result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or "mae",
+                                   FLAGS.classification_metric or "accuracy", FLAGS.plots)
   print(result["markdown"], end="")
   print(f"\nResults: {result['results_md']}, {result['results_tex']}, {result['results_csv']}")
   if result["plots"]:
@@ -60,6 +55,9 @@ def main(argv: list[str]) -> None:
     if f"- {note}" not in table_notes:
       print(f"Note: {note}")
   print(f"HParams: tensorboard --logdir {os.path.abspath(FLAGS.sweep_dir)}")
+
+
+main = entry_point(_main)
 
 
 def run() -> None:

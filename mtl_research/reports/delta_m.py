@@ -28,8 +28,7 @@ from typing import Mapping
 from mtl_research.train.selection import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 FORMULA = "Δm% = (100/T)·Σ_t (−1)^{l_t}·(M_t − B_t)/B_t"
-SIGN_CONVENTION = ("l_t = 1 when lower is better for task t's metric, else 0; M_t is the method's and B_t the "
-                   "single-task baseline's mean over seeds; positive Δm = better than single-task on average")
+CITATION = "Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021"
 
 
 def lower_is_better(metric: str) -> bool:

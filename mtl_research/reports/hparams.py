@@ -29,8 +29,10 @@ import os
 import shutil
 from typing import Mapping, Sequence
 
-from mtl_research.reports.collect import RunRecord, Sweep, read_session_hparams
-from mtl_research.reports.tables import Table, run_delta_m
+from mtl_research.reports.aggregation import run_delta_m
+from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.reports.events import read_session_hparams
+from mtl_research.reports.table import Table
 
 HPARAMS_DIR = "hparams"
 FINAL_GROUP = "final"
@@ -42,7 +44,7 @@ def metric_tag(task: str, metric: str) -> str:
 
 
 def final_logdir(run: RunRecord) -> str:
-  return os.path.join(run.train_logdir, FINAL_GROUP)
+  return os.path.join(run.run_dir.train_logdir, FINAL_GROUP)
 
 
 def parse_value(text: str) -> bool | float | str:
@@ -83,7 +85,7 @@ def write_hparams(sweep: Sweep, table: Table) -> tuple[dict[str, object], list[s
 
   notes = []
   names = ["balancer", "seed", *sweep.grid_flags] + (["single_task"] if sweep.baseline_runs else [])
-  sessions = {run.path: read_session_hparams(run.train_logdir) for run in sweep.runs}
+  sessions = {run.path: read_session_hparams(run.run_dir.train_logdir) for run in sweep.runs}
   values: dict[str, list] = {name: [] for name in names}
   for run in sweep.runs:
     logged = sessions[run.path][0] if sessions[run.path] else _swept(run, names)
@@ -125,7 +127,7 @@ def write_hparams(sweep: Sweep, table: Table) -> tuple[dict[str, object], list[s
 def _write_session(run: RunRecord, values: Mapping[str, bool | float | str]) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
-  writer = tf.summary.create_file_writer(run.train_logdir, filename_suffix=".hparams")
+  writer = tf.summary.create_file_writer(run.run_dir.train_logdir, filename_suffix=".hparams")
   with writer.as_default():
     hp.hparams(dict(values))
   writer.close()

@@ -16,13 +16,14 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
-from mtl_research.reports.collect import RunRecord, Sweep, read_scalars
-from mtl_research.reports.tables import Row, Table
+from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.files import write_bytes_atomic
+from mtl_research.reports.events import read_scalars
+from mtl_research.reports.table import Row, Table
 
 INSTALL_NOTE = "install the plots extra: pip install -e .[plots]"
 PLOTS_DIR = "plots"
@@ -30,22 +31,6 @@ PLOTS_DIR = "plots"
 
 def _safe(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as handle:
-      handle.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def seed_band(series: Sequence[Sequence[tuple[int, float]]]):
@@ -69,7 +54,7 @@ class _Cache:
   def scalars(self, run: RunRecord, which: str) -> dict[str, list[tuple[int, float]]]:
     key = (run.path, which)
     if key not in self._data:
-      logdir = run.train_logdir if which == "train" else run.eval_logdir
+      logdir = run.run_dir.train_logdir if which == "train" else run.run_dir.eval_logdir
       prefix = ("weight/",) if which == "train" else ("eval/",)
       self._data[key] = read_scalars(logdir, prefix)
     return self._data[key]
@@ -78,7 +63,7 @@ class _Cache:
 def _save(figure, path: str) -> None:
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-  _write_bytes_atomic(path, buffer.getvalue())
+  write_bytes_atomic(path, buffer.getvalue())
 
 
 def _row_title(row: Row) -> str:

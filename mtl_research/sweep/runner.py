@@ -12,10 +12,9 @@ the same command again: the trainer resumes an interrupted run from its last
 checkpoint. A failed run is recorded and retried by the next invocation; it
 never stops the others.
 
-The trainer refuses a non-empty run directory that has no flags.txt yet (it
-cannot tell it from a stranger's directory). So until the trainer has written
-flags.txt, a run's log is kept in SWEEP_DIR/.pending/<name>.log and moved into
-the run directory (with run.json) as soon as flags.txt appears or the attempt ends.
+run.json and log.txt are written into the run directory before the trainer
+starts; the trainer treats them (and FAILED) as no part of the run
+(run_dir.SWEEP_FILES), so a directory holding only them is a new run to it.
 """
 
 from __future__ import annotations
@@ -33,15 +32,14 @@ import time
 from typing import Sequence, TextIO
 
 from mtl_research.sweep.plan import NOT_FOR_BASELINES, THREAD_FLAGS, RunSpec
-from mtl_research.train.run_dir import FLAGS_FILE, METRICS_FILE
-from mtl_research.train.writers import write_json_atomic, write_text_atomic
+from mtl_research.train.run_dir import METRICS_FILE
+from mtl_research.files import write_json_atomic, write_text_atomic
 
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
-FAILED_FILE = "FAILED"
-PENDING_DIR = ".pending"
+FAILED_FILE = "FAILED"  # these three are run_dir.SWEEP_FILES
 TRAIN_MODULE = "mtl_research.cli.train"
 TAIL_LINES = 20
 STOP_GRACE_SECONDS = 10.0
@@ -111,7 +109,6 @@ class _Attempt:
   log_path: str
   log_offset: int  # where this attempt's output starts in the log
   started: float
-  staged: bool  # the log is still in .pending (no flags.txt yet)
 
 
 class Runner:
@@ -140,9 +137,6 @@ class Runner:
   def run_path(self, spec: RunSpec) -> str:
     return os.path.join(self.sweep_dir, RUNS_DIR, spec.name)
 
-  def _pending_log(self, spec: RunSpec) -> str:
-    return os.path.join(self.sweep_dir, PENDING_DIR, f"{spec.name}.log")
-
   # The loop.
 
   def run(self) -> Outcome:
@@ -151,9 +145,8 @@ class Runner:
     for spec in self.specs:
       if is_finished(self.run_path(spec)):
         outcome.skipped += 1
-        if not os.path.isfile(os.path.join(self.run_path(spec), RUN_FILE)) or os.path.exists(
-            self._pending_log(spec)):
-          self._settle(spec)
+        if not os.path.isfile(os.path.join(self.run_path(spec), RUN_FILE)):
+          self._write_run_file(spec)
       else:
         self._queue.append(spec)
     self._say(f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
@@ -172,18 +165,13 @@ class Runner:
         self._interrupt()
     finally:
       self._restore_handlers(previous)
-      _remove_empty_dir(os.path.join(self.sweep_dir, PENDING_DIR))
     return outcome
 
   def _start(self, spec: RunSpec) -> None:
     path = self.run_path(spec)
     _remove(os.path.join(path, FAILED_FILE))
-    if os.path.isfile(os.path.join(path, FLAGS_FILE)):
-      self._settle(spec)
-      log_path, staged = os.path.join(path, LOG_FILE), False
-    else:
-      self._stage(spec)
-      log_path, staged = self._pending_log(spec), True
+    self._write_run_file(spec)
+    log_path = os.path.join(path, LOG_FILE)
     cmd = command(spec, path, self.passthrough, self.threads, self.python)
     stamp = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
     with open(log_path, "a", encoding="utf-8") as handle:
@@ -192,21 +180,15 @@ class Runner:
       offset = handle.tell()
       process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=self.env)
-    self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic(), staged))
+    self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic()))
     self._say(f"start {spec.name}")
     self._progress()
 
   def _check(self, attempt: _Attempt) -> None:
-    if attempt.staged and os.path.isfile(os.path.join(self.run_path(attempt.spec), FLAGS_FILE)):
-      self._settle(attempt.spec)
-      attempt.log_path, attempt.staged = os.path.join(self.run_path(attempt.spec), LOG_FILE), False
     code = attempt.process.poll()
     if code is None:
       return
     self._active.remove(attempt)
-    if attempt.staged:
-      self._settle(attempt.spec)
-      attempt.log_path = os.path.join(self.run_path(attempt.spec), LOG_FILE)
     spec, path = attempt.spec, self.run_path(attempt.spec)
     seconds = time.monotonic() - attempt.started
     if code == 0 and is_finished(path):
@@ -240,30 +222,14 @@ class Runner:
         attempt.process.wait()
       with open(attempt.log_path, "a", encoding="utf-8") as handle:
         handle.write(f"==== interrupted by {name}; the next invocation of the sweep resumes this run\n")
-      if attempt.staged:
-        self._settle(attempt.spec)
     self._active.clear()
     self._outcome.interrupted = self._stop
 
   # Files.
 
-  def _stage(self, spec: RunSpec) -> None:
-    """Takes our files out of a run directory the trainer has not claimed yet (no flags.txt)."""
-    path = self.run_path(spec)
-    os.makedirs(os.path.join(self.sweep_dir, PENDING_DIR), exist_ok=True)
-    log, pending = os.path.join(path, LOG_FILE), self._pending_log(spec)
-    if os.path.isfile(log) and os.path.exists(pending):  # left by a killed runner: keep attempts in order
-      _move_appending(pending, log)
-    if os.path.isfile(log):
-      _move_appending(log, pending)
-    _remove(os.path.join(path, RUN_FILE))
-
-  def _settle(self, spec: RunSpec) -> None:
-    """Puts the run's log (if still pending) and run.json into its run directory."""
+  def _write_run_file(self, spec: RunSpec) -> None:
     path = self.run_path(spec)
     os.makedirs(path, exist_ok=True)
-    if os.path.exists(self._pending_log(spec)):
-      _move_appending(self._pending_log(spec), os.path.join(path, LOG_FILE))
     write_json_atomic(os.path.join(path, RUN_FILE), spec.to_json())
 
   # Reporting and signals.
@@ -311,25 +277,9 @@ def _tail(path: str, offset: int, lines: int = TAIL_LINES) -> list[str]:
   return text.splitlines()[-lines:]
 
 
-def _move_appending(source: str, target: str) -> None:
-  """Moves `source` to `target`, appending to `target` if it exists."""
-  if not os.path.exists(target):
-    os.replace(source, target)
-    return
-  with open(source, "rb") as src, open(target, "ab") as dst:
-    dst.write(src.read())
-  os.unlink(source)
-
-
 def _remove(path: str) -> None:
   try:
     os.unlink(path)
   except FileNotFoundError:
     pass
 
-
-def _remove_empty_dir(path: str) -> None:
-  try:
-    os.rmdir(path)
-  except OSError:
-    pass

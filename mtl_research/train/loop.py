@@ -25,7 +25,8 @@ from mtl_research.train.evaluate import Evaluator, mean_loss
 from mtl_research.train.run_dir import RunDir
 from mtl_research.train.step import TrainStep
 from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
-from mtl_research.train.writers import ScalarWriter, per_task, write_json_atomic
+from mtl_research.files import write_json_atomic
+from mtl_research.train.writers import ScalarWriter, per_task
 
 keras = tf.keras
 

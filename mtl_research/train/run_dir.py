@@ -6,6 +6,15 @@
   train/ eval/  TensorBoard event files
   ckpt/         tf.train.CheckpointManager checkpoints (model, optimizer, balancer, step)
   ckpt/best/    the checkpoint selected by --selection (best validation score)
+
+A sweep (mtl_research/sweep/runner.py) also keeps its own bookkeeping in each
+run directory, the SWEEP_FILES: run.json (which run of the sweep this is),
+log.txt (every attempt's output) and FAILED (the last attempt failed). It
+writes them before starting the trainer, so the trainer treats them as no
+part of the run: a directory that holds nothing but SWEEP_FILES is new (not
+"a stranger's non-empty directory"), and --overwrite deletes everything in a
+run directory except them. Any other file without a flags.txt still means the
+directory is not a run directory, and it is refused.
 """
 
 from __future__ import annotations
@@ -17,11 +26,14 @@ import shutil
 from typing import Iterable, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.train.writers import write_json_atomic, write_text_atomic
+from mtl_research.files import write_json_atomic, write_text_atomic
 
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
 PREPROCESSING_FILE = "preprocessing.json"
+# A sweep's bookkeeping in a run directory (sweep/runner.py: RUN_FILE, LOG_FILE, FAILED_FILE);
+# the trainer ignores these files and --overwrite keeps them.
+SWEEP_FILES = frozenset({"run.json", "log.txt", "FAILED"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,13 +100,23 @@ def differences(old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable
   return diffs
 
 
+def run_entries(path: str) -> list[str]:
+  """The names in directory `path` that belong to the run: all but SWEEP_FILES; [] if it is missing."""
+  if not os.path.isdir(path):
+    return []
+  return sorted(name for name in os.listdir(path) if name not in SWEEP_FILES)
+
+
 def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
           defaults: Mapping[str, str] | None = None) -> bool:
-  """Read-only: raises UserError if `path` cannot hold this run; True if it holds one to resume."""
+  """Read-only: raises UserError if `path` cannot hold this run; True if it holds one to resume.
+
+  A directory that is missing, empty or holds only a sweep's SWEEP_FILES is a new run (False).
+  """
   run = RunDir(path)
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f"--run_dir={path} exists and is not a directory.")
-  if not (os.path.isdir(path) and os.listdir(path)):
+  if not run_entries(path):
     return False
   if not os.path.isfile(run.flags_file):
     raise UserError(f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; "
@@ -126,13 +148,19 @@ def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operatio
   """Creates or reopens a run directory; refuses one written with other flags.
 
   Raises UserError before changing anything on disk when the directory cannot
-  be used. With `overwrite`, an existing run directory is deleted first.
+  be used. With `overwrite`, an existing run is deleted first: everything in
+  the directory but a sweep's SWEEP_FILES.
   """
   run = RunDir(path)
   check(path, flag_values, overwrite, operational, defaults)
-  if overwrite and os.path.isdir(path) and os.listdir(path):
-    shutil.rmtree(path)
   try:
+    if overwrite:  # flags.txt last: a directory left half-deleted is still a run directory
+      for name in sorted(run_entries(path), key=lambda name: name == FLAGS_FILE):
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+          shutil.rmtree(entry)
+        else:
+          os.unlink(entry)
     os.makedirs(path, exist_ok=True)
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
     if preprocessing is not None:

@@ -1,0 +1,39 @@
+"""Atomic writes of result files: a crash leaves the old file or the new one, never half.
+
+No TensorFlow here, so that light tools (mtl-summarize reading a sweep) stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as handle:
+      handle.write(data)
+      handle.flush()
+      os.fsync(handle.fileno())
+    # mkstemp creates 0600 files; results must be readable like any other file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,188 @@
+"""A sweep's finished runs aggregated into a Table (table.py).
+
+Primary metric of each task: --regression_metric (mae or mse) for regression,
+--classification_metric (accuracy, or auc for binary tasks) for
+classification. Method rows group the multi-task runs by (balancer, grid
+point), in the order sweep.json declares them; each row's statistics are mean ±
+std over seeds of every test metric. A row's Δm (see delta_m.py) is the mean ±
+std over seeds of each seed's Δm against the baseline means, when every task
+has a finite, non-zero single-task baseline; otherwise a note says why not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Mapping, Sequence
+
+from mtl_research.errors import UserError
+from mtl_research.reports import delta_m as delta_m_lib
+from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.reports.table import Column, Row, Stat, Table, aggregate
+
+REGRESSION_METRICS = ("mae", "mse")
+CLASSIFICATION_METRICS = ("accuracy", "auc")
+BASELINE_LABEL = "single-task"
+METRIC_ORDER = ("mse", "mae", "r2", "accuracy", "auc", "cross_entropy")
+
+
+def build_table(sweep: Sweep, regression_metric: str = "mae", classification_metric: str = "accuracy") -> Table:
+  """Aggregates the sweep's finished runs; UserError for an unknown metric choice."""
+  _check_choice("regression_metric", regression_metric, REGRESSION_METRICS)
+  _check_choice("classification_metric", classification_metric, CLASSIFICATION_METRICS)
+  notes = list(sweep.notes)
+  infos = _task_infos(sweep.multi_task_runs or sweep.baseline_runs)
+  tasks = list(infos)
+  columns = [_column(task, infos[task], regression_metric, classification_metric, notes) for task in tasks]
+  grid_flags = [flag for flag in sweep.grid_flags if any(flag in run.grid for run in sweep.multi_task_runs)]
+  rows = _method_rows(sweep, tasks, grid_flags)
+  baseline = _baseline_row(sweep.baseline_runs, tasks)
+  title = os.path.basename(os.path.normpath(sweep.path))
+  table = Table(title, columns, grid_flags, rows, baseline, False, notes, _metrics_seen(sweep, columns))
+  table.has_delta_m = _delta_m_available(columns, baseline, rows, notes)
+  if table.has_delta_m:
+    means = table.baseline_means()
+    for row in rows:
+      row.delta_m = aggregate(run_delta_m(run, columns, means) for run in row.runs)
+  _note_missing_seeds(sweep, rows, baseline, tasks, notes)
+  return table
+
+
+def run_delta_m(run: RunRecord, columns: Sequence[Column], baseline_means: Mapping[str, float]) -> float:
+  """Δm% of one run's primary test metrics against the baseline means (NaN if one is missing)."""
+  method = {c.task: float(run.test_metrics(c.task).get(c.metric, math.nan)) for c in columns}
+  return delta_m_lib.delta_m(method, baseline_means, {c.task: not c.higher_is_better for c in columns})
+
+
+def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise UserError(f"--{flag}={value} is not one of {', '.join(choices)}.")
+
+
+def _column(task: str, info: Mapping, regression_metric: str, classification_metric: str,
+            notes: list[str]) -> Column:
+  metric = _primary_metric(task, info, regression_metric, classification_metric, notes)
+  return Column(task, metric, not delta_m_lib.lower_is_better(metric))
+
+
+def _primary_metric(task: str, info: Mapping, regression_metric: str, classification_metric: str,
+                    notes: list[str]) -> str:
+  if info.get("kind") == "regression":
+    return regression_metric
+  if classification_metric == "auc" and int(info.get("num_classes", 0)) != 2:
+    notes.append(f"Task {task} has {info.get('num_classes')} classes and AUC is defined here for binary tasks "
+                 "only, so its column shows accuracy.")
+    return "accuracy"
+  return classification_metric
+
+
+def _task_infos(runs: Sequence[RunRecord]) -> dict[str, Mapping]:
+  infos: dict[str, Mapping] = {}
+  for run in runs:
+    for task, info in (run.metrics.get("tasks") or {}).items():
+      infos.setdefault(task, info)
+    for task in run.metrics.get("test", {}):
+      infos.setdefault(task, {})
+  return infos
+
+
+def _metrics_seen(sweep: Sweep, columns: Sequence[Column]) -> dict[str, list[str]]:
+  """Task -> every test metric of any run: the primary metric first, then METRIC_ORDER, then by name."""
+  metrics = {}
+  for column in columns:
+    seen = {m for run in sweep.runs for m in run.test_metrics(column.task)}
+    rest = sorted(seen - {column.metric},
+                  key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
+    metrics[column.task] = ([column.metric] if column.metric in seen else []) + rest
+  return metrics
+
+
+def _stats(runs: Sequence[RunRecord], tasks: Iterable[str]) -> tuple[dict[tuple[str, str], Stat], dict[str, int]]:
+  stats, seeds = {}, {}
+  for task in tasks:
+    values: dict[str, list[float]] = {}
+    with_task = [run for run in runs if task in run.metrics.get("test", {})]
+    for run in with_task:
+      for metric, value in run.test_metrics(task).items():
+        values.setdefault(metric, []).append(float(value) if value is not None else math.nan)
+    for metric, vals in values.items():
+      stats[(task, metric)] = aggregate(vals)
+    seeds[task] = len({run.seed for run in with_task})
+  return stats, seeds
+
+
+def _method_rows(sweep: Sweep, tasks: Sequence[str], grid_flags: Sequence[str]) -> list[Row]:
+  """One row per (balancer, grid point) of the multi-task runs, in the sweep's declared order."""
+  groups: dict[tuple, list[RunRecord]] = {}
+  for run in sweep.multi_task_runs:
+    groups.setdefault((run.balancer, tuple(sorted(run.grid.items()))), []).append(run)
+  rows = []
+  for balancer, point in sorted(groups, key=_order_key(sweep, grid_flags)):
+    runs = sorted(groups[(balancer, point)], key=lambda r: r.seed)
+    stats, seeds = _stats(runs, tasks)
+    grid = {flag: dict(point)[flag] for flag in grid_flags if flag in dict(point)}
+    rows.append(Row(balancer, balancer, grid, runs, stats, seeds))
+  return rows
+
+
+def _order_key(sweep: Sweep, grid_flags: Sequence[str]):
+  balancers = list(sweep.spec.get("balancers") or [])
+  grid = sweep.spec.get("grid") or {}
+
+  def key(item):
+    balancer, point = item
+    values = dict(point)
+    ranks = []
+    for flag in grid_flags:
+      value = values.get(flag)
+      declared = [str(v) for v in grid.get(flag, [])]
+      ranks.append((0, declared.index(value), "") if value in declared else (1, 0, str(value)))
+    return (balancers.index(balancer) if balancer in balancers else len(balancers), balancer, ranks)
+
+  return key
+
+
+def _baseline_row(baselines: Sequence[RunRecord], tasks: Sequence[str]) -> Row | None:
+  """The single-task row: each task's statistics over the baselines trained on it alone."""
+  if not baselines:
+    return None
+  stats, seeds = {}, {}
+  for task in tasks:
+    task_stats, task_seeds = _stats([r for r in baselines if r.single_task == task], [task])
+    stats.update(task_stats)
+    seeds.update({t: n for t, n in task_seeds.items() if n})
+  runs = sorted(baselines, key=lambda r: (r.single_task, r.seed))
+  return Row(BASELINE_LABEL, "", {}, runs, stats, seeds, baseline=True)
+
+
+def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Sequence[Row],
+                       notes: list[str]) -> bool:
+  if not rows or not columns:
+    if not rows:
+      notes.append("No multi-task run has finished, so there are no method rows and no Δm.")
+    return False
+  missing = [c.task for c in columns if baseline is None or (c.task, c.metric) not in baseline.stats]
+  if missing:
+    notes.append(f"The Δm column is omitted: no finished single-task baseline for task(s) {', '.join(missing)} "
+                 "(Δm needs a baseline for every task; sweep with single-task baselines to get it).")
+    return False
+  bad = [c.task for c in columns if not (math.isfinite(baseline.stats[(c.task, c.metric)].mean)
+                                         and baseline.stats[(c.task, c.metric)].mean != 0.0)]
+  if bad:
+    notes.append(f"The Δm column is omitted: the single-task baseline of task(s) {', '.join(bad)} is zero or not "
+                 "finite, so the relative change is undefined.")
+    return False
+  return True
+
+
+def _note_missing_seeds(sweep: Sweep, rows: Sequence[Row], baseline: Row | None, tasks: Sequence[str],
+                        notes: list[str]) -> None:
+  expected = len(sweep.spec.get("seeds") or [])
+  if not expected:
+    return
+  short = [f"{row.description}: {row.num_seeds}" for row in rows if row.num_seeds < expected]
+  if baseline is not None:
+    short += [f"{BASELINE_LABEL} {task}: {baseline.seeds.get(task, 0)}" for task in tasks
+              if baseline.seeds.get(task, 0) < expected and sweep.spec.get("with_single_task")]
+  if short:
+    notes.append(f"Fewer finished seeds than the sweep's {expected} in: {'; '.join(short)}.")

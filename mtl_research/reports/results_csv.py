@@ -1,0 +1,54 @@
+"""results.csv: one line per table row, every test metric's mean and std as plain numbers.
+
+Numbers are Python's repr of the float; a cell is empty where the value is
+undefined (e.g. the std of one seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from mtl_research.reports.table import Row, Table
+
+FILE_NAME = "results.csv"
+DELTA_M_KEY = "delta_m"
+
+
+def header(table: Table) -> list[str]:
+  names = ["method", "balancer", *table.grid_flags, "seeds"]
+  for task, metrics in table.metrics.items():
+    names.append(f"{task}/seeds")
+    for metric in metrics:
+      names += [f"{task}/{metric}/mean", f"{task}/{metric}/std"]
+  if table.has_delta_m:
+    names += [f"{DELTA_M_KEY}/mean", f"{DELTA_M_KEY}/std"]
+  return names
+
+
+def render(table: Table) -> str:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(header(table))
+  for row in table.all_rows:
+    writer.writerow(_values(table, row))
+  return out.getvalue()
+
+
+def _values(table: Table, row: Row) -> list:
+  values = [row.label, row.balancer, *[row.grid.get(flag, "") for flag in table.grid_flags], row.num_seeds]
+  for task, metrics in table.metrics.items():
+    values.append(row.seeds.get(task, 0))
+    for metric in metrics:
+      stat = row.stats.get((task, metric))
+      values += [_plain(stat.mean if stat else None), _plain(stat.std if stat else None)]
+  if table.has_delta_m:
+    if row.baseline:
+      values += [0.0, ""]
+    else:
+      values += [_plain(row.delta_m.mean if row.delta_m else None), _plain(row.delta_m.std if row.delta_m else None)]
+  return values
+
+
+def _plain(value: float | None) -> str:
+  return "" if value is None else repr(float(value))

@@ -1,0 +1,93 @@
+"""The results table of a sweep as data: columns, rows of per-seed statistics, notes.
+
+Rows: one per (balancer, grid point) of the multi-task runs, plus a
+"single-task" row with the baselines' means. Columns: each task's primary test
+metric, as mean ± sample standard deviation (ddof=1) over seeds; then Δm% when
+it is defined, and the number of seeds. aggregation.py builds a Table from a
+sweep; results_md.py, results_tex.py and results_csv.py render it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from mtl_research.reports.collect import RunRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+  """Mean and sample standard deviation (ddof=1; None for one value) of n values."""
+
+  mean: float
+  std: float | None
+  n: int
+
+
+def aggregate(values: Iterable[float]) -> Stat | None:
+  """Mean ± std (ddof=1) of `values`; std None for a single value; None for no value."""
+  array = np.asarray(list(values), np.float64)
+  if array.size == 0:
+    return None
+  std = float(np.std(array, ddof=1)) if array.size >= 2 else None
+  return Stat(float(np.mean(array)), std, int(array.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One task's primary metric."""
+
+  task: str
+  metric: str
+  higher_is_better: bool
+
+  @property
+  def arrow(self) -> str:
+    return "↑" if self.higher_is_better else "↓"
+
+
+@dataclasses.dataclass
+class Row:
+  label: str  # the balancer, or "single-task"
+  balancer: str
+  grid: Mapping[str, str]
+  runs: list[RunRecord]
+  stats: dict[tuple[str, str], Stat]  # (task, metric) -> over seeds, every test metric
+  seeds: dict[str, int]  # task -> number of seeds with a value
+  delta_m: Stat | None = None
+  baseline: bool = False
+
+  @property
+  def description(self) -> str:
+    """The balancer and its grid point, e.g. "gradnorm (gradnorm_alpha=0.5)"."""
+    if not self.grid:
+      return self.label
+    return f"{self.label} ({', '.join(f'{k}={v}' for k, v in self.grid.items())})"
+
+  @property
+  def num_seeds(self) -> int:
+    return len({run.seed for run in self.runs})
+
+
+@dataclasses.dataclass
+class Table:
+  title: str
+  columns: list[Column]
+  grid_flags: list[str]
+  rows: list[Row]  # multi-task rows
+  baseline: Row | None
+  has_delta_m: bool
+  notes: list[str]
+  metrics: dict[str, list[str]]  # task -> every test metric seen (CSV columns)
+
+  @property
+  def all_rows(self) -> list[Row]:
+    return ([self.baseline] if self.baseline else []) + self.rows
+
+  def baseline_means(self) -> dict[str, float] | None:
+    """Primary-metric means of the baselines, by task, when Δm is defined."""
+    if not self.has_delta_m or self.baseline is None:
+      return None
+    return {c.task: self.baseline.stats[(c.task, c.metric)].mean for c in self.columns}
