@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.bundle import EMBEDDED, NUMERIC
+from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.data.csv_reader import MISSING_TOKENS
 from mtl_research.data.tabular import MISSING
 from mtl_research.models.base import MultiTaskModel
@@ -65,7 +65,8 @@ class ServingModule(tf.Module):
         embedded.append(tf.cast(index, tf.int32))
       else:
         numeric.append(tf.one_hot(index, len(feature["vocabulary"]) + 1, dtype=tf.float32))
-    features = {NUMERIC: tf.concat(numeric, axis=1)}
+    rows = tf.shape(next(iter(columns.values())))[0]
+    features = {NUMERIC: tf.concat(numeric, axis=1) if numeric else tf.zeros([rows, 0])}
     if embedded:
       features[EMBEDDED] = tf.stack(embedded, axis=1)
     return features

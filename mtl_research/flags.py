@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 
 from absl import flags
 
@@ -70,9 +71,10 @@ flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must
 flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate must be in (0, 1].")
 
 # Flags that change how a run is observed, not what it computes: a run dir may
-# be resumed with different values of these.
+# be resumed with different values of these. (--eval_every is not one: model
+# selection chooses among the evaluated checkpoints.)
 OPERATIONAL = frozenset({
-    "run_dir", "overwrite", "steps_per_loop", "eval_every", "summary_every", "checkpoint_every",
+    "run_dir", "overwrite", "steps_per_loop", "summary_every", "checkpoint_every",
     "eval_batch_size", "log_grad_conflict", "executor", "intra_op_threads", "inter_op_threads",
 })
 
@@ -125,6 +127,47 @@ def _component(family, name: str) -> config_lib.ComponentConfig:
 def default_run_dir() -> str:
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   return os.path.join("runs", f"{stamp}-{FLAGS.balancer}")
+
+
+def balancer_owners() -> dict[str, frozenset[str]]:
+  """Flags read only by balancers: {flag: the balancers that read it}."""
+  others = {p.name for family in (DATASETS, ARCHITECTURES) for e in family.entries() for p in e.params}
+  owners: dict[str, set[str]] = {}
+  for entry in BALANCERS.entries():
+    for param in entry.params:
+      if param.name not in others:
+        owners.setdefault(param.name, set()).add(entry.name)
+  return {name: frozenset(names) for name, names in owners.items()}
+
+
+_OPTIMIZER_OPTIONS = {"weight_decay": ("optimizer", "adamw"), "momentum": ("optimizer", "sgd"),
+                      "lr_decay_steps": ("lr_schedule", "step"), "lr_decay_rate": ("lr_schedule", "step")}
+
+
+def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
+  """A flag given for a component the run does not use is a mistake: say so.
+
+  Dataset, architecture and optimizer options are errors (forgetting
+  --dataset=csv would otherwise train the toy data); another balancer's options
+  only warn, because a sweep passes the same flags to every balancer's runs.
+  """
+  def given(name: str) -> bool:  # a flagfile (flags.txt) sets every flag, most to their defaults
+    return FLAGS[name].present and FLAGS[name].value != FLAGS[name].default
+
+  chosen = {DATASETS.family: FLAGS.dataset, ARCHITECTURES.family: FLAGS.model}
+  used = {p.name for family in (DATASETS, ARCHITECTURES) for p in family.get(chosen[family.family]).params}
+  for family in (DATASETS, ARCHITECTURES):
+    for entry in family.entries():
+      for param in entry.params:
+        if given(param.name) and param.name not in used:
+          raise UserError(f"--{param.name} belongs to {family.family} {entry.name}, but this run uses "
+                          f"--{'dataset' if family is DATASETS else 'model'}={chosen[family.family]}.")
+  for name, (flag, value) in _OPTIMIZER_OPTIONS.items():
+    if given(name) and FLAGS[flag].value != value:
+      raise UserError(f"--{name} applies only with --{flag}={value}, and this run uses --{flag}={FLAGS[flag].value}.")
+  for name, owners in balancer_owners().items():
+    if given(name) and FLAGS.balancer not in owners:
+      warn(f"warning: --{name} is ignored: it belongs to {', '.join(sorted(owners))}, not --balancer={FLAGS.balancer}.")
 
 
 def config_from_flags() -> config_lib.Config:

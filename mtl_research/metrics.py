@@ -10,6 +10,9 @@ import numpy as np
 
 from mtl_research import tasks as tasks_lib
 
+HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "r2"})
+LOWER_IS_BETTER = frozenset({"mse", "mae", "cross_entropy"})
+
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
   labels = np.asarray(labels, np.float64).reshape(-1)

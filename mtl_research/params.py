@@ -34,6 +34,7 @@ class Param:
   default: Any
   help: str
   lower: float | None = None  # inclusive lower bound for numbers
+  below: float | None = None  # exclusive upper bound for numbers
   choices: tuple[str, ...] = ()  # for ENUM
 
   def parse(self, raw: Any) -> Any:
@@ -91,6 +92,8 @@ def _integer(param: Param, text: str) -> int:
 def _bounded(param: Param, value: float) -> float:
   if param.lower is not None and not value >= param.lower:
     raise UserError(f"--{param.name} value {value} is below its minimum {param.lower}.")
+  if param.below is not None and not value < param.below:
+    raise UserError(f"--{param.name} value {value} must be below {param.below}.")
   return value
 
 

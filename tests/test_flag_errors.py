@@ -30,3 +30,32 @@ def test_bad_command_line(args, expected, tmp_path, train_cli):
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert not run_dir.exists()
   assert "Training" not in proc.stdout
+
+
+UNUSED = [
+    (["--csv_path=data.csv"], "--csv_path belongs to dataset csv, but this run uses --dataset=synthetic."),
+    (["--momentum=0.9"], "--momentum applies only with --optimizer=sgd"),
+    (["--lr_decay_steps=10"], "--lr_decay_steps applies only with --lr_schedule=step"),
+]
+
+
+@pytest.mark.parametrize("args,expected", UNUSED, ids=[a[0] for a, _ in UNUSED])
+def test_flag_of_an_unused_component_is_an_error(args, expected, tmp_path, train_cli):
+  run_dir = tmp_path / "run"
+  proc = train_cli(f"--run_dir={run_dir}", "--train_steps=5", *args)
+  assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr
+  assert not run_dir.exists()
+
+
+def test_another_balancers_flag_only_warns(tmp_path, train_cli):
+  proc = train_cli(f"--run_dir={tmp_path / 'run'}", "--train_steps=5", "--num_train=64", "--gradnorm_alpha=0.5")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "warning: --gradnorm_alpha is ignored: it belongs to gradnorm, not --balancer=fixed." in proc.stderr
+
+
+def test_flagfile_of_a_run_sets_every_flag_without_tripping_the_check(tmp_path, train_cli):
+  run_dir = tmp_path / "run"
+  assert train_cli(f"--run_dir={run_dir}", "--train_steps=5", "--num_train=64").returncode == 0
+  again = train_cli(f"--flagfile={run_dir}/flags.txt")  # every flag, most at their defaults
+  ours = [line for line in again.stderr.splitlines() if line.startswith(("error: ", "warning: "))]
+  assert again.returncode == 0 and not ours, again.stderr[-2000:]

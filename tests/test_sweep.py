@@ -423,3 +423,11 @@ def test_run_files_are_in_the_run_dir_from_the_start_and_failures_are_retried(tm
   outcome, out = sweep()  # finished: skipped without starting anything
   assert outcome.skipped == 1 and "start " not in out
   assert os.path.getsize(os.path.join(tmp_path, "sweep", "attempts")) == 2
+
+
+def test_balancer_owned_grid_axis_applies_to_its_balancer_only():
+  grid = {"gradnorm_alpha": ("0.5", "1.5"), "learning_rate": ("0.001",)}
+  specs = plan.expand(["fixed", "gradnorm"], [0], grid, owners={"gradnorm_alpha": frozenset({"gradnorm"})})
+  assert [s.name for s in specs] == ["fixed__learning_rate=0.001__seed0",
+                                     "gradnorm__gradnorm_alpha=0.5__learning_rate=0.001__seed0",
+                                     "gradnorm__gradnorm_alpha=1.5__learning_rate=0.001__seed0"]

@@ -33,6 +33,7 @@ from mtl_research import adam
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats
 from mtl_research.balancers.registry import BALANCERS
+from mtl_research.errors import UserError
 from mtl_research.params import ENUM, FLOAT, INT, Param
 
 PARAMS = (
@@ -60,6 +61,9 @@ class GradNorm(Balancer):
     self.gradient_scope = (GradientScope.SHARED if params["gradnorm_scope"] == "shared"
                            else GradientScope.LAST_SHARED)
     self.l0_steps = int(params["gradnorm_l0_steps"]) or max(schedule.steps_per_epoch, 1)
+    if self.l0_steps >= schedule.total_steps:
+      raise UserError(f"--gradnorm_l0_steps={params['gradnorm_l0_steps']} averages L(0) over {self.l0_steps} steps, "
+                      f"but the run has {schedule.total_steps}: the weights would never move.")
     self.w = tf.Variable(tf.ones([self.num_tasks]), trainable=True, name="w")
     self.initial_losses = tf.Variable(tf.zeros([self.num_tasks]), trainable=False, name="initial_losses")
     self.optimizer = adam.Adam(params["gradnorm_lr"])

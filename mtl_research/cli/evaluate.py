@@ -59,7 +59,7 @@ def restore_model(run: run_dir_lib.RunDir, state: dict):
   latest = tf.train.latest_checkpoint(run.best_checkpoint_dir) or tf.train.latest_checkpoint(run.checkpoint_dir)
   if not latest:
     raise UserError(f"--run_dir={run.path} has no checkpoint in {run.checkpoint_dir}.")
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
   return model
 
 
@@ -128,6 +128,11 @@ def run_evaluate() -> dict:
                     "(--dataset=csv, npz or census_income) can be applied to a CSV file or exported.")
   if export_dir and os.path.exists(export_dir) and os.listdir(export_dir):
     raise UserError(f"--export_dir={export_dir} exists and is not empty; choose a new directory.")
+  for flag, path in (("predictions_out", FLAGS.predictions_out), ("metrics_out", FLAGS.metrics_out),
+                     ("export_dir", export_dir)):
+    parent = os.path.dirname(os.path.abspath(path)) if path else ""
+    if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
+      raise UserError(f"--{flag}={path} cannot be written: {parent} is not a writable directory.")
   table = _read(csv_path, state) if csv_path else None
   model = restore_model(run, state)
   metrics = {}

@@ -15,6 +15,7 @@ from mtl_research.train import loop, run_dir
 
 def train() -> dict:
   """Trains from the parsed flags; raises UserError before writing on bad input."""
+  flags_lib.check_unused_flags()
   config = flags_lib.config_from_flags()
   contract = (config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite, flags_lib.OPERATIONAL,
               flags_lib.flag_defaults())

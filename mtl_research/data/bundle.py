@@ -14,25 +14,9 @@ import numpy as np
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
+from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "val", "test")
-NUMERIC = "numeric"
-EMBEDDED = "embedded"
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-  """The shape of the model's input, which the architecture's encoder needs."""
-
-  numeric_dim: int
-  embedded_vocab_sizes: tuple[int, ...] = ()  # per embedded column; index 0 = missing or unseen
-
-  @classmethod
-  def of(cls, split: "Split") -> "FeatureSpec":
-    """The spec of a split with only numeric features."""
-    return cls(int(split.features[NUMERIC].shape[1]))
-
-
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Rows of one split: named feature arrays and one label array per task."""
@@ -63,7 +47,7 @@ class DatasetBundle:
 
   @property
   def features(self) -> FeatureSpec:
-    return self.feature_spec or FeatureSpec.of(self.train)
+    return self.feature_spec or FeatureSpec.of_numeric(self.train.features)
 
   def only(self, task_name: str) -> "DatasetBundle":
     """The same data with one task: the single-task baseline of a multi-task study."""

@@ -55,13 +55,18 @@ def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None) ->
   sizes = (params["num_train"], params["num_val"], params["num_test"])
   rng = np.random.default_rng(seed)
   total = sum(sizes)
-  x = rng.normal(size=(total, NUM_FEATURES))
+  # The task (its parameters) is drawn first, so that the split sizes change
+  # only how many rows are sampled, never the function being learned.
   u = rng.normal(size=(NUM_FEATURES, LATENT)) / np.sqrt(NUM_FEATURES)
+  a = rng.normal(size=LATENT)
+  c = rng.normal(size=(LATENT, NUM_CLASSES))
+  x = rng.normal(size=(total, NUM_FEATURES))
   h = np.tanh(x @ u * 1.5)
-  signal = h @ rng.normal(size=LATENT) + 0.5 * x[:, 0] * x[:, 1]
-  signal = (signal - signal.mean()) / signal.std()
+  signal = h @ a + 0.5 * x[:, 0] * x[:, 1]
+  train = signal[:sizes[0]]
+  signal = (signal - train.mean()) / train.std()  # train rows only: nothing leaks from val/test
   price = signal + params["synthetic_noise"] * rng.normal(size=total)
-  logits = SHARPNESS * (h @ rng.normal(size=(LATENT, NUM_CLASSES)))
+  logits = SHARPNESS * (h @ c)
   # Gumbel-max draws exactly from softmax(logits).
   kind = np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
   splits = split_rows({"numeric": x.astype(np.float32)},

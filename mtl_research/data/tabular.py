@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
+from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.data.csv_reader import MISSING_TOKENS, Table, first_non_number
 from mtl_research.errors import UserError
 

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
+from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 
 
 def track(owner: tf.keras.layers.Layer, prefix: str, layers):

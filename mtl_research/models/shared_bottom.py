@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.bundle import FeatureSpec
+from mtl_research.features import FeatureSpec
 from mtl_research.models import base
 from mtl_research.models.registry import ARCHITECTURES
 from mtl_research.params import FLOAT, INT, INTS, Param
@@ -16,7 +16,7 @@ keras = tf.keras
 
 PARAMS = (
     Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
-    Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer.", lower=0.0),
+    Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer, in [0, 1).", lower=0.0, below=1.0),
     Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
     Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
 )

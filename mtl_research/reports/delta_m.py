@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from mtl_research.train.selection import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from mtl_research.metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 FORMULA = "Δm% = (100/T)·Σ_t (−1)^{l_t}·(M_t − B_t)/B_t"
 CITATION = "Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021"

@@ -117,18 +117,27 @@ def parse_grid(items: Sequence[str], training_flags: Iterable[str]) -> dict[str,
   return dict(sorted(grid.items()))
 
 
+def _points(grid: Mapping[str, Sequence[str]]) -> list[tuple[tuple[str, str], ...]]:
+  names = sorted(grid)
+  return [tuple(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
+
+
 def expand(balancers: Sequence[str], seeds: Sequence[int], grid: Mapping[str, Sequence[str]],
-           task_names: Sequence[str] = ()) -> list[RunSpec]:
+           task_names: Sequence[str] = (), owners: Mapping[str, frozenset[str]] | None = None) -> list[RunSpec]:
   """Every run of the sweep, one seed after another (so a partial sweep already compares
   every configuration at the first seed); baselines for `task_names` follow each seed's
   multi-task runs. UserError if two runs would get the same name.
+
+  `owners` maps a flag read only by some balancers to them: such a grid axis
+  applies to those balancers' runs only (a fixed-weights run does not repeat
+  once per --gradnorm_alpha value).
   """
-  names = sorted(grid)
-  points = [tuple(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
+  owners = owners or {}
+  points = {b: _points({k: v for k, v in grid.items() if k not in owners or b in owners[k]}) for b in balancers}
   specs = []
   for seed in seeds:
     for balancer in balancers:
-      for point in points:
+      for point in points[balancer]:
         specs.append(RunSpec(run_name(balancer, point, seed), balancer, seed, point))
     for task in task_names:
       specs.append(RunSpec(run_name(None, (), seed, task), BASELINE_BALANCER, seed, (), task))

@@ -47,6 +47,21 @@ class Evaluator:
     mean, std = self.target_scale.get(task_name, (0.0, 1.0))
     return np.asarray(values, np.float64) * std + mean
 
+  def training_losses(self, results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each task's loss in the units the model trains on (standardized targets' MSE).
+
+    Metrics are reported in original units; losses compared across tasks (model
+    selection, the eval loss curves next to the training ones) must not be, or a
+    target measured in large units would outweigh every other task.
+    """
+    losses = {}
+    for task in self.model.task_specs:
+      loss = results[task.name][task.loss_metric]
+      if task.name in self.target_scale:
+        loss /= self.target_scale[task.name][1] ** 2
+      losses[task.name] = loss
+    return losses
+
   def evaluate(self, split: Split) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} on `split`, regression metrics in original units."""
     outputs = self.predict(split)
@@ -59,6 +74,6 @@ class Evaluator:
     return results
 
 
-def mean_loss(results: Mapping[str, Mapping[str, float]], model: MultiTaskModel) -> float:
-  """Mean over tasks of each task's loss on a split (the default selection score)."""
-  return float(np.mean([results[t.name][t.loss_metric] for t in model.task_specs]))
+def mean_loss(losses: Mapping[str, float]) -> float:
+  """Mean over tasks of the validation losses (the default selection score)."""
+  return float(np.mean(list(losses.values())))

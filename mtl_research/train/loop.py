@@ -66,6 +66,9 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,
                          config.loop.log_grad_conflict, config.loop.executor)
+  if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
+    # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
+    optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
   # Slots must exist before a restore, or Keras 3 silently drops their values.
   optimizer.build(train_step.trained_variables)
   criterion = selection_lib.parse(config.selection, bundle.tasks)
@@ -155,11 +158,12 @@ class Trainer:
   def _validate(self, step: int, writer: ScalarWriter) -> None:
     """Evaluates on the validation split, logs it, and keeps the best checkpoint."""
     results = self.evaluator.evaluate(self.bundle.val)
-    writer.write(step, self._eval_scalars(results))
+    losses = self.evaluator.training_losses(results)
+    writer.write(step, self._eval_scalars(results, losses))
     criterion = self.parts.criterion
     if criterion is None:
       return
-    score = criterion.score(results, self.bundle.tasks)
+    score = criterion.score(results, losses)
     if criterion.better(score, float(self.parts.best_score.numpy())):
       self.parts.best_score.assign(score)
       self.parts.best_step.assign(step)
@@ -188,12 +192,12 @@ class Trainer:
           scalars[f"conflict/cos/{a}__{names[j]}"] = float(logs["conflict_cos"][i, j])
     return scalars
 
-  def _eval_scalars(self, results: dict) -> dict[str, float]:
+  def _eval_scalars(self, results: dict, losses: dict) -> dict[str, float]:
     scalars = {f"eval/{task}/{metric}": value for task, values in results.items()
                for metric, value in values.items()}
-    # Validation losses under the train tags, so TensorBoard overlays train and eval curves.
-    scalars.update({f"loss/{t.name}": results[t.name][t.loss_metric] for t in self.bundle.tasks})
-    scalars["loss/mean"] = mean_loss(results, self.parts.model)
+    # Validation losses (training units) under the train tags, so TensorBoard overlays the curves.
+    scalars.update({f"loss/{name}": loss for name, loss in losses.items()})
+    scalars["loss/mean"] = mean_loss(losses)
     return scalars
 
   def _select(self) -> dict:
@@ -201,8 +205,10 @@ class Trainer:
     final_step = int(self.parts.step.numpy())
     if self.parts.criterion is None or not self.best.latest_checkpoint:
       return {"criterion": self.config.selection, "step": final_step}
-    tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer).restore(
-        self.best.latest_checkpoint).expect_partial()
+    # The best checkpoint holds its own step and score (saved after they were set).
+    tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer, best_score=self.parts.best_score,
+                        best_step=self.parts.best_step).restore(
+                            self.best.latest_checkpoint).expect_partial().assert_existing_objects_matched()
     return {"criterion": self.parts.criterion.name, "step": int(self.parts.best_step.numpy()),
             "val_score": float(self.parts.best_score.numpy())}
 

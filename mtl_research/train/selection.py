@@ -1,7 +1,8 @@
 """Model selection: which checkpoint's test metrics a run reports (`--selection`).
 
-  mean_loss     the lowest mean over tasks of the validation loss (MSE or
-                cross-entropy, in the units the model trains on), the default;
+  mean_loss     the lowest mean over tasks of the validation loss (MSE of the
+                standardized targets, or cross-entropy: the units the model
+                trains on, so that no task's units dominate), the default;
   TASK:METRIC   the best value of one validation metric, e.g. income:auc
                 (higher is better for accuracy, auc, r2; lower for mse, mae,
                 cross_entropy);
@@ -19,9 +20,7 @@ from typing import Mapping, Sequence
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
-
-HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "r2"})
-LOWER_IS_BETTER = frozenset({"mse", "mae", "cross_entropy"})
+from mtl_research.metrics import HIGHER_IS_BETTER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +32,10 @@ class Criterion:
   metric: str = ""
   higher_is_better: bool = False
 
-  def score(self, results: Mapping[str, Mapping[str, float]], task_specs: Sequence[tasks_lib.TaskSpec]) -> float:
+  def score(self, results: Mapping[str, Mapping[str, float]], losses: Mapping[str, float]) -> float:
+    """The score of validation `results` (metrics) and `losses` (in training units)."""
     if self.task is None:
-      return sum(results[t.name][t.loss_metric] for t in task_specs) / len(task_specs)
+      return sum(losses.values()) / len(losses)
     return results[self.task][self.metric]
 
   def better(self, score: float, best: float) -> bool:

@@ -111,7 +111,9 @@ class TrainStep:
   def _conflict(self, features, labels) -> tuple[tf.Tensor, tf.Tensor]:
     shared = self.model.shared_variables
     with tf.GradientTape(persistent=True) as tape:
-      losses = self.task_losses(labels, self.model(features, training=True))
+      # training=False: a diagnostic must not draw dropout masks, or turning it
+      # on would change the random numbers, and so the results, of training.
+      losses = self.task_losses(labels, self.model(features, training=False))
     grads = [flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
              for loss in losses]
     return conflict_stats(grads)
