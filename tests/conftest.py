@@ -40,6 +40,15 @@ def run_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def assert_refused(proc: subprocess.CompletedProcess, run_dir, *texts: str) -> None:
+  """A bad command: non-zero exit, the texts in stderr, no traceback, nothing written."""
+  assert proc.returncode != 0
+  for text in texts:
+    assert text in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(run_dir)
+
+
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value), ...]} of every scalar in the event files of `logdir`."""
   scalars = collections.defaultdict(list)

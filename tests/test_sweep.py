@@ -282,7 +282,7 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
     process.wait()
   assert caught, "the sweep ended before a run was caught half-way"
   done_before = finished(sweep_dir)
-  assert 1 <= len(done_before) < len(RUN_NAMES)
+  assert len(done_before) >= 1 and len(done_before) < len(RUN_NAMES)
   assert partial and not set(partial) & set(done_before)
   before = mtimes(sweep_dir, done_before)
 
