@@ -11,10 +11,18 @@ import tempfile
 from typing import Any
 
 
+_PARTIAL_SUFFIX = ".tmp"
+
+
+def is_partial_write(name: str) -> bool:
+  """Whether file `name` is the temporary file of a write that was interrupted."""
+  return name.startswith(".") and name.endswith(_PARTIAL_SUFFIX)
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
   """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=_PARTIAL_SUFFIX)
   try:
     with os.fdopen(fd, "wb") as handle:
       handle.write(data)

@@ -87,3 +87,17 @@ def test_overwrite_deletes_the_run_but_keeps_sweep_files(tmp_path):
   assert sorted(os.listdir(path)) == ["flags.txt", "log.txt", "run.json"]
   assert open(os.path.join(path, "log.txt"), encoding="utf-8").read() == "log.txt of the sweep\n"
   assert "--learning_rate=0.01\n" in open(os.path.join(path, "flags.txt"), encoding="utf-8").read()
+
+
+def test_leftover_of_an_interrupted_write_does_not_make_a_foreign_directory(tmp_path):
+  """A run killed while writing flags.txt leaves only the temporary file; rerunning must work."""
+  path = tmp_path / "run"
+  path.mkdir()
+  (path / "run.json").write_text("{}")
+  (path / ".flags.txt.k2j3h4.tmp").write_text("--learning_rate=0.0")
+  assert run_dir.check(str(path), {"learning_rate": "0.001"}, overwrite=False) is False
+  run_dir.prepare(str(path), {"learning_rate": "0.001"}, overwrite=False)
+  assert sorted(os.listdir(path)) == ["flags.txt", "run.json"]
+  (path / "notes.tmp").write_text("mine")  # not a leftover of ours: no leading dot
+  run_dir.prepare(str(path), {"learning_rate": "0.001"}, overwrite=False)
+  assert (path / "notes.tmp").read_text() == "mine"

@@ -26,7 +26,7 @@ import shutil
 from typing import Iterable, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.files import write_json_atomic, write_text_atomic
+from mtl_research.files import is_partial_write, write_json_atomic, write_text_atomic
 
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
@@ -101,10 +101,14 @@ def differences(old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable
 
 
 def run_entries(path: str) -> list[str]:
-  """The names in directory `path` that belong to the run: all but SWEEP_FILES; [] if it is missing."""
+  """The names in directory `path` that belong to the run; [] if it is missing.
+
+  Not a sweep's SWEEP_FILES, nor the temporary file of a write a kill
+  interrupted (a run killed while writing flags.txt has only that).
+  """
   if not os.path.isdir(path):
     return []
-  return sorted(name for name in os.listdir(path) if name not in SWEEP_FILES)
+  return sorted(name for name in os.listdir(path) if name not in SWEEP_FILES and not is_partial_write(name))
 
 
 def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
@@ -162,6 +166,9 @@ def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operatio
         else:
           os.unlink(entry)
     os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+      if is_partial_write(name):
+        os.unlink(os.path.join(path, name))
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
     if preprocessing is not None:
       write_json_atomic(run.preprocessing_file, preprocessing)
