@@ -200,7 +200,7 @@ def _defined_here(flag) -> bool:
   return module.startswith("mtl_research")
 
 
-def _value_text(name: str, value) -> str:
+def value_text(name: str, value) -> str:
   """A flag value as flagfile text; booleans as true/false so no --no prefix is needed."""
   if isinstance(value, bool):
     return "true" if value else "false"
@@ -211,7 +211,7 @@ def _value_text(name: str, value) -> str:
 
 def flag_values(run_dir: str) -> dict[str, str]:
   """Every flag of ours (but --overwrite) as text; flags.txt reproduces the run from it."""
-  values = {name: _value_text(name, FLAGS[name].value) for name in our_flag_names() if name != "overwrite"}
+  values = {name: value_text(name, FLAGS[name].value) for name in our_flag_names() if name != "overwrite"}
   values["run_dir"] = run_dir
   return values
 
@@ -223,10 +223,10 @@ def hparam_values() -> dict[str, bool | int | float | str]:
     if name in OPERATIONAL:
       continue
     value = FLAGS[name].value
-    values[name] = value if isinstance(value, (bool, int, float, str)) else _value_text(name, value)
+    values[name] = value if isinstance(value, (bool, int, float, str)) else value_text(name, value)
   return values
 
 
 def flag_defaults() -> dict[str, str]:
   """Default value text of every flag of ours."""
-  return {name: _value_text(name, FLAGS[name].default) for name in our_flag_names()}
+  return {name: value_text(name, FLAGS[name].default) for name in our_flag_names()}

@@ -24,6 +24,7 @@ from mtl_research.cli.common import entry_point
 from mtl_research.balancers import BALANCERS
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
+from mtl_research.reports import summarize as summarize_lib
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
 from mtl_research.files import write_json_atomic
@@ -67,13 +68,6 @@ def training_flag_names() -> list[str]:
           if FLAGS.find_module_defining_flag(name) == flags_lib.__name__]
 
 
-def _value_text(name: str) -> str:
-  value = FLAGS[name].value
-  if isinstance(value, bool):
-    return "true" if value else "false"
-  return FLAGS[name].serialize().partition("=")[2]
-
-
 def passthrough_flags() -> list[str]:
   """`--name=value` of every training flag given explicitly on the command line (or in a --flagfile)."""
   result = []
@@ -82,7 +76,7 @@ def passthrough_flags() -> list[str]:
       continue
     if name in plan_lib.SWEEP_CONTROLLED:
       raise UserError(f"--{name} is set by the sweep for each run; use {plan_lib.SWEEP_CONTROLLED[name]}.")
-    result.append(f"--{name}={_value_text(name)}")
+    result.append(f"--{name}={flags_lib.value_text(name, FLAGS[name].value)}")
   return result
 
 
@@ -201,12 +195,7 @@ def _lock(sweep: Sweep):
 
 
 def _summarize(directory: str) -> None:
-  """Writes the sweep's tables with mtl_research.reports.summarize, when that module exists."""
-  try:
-    from mtl_research.reports import summarize as summarize_lib  # pylint: disable=import-outside-toplevel
-  except ImportError as error:
-    print(f"No summary: mtl_research.reports.summarize is not available ({error}).")
-    return
+  """Writes the sweep's tables, plots and HParams data (mtl_research.reports)."""
   kwargs = {name: FLAGS[name].value for name in ("regression_metric", "classification_metric")
             if FLAGS[name].value is not None}
   try:
@@ -214,12 +203,8 @@ def _summarize(directory: str) -> None:
   except UserError as error:
     print(f"No summary: {error}")
     return
-  result = result or {}
-  if result.get("markdown"):
-    print(result["markdown"].rstrip())
-  path = result.get("results_md") or (result.get("results") or {}).get("markdown")
-  if path:
-    print(f"Summary table: {path}")
+  print(result["markdown"].rstrip())
+  print(f"Summary table: {result['results_md']}")
 
 def _main() -> None:
   sweep = plan_from_flags()

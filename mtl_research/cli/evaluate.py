@@ -102,8 +102,7 @@ def predictions_csv(model, state: dict, outputs: dict) -> str:
       header.append(task.name)
       columns.append(out[:, 0] * target["std"] + target["mean"])
     else:
-      probabilities = np.exp(out - out.max(axis=1, keepdims=True))
-      probabilities /= probabilities.sum(axis=1, keepdims=True)
+      probabilities = np.exp(metrics_lib.log_softmax(out))
       header += [task.name, f"{task.name}_probability"]
       columns += [np.array(target["classes"], dtype=object)[probabilities.argmax(axis=1)], probabilities.max(axis=1)]
   buffer = io.StringIO()

@@ -18,12 +18,9 @@ import os
 from typing import Any, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.train.run_dir import RunDir, parse_flagfile
+from mtl_research.sweep.runner import RUNS_DIR, SWEEP_FILE
+from mtl_research.train.run_dir import FAILED_FILE, RUN_FILE, RunDir, parse_flagfile
 
-SWEEP_FILE = "sweep.json"
-RUNS_DIR = "runs"
-RUN_FILE = "run.json"
-FAILED_MARKER = "FAILED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +132,7 @@ def _scan(runs_dir: str, spec: Mapping[str, Any]) -> tuple[list[RunRecord], list
     if not os.path.isdir(path):
       continue
     metrics_file = RunDir(path).metrics_file
-    if os.path.exists(os.path.join(path, FAILED_MARKER)):
+    if os.path.exists(os.path.join(path, FAILED_FILE)):
       failed.append(name)
     elif not os.path.isfile(metrics_file):
       unfinished.append(name)

@@ -32,14 +32,12 @@ import time
 from typing import Sequence, TextIO
 
 from mtl_research.sweep.plan import NOT_FOR_BASELINES, THREAD_FLAGS, RunSpec
-from mtl_research.train.run_dir import METRICS_FILE
+from mtl_research.train.run_dir import FAILED_FILE, LOG_FILE, METRICS_FILE, RUN_FILE
+from mtl_research.progress import format_duration
 from mtl_research.files import write_json_atomic, write_text_atomic
 
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
-RUN_FILE = "run.json"
-LOG_FILE = "log.txt"
-FAILED_FILE = "FAILED"  # these three are run_dir.SWEEP_FILES
 TRAIN_MODULE = "mtl_research.cli.train"
 TAIL_LINES = 20
 STOP_GRACE_SECONDS = 10.0
@@ -74,13 +72,6 @@ def command(spec: RunSpec, run_path: str, passthrough: Sequence[str], threads: i
 
 def is_finished(run_path: str) -> bool:
   return os.path.isfile(os.path.join(run_path, METRICS_FILE))
-
-
-def format_duration(seconds: float | None) -> str:
-  if seconds is None:
-    return "-:--:--"
-  seconds = int(round(seconds))
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from mtl_research.data.bundle import DatasetBundle
 from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indices
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel
+from mtl_research.progress import format_duration
 from mtl_research.train import optimizers
 from mtl_research.train import selection as selection_lib
 from mtl_research.train.evaluate import Evaluator, mean_loss
@@ -87,11 +88,6 @@ def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int
     if period > 0:
       stop = min(stop, (step // period + 1) * period)
   return stop
-
-
-def _format_duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class Trainer:
@@ -171,7 +167,7 @@ class Trainer:
 
   def _progress(self, step: int, total: int, logs: dict, mean_rate: float) -> None:
     losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
-    eta = _format_duration((total - step) / max(mean_rate, 1e-9))
+    eta = format_duration((total - step) / max(mean_rate, 1e-9))
     width = len(str(total))
     self.log(f"step {step:>{width}}/{total} | total {float(logs['objective']):.4f} | {losses} | "
              f"{mean_rate:,.0f} steps/s | ETA {eta}")

@@ -31,9 +31,12 @@ from mtl_research.files import is_partial_write, write_json_atomic, write_text_a
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
 PREPROCESSING_FILE = "preprocessing.json"
-# A sweep's bookkeeping in a run directory (sweep/runner.py: RUN_FILE, LOG_FILE, FAILED_FILE);
-# the trainer ignores these files and --overwrite keeps them.
-SWEEP_FILES = frozenset({"run.json", "log.txt", "FAILED"})
+# A sweep's bookkeeping in a run directory (written by sweep/runner.py, read by
+# reports/collect.py); the trainer ignores these files and --overwrite keeps them.
+RUN_FILE = "run.json"
+LOG_FILE = "log.txt"
+FAILED_FILE = "FAILED"
+SWEEP_FILES = frozenset({RUN_FILE, LOG_FILE, FAILED_FILE})
 
 
 @dataclasses.dataclass(frozen=True)

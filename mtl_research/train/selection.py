@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
 from mtl_research.metrics import HIGHER_IS_BETTER
+from mtl_research.train.evaluate import mean_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Criterion:
   def score(self, results: Mapping[str, Mapping[str, float]], losses: Mapping[str, float]) -> float:
     """The score of validation `results` (metrics) and `losses` (in training units)."""
     if self.task is None:
-      return sum(losses.values()) / len(losses)
+      return mean_loss(losses)
     return results[self.task][self.metric]
 
   def better(self, score: float, best: float) -> bool:
