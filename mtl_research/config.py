@@ -45,6 +45,7 @@ class LoopConfig:
   eval_batch_size: int = 1024
   log_grad_conflict: bool = False
   executor: str = "auto"  # auto | default | single_threaded (see train/step.py)
+  nan_policy: str = "stop"  # stop | skip_batch (see train/guard.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,3 +60,4 @@ class Config:
   overwrite: bool = False
   single_task: str = ""  # train only this task (a baseline)
   selection: str = "mean_loss"  # mean_loss | last | TASK:METRIC
+  deterministic: bool = False  # TensorFlow op determinism (bit-identical reruns)

@@ -52,6 +52,11 @@ flags.DEFINE_bool("log_grad_conflict", False,
                   "At summary steps, log the cosine between task gradients on the shared variables.")
 flags.DEFINE_enum("executor", _DEFAULTS.executor, ["auto", "default", "single_threaded"],
                   "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.")
+flags.DEFINE_enum("nan_policy", _DEFAULTS.nan_policy, ["stop", "skip_batch"],
+                  "On a non-finite loss or gradient: stop (exit non-zero, keep the last good checkpoint) "
+                  "or skip_batch (do not apply that batch's update; counted in TensorBoard).")
+flags.DEFINE_bool("deterministic", False,
+                  "Deterministic TensorFlow kernels (op determinism): reruns give bit-identical results.")
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
                      lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
@@ -177,7 +182,7 @@ def config_from_flags() -> config_lib.Config:
       steps_per_loop=FLAGS.steps_per_loop, eval_every=FLAGS.eval_every,
       summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
       eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict,
-      executor=FLAGS.executor)
+      executor=FLAGS.executor, nan_policy=FLAGS.nan_policy)
   optimizer = config_lib.OptimizerConfig(
       name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
       decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,
@@ -186,7 +191,8 @@ def config_from_flags() -> config_lib.Config:
       run_dir=FLAGS.run_dir or default_run_dir(), seed=FLAGS.seed,
       dataset=_component(DATASETS, FLAGS.dataset), model=_component(ARCHITECTURES, FLAGS.model),
       balancer=_component(BALANCERS, FLAGS.balancer), optimizer=optimizer, loop=loop,
-      overwrite=FLAGS.overwrite, single_task=FLAGS.single_task, selection=FLAGS.selection)
+      overwrite=FLAGS.overwrite, single_task=FLAGS.single_task, selection=FLAGS.selection,
+      deterministic=FLAGS.deterministic)
 
 
 def our_flag_names() -> list[str]:

@@ -144,7 +144,8 @@ class TestSmallRuns:
     eval_scalars = scalars_of(os.path.join(conflict_run, "eval"))
     assert [step for step, _ in eval_scalars["eval/price/r2"]] == [20, 40]  # --eval_every=20, and the end
     ckpt = sorted(name for name in os.listdir(os.path.join(conflict_run, "ckpt")) if name.endswith(".index"))
-    assert ckpt == ["ckpt-20.index", "ckpt-40.index"]
+    # The initial state (the last good one until the first periodic save), then every 20 steps.
+    assert ckpt == ["ckpt-0.index", "ckpt-20.index", "ckpt-40.index"]
 
   def test_operational_flags_may_change_on_resume(self, conflict_run, train_cli):
     proc = train_cli(f"--flagfile={os.path.join(conflict_run, 'flags.txt')}", "--nolog_grad_conflict",
@@ -164,9 +165,10 @@ class TestSmallRuns:
     assert "--seed=1" in lines and "--seed=0" not in lines
     with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
       assert json.load(handle)["steps"] == 20
-    # Only the new run's checkpoints: the last one and the selected (best) one.
+    # Only the new run's checkpoints: initial, last and selected (best).
     assert sorted(os.listdir(os.path.join(path, "ckpt"))) == [
-        "best", "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+        "best", "checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index", "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index"]
     assert sorted(os.listdir(os.path.join(path, "ckpt", "best"))) == [
         "best-20.data-00000-of-00001", "best-20.index", "checkpoint"]
 

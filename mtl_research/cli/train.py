@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 import tensorflow as tf
@@ -11,10 +12,24 @@ from mtl_research import flags as flags_lib
 from mtl_research.cli.common import entry_point
 from mtl_research.data import DATASETS
 from mtl_research.train import loop, run_dir
+from mtl_research.train.interrupt import Interrupted, StopRequest
 
 
-def train() -> dict:
-  """Trains from the parsed flags; raises UserError before writing on bad input."""
+def train() -> dict | None:
+  """Trains from the parsed flags; raises UserError before writing on bad input.
+
+  Returns the metrics, or None if SIGTERM/SIGINT stopped training (after a
+  checkpoint was saved).
+  """
+  with StopRequest() as stop:
+    try:
+      return _train(stop)
+    except Interrupted as interrupted:
+      print(interrupted, file=sys.stderr)
+      return None
+
+
+def _train(stop: StopRequest) -> dict:
   flags_lib.check_unused_flags()
   config = flags_lib.config_from_flags()
   contract = (config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite, flags_lib.OPERATIONAL,
@@ -27,9 +42,13 @@ def train() -> dict:
     bundle = bundle.only(config.single_task)
   bundle.validate(config.loop.batch_size)
   parts = loop.build(config, bundle)
-  run = run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
-  metrics = loop.Trainer(config, bundle, parts, run, hparams=flags_lib.hparam_values()).run()
-  _report(run, metrics)
+  trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(config.run_dir), hparams=flags_lib.hparam_values(),
+                         stop=stop)
+  if resuming:
+    trainer.restore()  # before anything is written: damaged checkpoints are refused here
+  run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
+  metrics = trainer.run()
+  _report(trainer.run_dir, metrics)
   return metrics
 
 

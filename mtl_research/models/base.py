@@ -23,6 +23,24 @@ def track(owner: tf.keras.layers.Layer, prefix: str, layers):
   return layers
 
 
+class RandomState(tf.Module):
+  """The states of a model's Keras SeedGenerators (dropout masks), for its checkpoint.
+
+  Keras 3 keeps each generator's state in a variable that no checkpoint of the
+  model contains, so without this a resumed run would draw the dropout masks
+  of step 0 again. The order of `states` is the model's layer order.
+  """
+
+  def __init__(self, states: Sequence[tf.Variable]):
+    super().__init__(name="random_state")
+    self.states = list(states)
+
+
+def random_state(model: tf.keras.Model) -> RandomState:
+  """The SeedGenerator states of `model` (built), as one checkpointable object."""
+  return RandomState([v for v in model.non_trainable_variables if v.name == "seed_generator_state"])
+
+
 class FeatureEncoder(tf.keras.layers.Layer):
   """Numeric features as they are, plus one learned embedding per embedded column."""
 

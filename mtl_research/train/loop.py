@@ -6,6 +6,7 @@ run directory's results.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Callable, Mapping
 
@@ -20,9 +21,13 @@ from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indic
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel
 from mtl_research.progress import format_duration
+from mtl_research.models.base import random_state
+from mtl_research.train import guard
 from mtl_research.train import optimizers
 from mtl_research.train import selection as selection_lib
+from mtl_research.train.checkpoints import Checkpoints
 from mtl_research.train.evaluate import Evaluator, mean_loss
+from mtl_research.train.interrupt import Interrupted, StopRequest
 from mtl_research.train.run_dir import RunDir
 from mtl_research.train.step import TrainStep
 from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
@@ -41,11 +46,13 @@ class Components:
   optimizer: keras.optimizers.Optimizer
   step: tf.Variable
   train_step: TrainStep
-  checkpoint: tf.train.Checkpoint
+  checkpoint: tf.train.Checkpoint  # everything: the training state and the selection record
+  training_state: tf.train.Checkpoint  # everything the next step depends on
   total_steps: int
   criterion: selection_lib.Criterion | None  # None: report the last step
   best_score: tf.Variable  # validation score of the selected checkpoint (NaN: none yet)
   best_step: tf.Variable
+  skipped_batches: tf.Variable  # batches --nan_policy=skip_batch did not apply
 
 
 def total_steps(config: Config, bundle: DatasetBundle) -> int:
@@ -56,8 +63,14 @@ def total_steps(config: Config, bundle: DatasetBundle) -> int:
 
 
 def build(config: Config, bundle: DatasetBundle) -> Components:
-  """Builds model, balancer and optimizer (with its slots) for `bundle`."""
+  """Builds model, balancer and optimizer (with its slots) for `bundle`.
+
+  Python, NumPy and TensorFlow are seeded from --seed; --deterministic also
+  makes TensorFlow choose deterministic kernels (README: Reproducibility).
+  """
   keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
   model.build_for(bundle.train.features)
   steps = total_steps(config, bundle)
@@ -66,7 +79,7 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
   optimizer = optimizers.build(config.optimizer, steps)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,
-                         config.loop.log_grad_conflict, config.loop.executor)
+                         config.loop.log_grad_conflict, config.loop.executor, config.loop.nan_policy)
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
     # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
     optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
@@ -75,10 +88,12 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
   criterion = selection_lib.parse(config.selection, bundle.tasks)
   best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
   best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, balancer=balancer, step=step,
-                                   best_score=best_score, best_step=best_step)
-  return Components(model, balancer, optimizer, step, train_step, checkpoint, steps, criterion, best_score,
-                    best_step)
+  skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_batches")
+  state = dict(model=model, optimizer=optimizer, balancer=balancer, step=step, rng=random_state(model),
+               skipped_batches=skipped)
+  checkpoint = tf.train.Checkpoint(**state, best_score=best_score, best_step=best_step)
+  return Components(model, balancer, optimizer, step, train_step, checkpoint, tf.train.Checkpoint(**state),
+                    steps, criterion, best_score, best_step, skipped)
 
 
 def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
@@ -94,30 +109,48 @@ class Trainer:
   """Trains one configuration into one run directory."""
 
   def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
-               log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None):
+               log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None,
+               stop: StopRequest | None = None):
     self.config = config
     self.bundle = bundle
     self.parts = parts
     self.run_dir = run
     self.log = log
     self.hparams = dict(hparams or {})
+    self.stop = stop
     self.task_names = bundle.task_names
     self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size, bundle.target_scale)
-    self.manager = tf.train.CheckpointManager(self.parts.checkpoint, run.checkpoint_dir, max_to_keep=3)
-    self.best = tf.train.CheckpointManager(self.parts.checkpoint, run.best_checkpoint_dir, max_to_keep=1,
-                                           checkpoint_name="best")
+    self.checkpoints = Checkpoints(parts.checkpoint, run.checkpoint_dir, run.best_checkpoint_dir, log)
+    self._restored = False
 
   def restore(self) -> int:
-    """Restores the latest checkpoint if there is one; returns the step."""
-    latest = self.manager.latest_checkpoint
-    if latest:
-      self.parts.checkpoint.restore(latest).assert_existing_objects_matched()
-      self.log(f"Resumed from {latest} at step {int(self.parts.step.numpy())}.")
-    return int(self.parts.step.numpy())
+    """Restores the newest readable checkpoint if there is one; returns the step.
+
+    Read-only, so a run dir whose checkpoints are all damaged is refused
+    (UserError) before anything in it changes.
+    """
+    path = self.checkpoints.restore_latest()
+    self._restored = True
+    step = int(self.parts.step.numpy())
+    if path:
+      self._adopt_newer_best(step)
+      self.log(f"Resumed from {path} at step {step}.")
+    return step
+
+  def _adopt_newer_best(self, step: int) -> None:
+    """A selected checkpoint saved after `step` (by a run killed later) stays the one to beat."""
+    best = self.checkpoints.best()
+    if best is not None and best[0] > step and self.parts.criterion is not None:
+      self.checkpoints.restore_best(tf.train.Checkpoint(best_score=self.parts.best_score,
+                                                        best_step=self.parts.best_step))
 
   def run(self) -> dict:
-    """Trains to the end (resuming if possible), evaluates, writes metrics.json."""
-    start = self.restore()
+    """Trains to the end (resuming if possible), evaluates, writes metrics.json.
+
+    Raises Interrupted after saving a checkpoint if `stop` was requested, and
+    guard.NonFiniteError if a non-finite loss stopped the run.
+    """
+    start = int(self.parts.step.numpy()) if self._restored else self.restore()
     total = self.parts.total_steps
     if start < total:
       self._train(start, total)
@@ -128,28 +161,75 @@ class Trainer:
     iterator = iter(train_indices(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
     if start == 0 and self.hparams:
       write_run_metadata(self.run_dir.train_logdir, self.hparams)
+    if self.checkpoints.latest_number is None:
+      self.checkpoints.save(start)  # the last good state until the first periodic checkpoint
     train_writer = ScalarWriter(self.run_dir.train_logdir)
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
     step, began = start, time.perf_counter()
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
-    while step < total:
-      stop = _next_stop(step, total, loop_cfg.steps_per_loop, loop_cfg.summary_every, loop_cfg.eval_every,
-                        loop_cfg.checkpoint_every)
-      summarize = stop % loop_cfg.summary_every == 0 or stop == total
-      tick = time.perf_counter()
-      logs = self.parts.train_step.run(iterator, stop - step, summarize)
-      logs = tf.nest.map_structure(lambda t: t.numpy(), logs)
-      rate = (stop - step) / (time.perf_counter() - tick)
-      step = stop
-      self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
-      if summarize:
-        train_writer.write(step, self._train_scalars(logs, rate))
-      if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) or step == total:
-        self._validate(step, eval_writer)
-      if step % loop_cfg.checkpoint_every == 0 or step == total:
-        self.manager.save(checkpoint_number=step)
-    train_writer.close()
-    eval_writer.close()
+    try:
+      while step < total:
+        self._honour_stop(step, total)
+        stop = _next_stop(step, total, loop_cfg.steps_per_loop, loop_cfg.summary_every, loop_cfg.eval_every,
+                          loop_cfg.checkpoint_every)
+        summarize = stop % loop_cfg.summary_every == 0 or stop == total
+        tick = time.perf_counter()
+        logs = self._numpy(self.parts.train_step.run(iterator, stop - step, summarize))
+        if not logs["healthy"]:
+          logs = self._recover(step, stop, summarize)
+        rate = (stop - step) / (time.perf_counter() - tick)
+        step = stop
+        self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
+        if summarize:
+          train_writer.write(step, self._train_scalars(logs, rate))
+        if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) or step == total:
+          self._validate(step, eval_writer)
+        if step % loop_cfg.checkpoint_every == 0 or step == total:
+          self.checkpoints.save(step)
+      self._honour_stop(step, total)
+    finally:
+      train_writer.close()
+      eval_writer.close()
+
+  @staticmethod
+  def _numpy(logs: dict) -> dict:
+    return tf.nest.map_structure(lambda t: t.numpy(), logs)
+
+  def _honour_stop(self, step: int, total: int) -> None:
+    """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""
+    if self.stop is None or not self.stop.requested or step >= total:
+      return
+    path = (os.path.join(self.checkpoints.directory, f"ckpt-{step}") if self.checkpoints.latest_number == step
+            else self.checkpoints.save(step))
+    raise Interrupted(f"{self.stop.name}: stopped at step {step} of {total} with checkpoint {path}; "
+                      "run the same command again to resume.")
+
+  def _recover(self, first: int, stop: int, summarize: bool) -> dict:
+    """Replays steps from the last checkpoint to `stop`, testing each one (guard.py).
+
+    Called when the fast loop over steps (first, stop] saw a non-finite value.
+    Checkpoints are saved only after healthy loops, so the newest one holds
+    good state. Raises guard.NonFiniteError under --nan_policy=stop.
+    """
+    path = self.checkpoints.restore_latest(self.parts.training_state)
+    begin = int(self.parts.step.numpy())
+    self.log(f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
+             f"{begin + 1}-{stop} from {path}, testing each one.")
+    iterator = iter(train_indices(len(self.bundle.train), self.config.loop.batch_size, self.config.seed, begin))
+    logs = self._numpy(self.parts.train_step.run(iterator, stop - begin, summarize, careful=True))
+    record = guard.GuardState(**logs["guard"])
+    if record.count == 0:
+      self.log("warning: the replay met no non-finite value, so the run is not deterministic; "
+               "it continues from the replayed state (--deterministic makes reruns exact).")
+    elif self.config.loop.nan_policy == guard.STOP:
+      raise guard.NonFiniteError(guard.describe(record, self.task_names) +
+                                 f"; the run stopped and its last good checkpoint is {path}. Lower "
+                                 "--learning_rate, check the data, or pass --nan_policy=skip_batch.")
+    else:
+      self.parts.skipped_batches.assign_add(int(record.count))
+      self.log(f"warning: skipped {int(record.count)} batch(es) in steps {begin + 1}-{stop}, the first "
+               f"{guard.describe(record, self.task_names)} ({int(self.parts.skipped_batches.numpy())} in all).")
+    return logs
 
   def _validate(self, step: int, writer: ScalarWriter) -> None:
     """Evaluates on the validation split, logs it, and keeps the best checkpoint."""
@@ -163,7 +243,7 @@ class Trainer:
     if criterion.better(score, float(self.parts.best_score.numpy())):
       self.parts.best_score.assign(score)
       self.parts.best_step.assign(step)
-      self.best.save(checkpoint_number=step)
+      self.checkpoints.save_best(step)
 
   def _progress(self, step: int, total: int, logs: dict, mean_rate: float) -> None:
     losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
@@ -179,6 +259,8 @@ class Trainer:
     scalars.update(per_task("loss", names, logs["losses"]))
     scalars.update(per_task("weighted_loss", names, logs["weights"] * logs["losses"]))
     scalars.update(per_task("weight", names, logs["weights"]))
+    if self.config.loop.nan_policy == guard.SKIP_BATCH:
+      scalars["nan_guard/skipped_batches"] = float(self.parts.skipped_batches.numpy())
     for tag, value in logs["diagnostics"].items():
       scalars.update(per_task(tag, names, value) if np.ndim(value) else {tag: float(value)})
     if "conflict_cos" in logs:
@@ -199,12 +281,16 @@ class Trainer:
   def _select(self) -> dict:
     """Loads the selected checkpoint's model and balancer; describes the choice."""
     final_step = int(self.parts.step.numpy())
-    if self.parts.criterion is None or not self.best.latest_checkpoint:
+    if self.parts.criterion is None or self.checkpoints.best() is None:
       return {"criterion": self.config.selection, "step": final_step}
     # The best checkpoint holds its own step and score (saved after they were set).
-    tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer, best_score=self.parts.best_score,
-                        best_step=self.parts.best_step).restore(
-                            self.best.latest_checkpoint).expect_partial().assert_existing_objects_matched()
+    selected = tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer,
+                                   best_score=self.parts.best_score, best_step=self.parts.best_step)
+    if self.checkpoints.restore_best(selected) is None:
+      # The final state is whole (restore_best restores all of it or warns); report it, saying so.
+      self.checkpoints.restore_latest(self.parts.training_state)
+      return {"criterion": "last", "step": int(self.parts.step.numpy()),
+              "note": f"the checkpoint selected by {self.parts.criterion.name} could not be read"}
     return {"criterion": self.parts.criterion.name, "step": int(self.parts.best_step.numpy()),
             "val_score": float(self.parts.best_score.numpy())}
 

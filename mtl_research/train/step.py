@@ -15,6 +15,7 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, StepStats
 from mtl_research.data.pipeline import DeviceSplit
 from mtl_research.models.base import MultiTaskModel
+from mtl_research.train import guard
 
 
 def flatten(tensors) -> tf.Tensor:
@@ -51,7 +52,7 @@ class TrainStep:
 
   def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit,
                global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False,
-               executor: str = "default"):
+               executor: str = "default", nan_policy: str = guard.STOP):
     self.model = model
     self.balancer = balancer
     self.optimizer = optimizer
@@ -61,12 +62,28 @@ class TrainStep:
     self.log_grad_conflict = log_grad_conflict
     self.task_specs = model.task_specs
     self.executor = resolve_executor(executor)
+    if nan_policy not in guard.NAN_POLICIES:
+      raise ValueError(f"nan_policy must be one of {guard.NAN_POLICIES}, not {nan_policy!r}")
+    self.nan_policy = nan_policy
+    # The fast loop's running sum of losses (≥ 0, so finite iff every loss was); not checkpointed.
+    self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum")
     self.loop = tf.function(self._loop)
+    self.careful_loop = tf.function(self._careful_loop)
 
   @property
   def trained_variables(self) -> list[tf.Variable]:
     """Everything the model optimizer updates; build the optimizer on this list."""
     return list(self.model.trainable_variables) + list(self.balancer.joint_variables)
+
+  @property
+  def state_variables(self) -> list[tf.Variable]:
+    """The model's and the balancer's variables, each once: what must stay finite."""
+    seen, result = set(), []
+    for variable in list(self.model.variables) + list(self.balancer.variables):
+      if id(variable) not in seen:
+        seen.add(id(variable))
+        result.append(variable)
+    return result
 
   def _scope_variables(self) -> tuple[tf.Variable, ...]:
     scope = self.balancer.gradient_scope
@@ -118,12 +135,38 @@ class TrainStep:
              for loss in losses]
     return conflict_stats(grads)
 
-  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict | None:
+  def _apply_careful(self, ok: tf.Tensor, apply, diagnostics_wanted: bool) -> dict[str, tf.Tensor]:
+    """Runs `apply` (model and balancer update) if `ok` or the policy is stop.
+
+    Returns the balancer's diagnostics; those of a skipped step are NaN.
+    """
+    if self.nan_policy == guard.STOP:
+      return apply()  # a failing step ends the run; applying it changes nothing that is kept
+    if not diagnostics_wanted:
+      tf.cond(ok, lambda: tf.group(tf.nest.flatten(apply())), tf.no_op)
+      return {}
+    # cond_v2 traces the true branch first, so the skipped branch can mirror its outputs.
+    structure = {}
+
+    def applied() -> dict[str, tf.Tensor]:
+      structure["diagnostics"] = apply()
+      return structure["diagnostics"]
+
+    def skipped() -> dict[str, tf.Tensor]:
+      return tf.nest.map_structure(lambda t: tf.fill(tf.shape(t), tf.constant(float("nan"), t.dtype)),
+                                   structure["diagnostics"])
+
+    return tf.cond(ok, applied, skipped)
+
+  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None, careful: bool = False) -> dict:
     """One update on the rows `indices`.
 
     Inner steps of a loop (`diagnose` None) compute nothing for reporting,
     because stateful reads inside the loop are never pruned; the loop's last
-    step returns its logs.
+    step adds its logs. The fast path (`careful` False) only adds this step's
+    losses to `loss_sum`, and its last step reports whether the loop stayed
+    `healthy`. The careful path tests every step (`ok`) and applies
+    `nan_policy`; see mtl_research/train/guard.py.
     """
     features, labels = self.data.gather(indices)
     scope_variables = self._scope_variables()
@@ -138,29 +181,48 @@ class TrainStep:
     if scope_variables:
       task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
-    logs = None
+    result = {"losses": losses, "step": stats.step}
     if diagnose is not None:
-      logs = {"losses": losses, "weights": self.balancer.weights(), "objective": objective}
+      result.update(weights=self.balancer.weights(), objective=objective)
       if self.log_grad_conflict:
         num = len(self.task_specs)
-        logs["conflict_cos"], logs["conflict_norm"] = tf.cond(
+        result["conflict_cos"], result["conflict_norm"] = tf.cond(
             diagnose, lambda: self._conflict(features, labels),
             lambda: (tf.zeros([num, num]), tf.zeros([num])))
     grads, variables = self._gradients(tape, objective, regularization, stats)
-    self.optimizer.apply_gradients(zip(grads, variables))
-    diagnostics = self.balancer.update(stats)
-    self.step.assign_add(1)
-    if logs is not None:
-      logs["diagnostics"] = {**diagnostics, **self.balancer.summaries()}
-    return logs
 
-  def run(self, iterator, num_steps: int, diagnose: bool = False) -> dict:
-    """Runs `num_steps` steps through the compiled loop; returns the last step's logs."""
+    def apply() -> dict[str, tf.Tensor]:
+      self.optimizer.apply_gradients(zip(grads, variables))
+      return self.balancer.update(stats)
+
+    if careful:
+      result["ok"] = guard.all_finite(objective, losses, grads)
+      diagnostics = self._apply_careful(result["ok"], apply, diagnose is not None)
+    else:
+      self.loss_sum.assign_add(tf.reduce_sum(losses))
+      diagnostics = apply()
+    self.step.assign_add(1)
+    if diagnose is not None:
+      result["diagnostics"] = {**diagnostics, **self.balancer.summaries()}
+      if not careful:
+        # Read after the update: a non-finite gradient anywhere in the loop
+        # has left a non-finite variable behind (optimizer arithmetic keeps NaN).
+        result["healthy"] = tf.logical_and(tf.math.is_finite(self.loss_sum),
+                                           guard.variables_finite(self.state_variables))
+    return result
+
+  def run(self, iterator, num_steps: int, diagnose: bool = False, careful: bool = False) -> dict:
+    """Runs `num_steps` steps through a compiled loop; returns the last step's logs.
+
+    The fast loop's logs hold `healthy`; the careful loop's hold `guard`
+    (a GuardState as a dict).
+    """
+    loop = self.careful_loop if careful else self.loop
     args = (iterator, tf.constant(num_steps, tf.int32), tf.constant(diagnose))
     if self.executor == SINGLE_THREADED:
       with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
-        return self.loop(*args)
-    return self.loop(*args)
+        return loop(*args)
+    return loop(*args)
 
   def _loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
     """Runs `num_steps` (≥ 1) steps; returns the logs of the last one.
@@ -168,6 +230,17 @@ class TrainStep:
     The last step is written outside the tf.range loop so its logs can be
     returned without loop-carried state; only it computes diagnostics.
     """
+    self.loss_sum.assign(0.0)
     for _ in tf.range(num_steps - 1):
       self.train_step(next(iterator))
     return self.train_step(next(iterator), diagnose)
+
+  def _careful_loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """`_loop` testing every step; carries the guard's record and returns it as `guard`."""
+    state = guard.initial_state(len(self.task_specs))
+    for _ in tf.range(num_steps - 1):
+      result = self.train_step(next(iterator), careful=True)
+      state = guard.record(state, result["ok"], result["step"], result["losses"])
+    logs = self.train_step(next(iterator), diagnose, careful=True)
+    logs["guard"] = guard.record(state, logs["ok"], logs["step"], logs["losses"])._asdict()
+    return logs
