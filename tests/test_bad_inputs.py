@@ -1,0 +1,389 @@
+"""The bad input catalogue: every mistake a user can make on `python scripts/train.py`.
+
+Each case builds its files in tmp_path, runs the trainer's CLI once and checks
+the contract of a refused command: a non-zero exit status; stderr ends with
+ONE line "error: ..." that names the culprit (flag, file, column, line, run
+directory); no traceback; and nothing that was on disk before the command
+changed (no file written, changed or deleted, no directory created, so a run
+directory that did not exist is not created).
+
+Run directories that must already hold a run (resume refused, damaged
+checkpoints, a class the saved preprocessing does not know) are copies of one
+small CSV run trained once per module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_RUN_FLAGS, run_train
+
+try:
+  from tests import table_helpers as helpers
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+  import table_helpers as helpers
+
+ROWS = 200  # rows of the mixed CSV file: 195 with every target, 117 in the train split
+TASKS_FLAG = "--tasks=b:classification,c:classification,y:regression"
+SMALL_TABLE_FLAGS = ("--hidden_units=16", "--train_steps=40", "--eval_every=20", "--checkpoint_every=20",
+                     "--steps_per_loop=20")
+
+
+# What a case sees: its tmp_path and, on demand, a private copy of the trained run.
+
+
+@dataclasses.dataclass
+class Place:
+  tmp: Path
+  _trained: Callable[[], Path]
+
+  def path(self, *parts: str) -> str:
+    return str(self.tmp.joinpath(*parts))
+
+  def mixed_csv(self, name: str = "data.csv", rows: list[list[str]] | None = None) -> str:
+    return helpers.write_csv(self.tmp / name, helpers.MIXED_HEADER, rows or helpers.mixed_rows(ROWS))
+
+  def trained(self) -> tuple[str, str]:
+    """(run_dir, csv_path): a copy of the module's finished CSV run and of its data file.
+
+    The copy's flags.txt names the copied data file, so running the trained
+    command on the copy resumes it (or, with other flags, is refused).
+    """
+    root = self.tmp / "trained"
+    shutil.copytree(self._trained(), root)
+    run_dir, csv_path = root / "run", root / "data.csv"
+    flags_txt = run_dir / "flags.txt"
+    text = re.sub(r"^--csv_path=.*$", f"--csv_path={csv_path}", flags_txt.read_text(), flags=re.M)
+    flags_txt.write_text(text)
+    return str(run_dir), str(csv_path)
+
+
+def csv_flags(path: str, tasks: str = TASKS_FLAG) -> list[str]:
+  return ["--dataset=csv", f"--csv_path={path}", tasks, *SMALL_TABLE_FLAGS]
+
+
+def npz_flags(path: str) -> list[str]:
+  return ["--dataset=npz", f"--npz_path={path}", "--tasks=y:regression", *SMALL_TABLE_FLAGS]
+
+
+def trained_command(run_dir: str, csv_path: str) -> list[str]:
+  """The command that trained the module's run (on its copy)."""
+  return [f"--run_dir={run_dir}", *csv_flags(csv_path)]
+
+
+# The catalogue. Each case: (place) -> (arguments, substrings the error line must contain).
+# Without a --run_dir of its own, a case runs with --run_dir=<tmp_path>/run, which must not appear.
+
+CASES = []
+
+
+def case(name: str, *marks):
+  def register(setup):
+    CASES.append(pytest.param(setup, id=name, marks=marks))
+    return setup
+  return register
+
+
+# Flags.
+
+
+@case("flag-unknown-name")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--batch_sise=16"], ["batch_sise"]
+
+
+@case("flag-batch_size-zero")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--batch_size=0"], ["--batch_size=0"]
+
+
+@case("flag-learning_rate-negative")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--learning_rate=-1"], ["--learning_rate", "positive"]
+
+
+@case("flag-train_steps-not-a-number")
+def _(place):
+  return [*SMALL_RUN_FLAGS[:4], "--train_steps=abc"], ["--train_steps=abc"]
+
+
+@case("flag-hidden_units-not-a-list-of-integers")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--hidden_units=16,x"], ["--hidden_units", "'x'"]
+
+
+@case("flag-dropout-one")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--dropout=1"], ["--dropout", "below 1.0"]
+
+
+@case("flag-momentum-with-adam")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--optimizer=adam", "--momentum=0.9"], ["--momentum", "--optimizer=sgd",
+                                                                     "--optimizer=adam"]
+
+
+@case("flag-csv_path-with-synthetic-dataset")
+def _(place):
+  return [*SMALL_RUN_FLAGS, f"--csv_path={place.mixed_csv()}"], ["--csv_path", "--dataset=synthetic"]
+
+
+@case("flag-single_task-unknown-task")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--single_task=colour"], ["--single_task=colour", "price, kind"]
+
+
+@case("flag-selection-unknown-task")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--selection=colour:accuracy"], ["--selection=colour:accuracy", "price:mse"]
+
+
+@case("flag-selection-metric-of-the-other-kind")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--selection=price:accuracy"], ["--selection=price:accuracy", "kind:accuracy"]
+
+
+@case("flag-balancer-unknown")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=pcgrad"], ["--balancer=pcgrad", "fixed", "gradnorm"]
+
+
+@case("flag-tasks-unknown-kind")
+def _(place):
+  return csv_flags(place.mixed_csv(), tasks="--tasks=y:ranking"), ["--tasks", "'y:ranking'"]
+
+
+@case("flag-split-does-not-sum-to-one")
+def _(place):
+  return [*csv_flags(place.mixed_csv()), "--split=0.5,0.3,0.3"], ["--split=0.5,0.3,0.3", "sum to 1"]
+
+
+@case("positional-argument")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "fixed"], ["unexpected argument 'fixed'"]
+
+
+@case("flagfile-missing")
+def _(place):
+  path = place.path("flags.txt")
+  return [f"--flagfile={path}"], [path]
+
+
+# Files.
+
+
+@case("csv-missing")
+def _(place):
+  path = place.path("absent.csv")
+  return csv_flags(path), [path, "does not exist"]
+
+
+@case("csv-path-not-given")
+def _(place):
+  return ["--dataset=csv", TASKS_FLAG, *SMALL_TABLE_FLAGS], ["--csv_path"]
+
+
+@case("csv-empty")
+def _(place):
+  path = helpers.write_text(place.tmp / "empty.csv", "")
+  return csv_flags(path), [path, "empty"]
+
+
+@case("csv-row-with-fewer-fields")
+def _(place):
+  lines = helpers.csv_text(helpers.MIXED_HEADER, helpers.mixed_rows(ROWS)).splitlines()
+  lines[77] = lines[77].rsplit(",", 2)[0]  # line 78 lost its last two fields
+  path = helpers.write_text(place.tmp / "short_row.csv", "\n".join(lines) + "\n")
+  return csv_flags(path), [path, "line 78", "6 fields"]
+
+
+@case("csv-gzip-truncated")
+def _(place):
+  packed = gzip.compress(helpers.csv_text(helpers.MIXED_HEADER, helpers.mixed_rows(ROWS)).encode())
+  path = str(place.tmp / "cut.csv.gz")
+  Path(path).write_bytes(packed[:len(packed) // 2])
+  return csv_flags(path), [path, "truncated"]
+
+
+@case("csv-tasks-column-missing")
+def _(place):
+  path = place.mixed_csv()
+  return csv_flags(path, tasks="--tasks=y:regression,income:classification"), ["--tasks", "'income'", path]
+
+
+@case("csv-column-both-feature-and-target")
+def _(place):
+  return [*csv_flags(place.mixed_csv()), "--feature_columns=num,y"], ["'y'", "--feature_columns", "--tasks"]
+
+
+@case("csv-text-in-regression-target")
+def _(place):
+  rows = helpers.mixed_rows(ROWS)
+  rows[40][5] = "heavy"  # line 42
+  path = place.mixed_csv("words.csv", rows)
+  return csv_flags(path), ["'y'", path, "line 42", "'heavy'"]
+
+
+@case("csv-classification-target-with-one-class")
+def _(place):
+  rows = helpers.mixed_rows(ROWS)
+  for row in rows:
+    row[7] = "7"
+  return csv_flags(place.mixed_csv("one_class.csv", rows)), ["'c'", "1 class"]
+
+
+@case("csv-inf-in-numeric-feature")
+def _(place):
+  rows = helpers.mixed_rows(ROWS)
+  rows[60][1] = "inf"  # line 62
+  path = place.mixed_csv("inf.csv", rows)
+  return csv_flags(path), ["'num'", path, "non-finite", "line 62"]
+
+
+@case("csv-class-unknown-to-the-resumed-run")
+def _(place):
+  run_dir, csv_path = place.trained()
+  rows = helpers.mixed_rows(ROWS)
+  rows[20][7] = "99"  # line 22: a class the saved preprocessing.json does not have
+  helpers.write_csv(csv_path, helpers.MIXED_HEADER, rows)
+  return trained_command(run_dir, csv_path), ["'c'", csv_path, "'99'", "line 22"]
+
+
+@case("npz-not-an-npz-file")
+def _(place):
+  path = helpers.write_text(place.tmp / "data.npz", "x,y\n1,2\n")
+  return npz_flags(path), [path]
+
+
+@case("npz-holding-one-npy-array")
+def _(place):
+  path = place.path("data.npz")
+  with open(path, "wb") as handle:
+    np.save(handle, np.zeros((64, 3)))
+  return npz_flags(path), [path]
+
+
+@case("npz-holding-object-arrays")
+def _(place):
+  path = place.path("data.npz")
+  np.savez(path, x=np.zeros((64, 3)), y=np.array([1.0, "a", None, 2] * 16, dtype=object))
+  return npz_flags(path), [path]
+
+
+# Run directories.
+
+
+@case("run_dir-is-a-regular-file")
+def _(place):
+  path = helpers.write_text(place.tmp / "run", "notes\n")
+  return [*SMALL_RUN_FLAGS, f"--run_dir={path}"], [f"--run_dir={path}", "not a directory"]
+
+
+@case("run_dir-not-empty-and-not-a-run")
+def _(place):
+  path = place.path("photos")
+  os.makedirs(path)
+  helpers.write_text(os.path.join(path, "cat.jpg"), "meow\n")
+  return [*SMALL_RUN_FLAGS, f"--run_dir={path}"], [f"--run_dir={path}", "not a run directory"]
+
+
+@case("run_dir-written-with-other-flags")
+def _(place):
+  run_dir, csv_path = place.trained()
+  return [*trained_command(run_dir, csv_path), "--learning_rate=0.01"], [
+      f"--run_dir={run_dir}", "--learning_rate=0.001 there, 0.01 now", "--overwrite"]
+
+
+@case("run_dir-under-a-regular-file")
+def _(place):
+  path = os.path.join(helpers.write_text(place.tmp / "notes.txt", "notes\n"), "run")
+  return [*SMALL_RUN_FLAGS, f"--run_dir={path}"], [f"--run_dir={path}", "cannot be written"]
+
+
+@case("run_dir-in-a-read-only-directory",
+      pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories"))
+def _(place):
+  parent = place.path("locked")
+  os.makedirs(parent)
+  os.chmod(parent, stat.S_IRUSR | stat.S_IXUSR)
+  path = os.path.join(parent, "run")
+  return [*SMALL_RUN_FLAGS, f"--run_dir={path}"], [f"--run_dir={path}", "cannot be written"]
+
+
+@case("run_dir-every-checkpoint-damaged")
+def _(place):
+  run_dir, csv_path = place.trained()
+  ckpt = os.path.join(run_dir, "ckpt")
+  damaged = [name for name in os.listdir(ckpt) if re.fullmatch(r"ckpt-\d+\.data-.*", name)]
+  assert len(damaged) >= 2, os.listdir(ckpt)
+  for name in damaged:
+    with open(os.path.join(ckpt, name), "r+b") as handle:
+      size = os.fstat(handle.fileno()).st_size
+      handle.truncate(size // 2)
+      handle.seek(0)
+      handle.write(b"\xff" * min(16, size // 2))
+  os.remove(os.path.join(run_dir, "metrics.json"))  # unfinished: it must resume from a checkpoint
+  return trained_command(run_dir, csv_path), [f"no checkpoint in {ckpt} can be read", "--overwrite"]
+
+
+# The test.
+
+
+@pytest.fixture(name="trained_run", scope="module")
+def fixture_trained_run(tmp_path_factory) -> Path:
+  """A directory with data.csv and run/, a finished small CSV run trained on it."""
+  root = tmp_path_factory.mktemp("trained")
+  csv_path, _ = helpers.write_mixed(root / "data.csv", ROWS)
+  proc = run_train(*trained_command(str(root / "run"), csv_path))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return root
+
+
+def snapshot(root: Path) -> tuple[set[str], dict[str, bytes]]:
+  """(directories, {file: content}) under `root`, paths relative to it."""
+  directories, files = set(), {}
+  for directory, _, names in os.walk(root):
+    directories.add(os.path.relpath(directory, root))
+    for name in names:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as handle:
+        files[os.path.relpath(path, root)] = handle.read()
+  return directories, files
+
+
+def error_line(stderr: str) -> str:
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("setup", CASES)
+def test_bad_input_is_refused_with_one_line_and_nothing_changes(setup, tmp_path, request):
+  place = Place(tmp_path, lambda: request.getfixturevalue("trained_run"))
+  args, culprits = setup(place)
+  if not any(arg.startswith("--run_dir=") for arg in args):
+    args = [f"--run_dir={tmp_path / 'run'}", *args]
+  before = snapshot(tmp_path)
+  try:
+    proc = run_train(*args)
+  finally:
+    for directory, _, _ in os.walk(tmp_path):  # the read-only case: let pytest clean up
+      os.chmod(directory, stat.S_IRWXU)
+  print(error_line(proc.stderr))  # shown with -rP: the catalogue's messages
+  assert proc.returncode != 0, proc.stdout[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  line = error_line(proc.stderr)
+  assert line.startswith("error: "), proc.stderr[-3000:]
+  assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [line], proc.stderr[-3000:]
+  for culprit in culprits:
+    assert culprit in line, (culprit, line)
+  assert snapshot(tmp_path) == before, "the refused command changed files under tmp_path"

@@ -1,0 +1,242 @@
+"""Reliability: deterministic reruns, exact resume after SIGKILL and SIGTERM,
+checkpoint fallback, and the non-finite guard."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT, SMALL_RUN_FLAGS, TRAIN_SCRIPT, build_config, make_bundle, read_scalars, run_train
+from mtl_research import tasks
+from mtl_research.data.pipeline import train_indices
+from mtl_research.train import guard, loop
+from mtl_research.train.run_dir import RunDir
+
+SPECS = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
+# Long enough to be killed mid-run; dropout so the resumed random state matters too.
+LONG_RUN = ("--deterministic", "--train_steps=3000", "--checkpoint_every=500", "--eval_every=500",
+            "--steps_per_loop=50", "--dropout=0.2", "--num_train=2000", "--num_val=300", "--num_test=300")
+
+
+def read_bytes(path: str) -> bytes:
+  with open(path, "rb") as handle:
+    return handle.read()
+
+
+def checkpoint_numbers(run_dir: str) -> list[int]:
+  names = glob.glob(os.path.join(run_dir, "ckpt", "ckpt-*.index"))
+  return sorted(int(os.path.basename(name)[len("ckpt-"):-len(".index")]) for name in names)
+
+
+def start_train(*args: str) -> subprocess.Popen:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: str, timeout: float = 120) -> int:
+  """Polls until a periodic checkpoint (step > 0) exists; returns its step."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    numbers = [n for n in checkpoint_numbers(run_dir) if n > 0]
+    if numbers:
+      return numbers[-1]
+    if proc.poll() is not None:
+      raise AssertionError(f"the run ended before its first checkpoint: {proc.communicate()[1][-2000:]}")
+    time.sleep(0.01)
+  proc.kill()
+  raise AssertionError("no checkpoint appeared in time")
+
+
+@pytest.fixture(name="uninterrupted", scope="module")
+def fixture_uninterrupted(tmp_path_factory) -> str:
+  """metrics.json bytes of the long gradnorm run, never interrupted."""
+  path = str(tmp_path_factory.mktemp("uninterrupted") / "run")
+  proc = run_train(f"--run_dir={path}", "--balancer=gradnorm", *LONG_RUN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return read_bytes(os.path.join(path, "metrics.json"))
+
+
+class TestDeterminism:
+
+  @pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm"])
+  def test_two_runs_are_bit_identical(self, tmp_path, balancer):
+    flags = (*SMALL_RUN_FLAGS, "--train_steps=120", "--deterministic", "--dropout=0.3", f"--balancer={balancer}")
+    results = []
+    for name in ("a", "b"):
+      proc = run_train(f"--run_dir={tmp_path / name}", *flags)
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      results.append(read_bytes(str(tmp_path / name / "metrics.json")))
+    assert results[0] == results[1]
+    metrics = json.loads(results[0])
+    assert metrics["steps"] == 120 and set(metrics["weights"]) == {"price", "kind"}
+
+  def test_seeds_differ(self, tmp_path):
+    """The comparison above can fail: another seed changes metrics.json."""
+    flags = (*SMALL_RUN_FLAGS, "--deterministic")
+    runs = [run_train(f"--run_dir={tmp_path / str(seed)}", *flags, f"--seed={seed}") for seed in (0, 1)]
+    assert all(proc.returncode == 0 for proc in runs)
+    assert read_bytes(str(tmp_path / "0" / "metrics.json")) != read_bytes(str(tmp_path / "1" / "metrics.json"))
+
+
+class TestInterruption:
+
+  def test_sigkill_then_rerun_is_identical(self, tmp_path, uninterrupted):
+    path = str(tmp_path / "run")
+    flags = (f"--run_dir={path}", "--balancer=gradnorm", *LONG_RUN)
+    proc = start_train(*flags)
+    step = wait_for_checkpoint(proc, path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert step < 3000 and not os.path.exists(os.path.join(path, "metrics.json"))
+    rerun = run_train(*flags)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resumed from" in rerun.stdout
+    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted
+
+  def test_sigterm_saves_exits_zero_and_resumes_identically(self, tmp_path, uninterrupted):
+    path = str(tmp_path / "run")
+    flags = (f"--run_dir={path}", "--balancer=gradnorm", *LONG_RUN)
+    proc = start_train(*flags)
+    wait_for_checkpoint(proc, path)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if line.startswith("SIGTERM: stopped at step")]
+    assert message, stderr[-2000:]
+    stopped = int(message[0].split("stopped at step ")[1].split()[0])
+    assert 0 < stopped < 3000 and stopped in checkpoint_numbers(path)
+    assert not os.path.exists(os.path.join(path, "metrics.json"))
+    rerun = run_train(*flags)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"at step {stopped}." in rerun.stdout
+    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted
+
+
+class TestCheckpointFallback:
+
+  def test_truncated_checkpoint_falls_back_to_the_previous_one(self, tmp_path):
+    path = str(tmp_path / "run")
+    flags = (f"--run_dir={path}", *SMALL_RUN_FLAGS, "--deterministic")
+    first = run_train(*flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    expected = read_bytes(os.path.join(path, "metrics.json"))
+    os.unlink(os.path.join(path, "metrics.json"))
+    newest = checkpoint_numbers(path)[-1]
+    (data,) = glob.glob(os.path.join(path, "ckpt", f"ckpt-{newest}.data-*"))
+    with open(data, "r+b") as handle:
+      handle.truncate(os.path.getsize(data) // 2)
+    rerun = run_train(*flags)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"warning: checkpoint {os.path.join(path, 'ckpt', f'ckpt-{newest}')} cannot be read" in rerun.stdout
+    previous = checkpoint_numbers(path)[-2]
+    assert f"at step {previous}." in rerun.stdout
+    assert read_bytes(os.path.join(path, "metrics.json")) == expected
+
+
+# --- the non-finite guard, in process with a poisoned row ---------------------------------
+
+
+def poisoned_bundle(row: int):
+  bundle = make_bundle(SPECS, num_train=256)
+  bundle.train.labels["price"][row] = np.nan
+  return bundle
+
+
+def first_step_with_row(row: int, num_rows: int, batch_size: int, seed: int) -> int:
+  """The 1-based step whose batch holds `row` first."""
+  for index, batch in enumerate(train_indices(num_rows, batch_size, seed).take(10 * num_rows)):
+    if row in batch.numpy():
+      return index + 1
+  raise AssertionError("row never drawn")
+
+
+def steps_with_row(row: int, num_rows: int, batch_size: int, seed: int, steps: int) -> int:
+  return sum(int(row in batch.numpy()) for batch in train_indices(num_rows, batch_size, seed).take(steps))
+
+
+def guarded_run(tmp_path, policy: str, steps: int = 60):
+  config = build_config(str(tmp_path / "run"), loop={"train_steps": steps, "steps_per_loop": 20,
+                                                     "checkpoint_every": 20, "summary_every": 20,
+                                                     "eval_every": 0, "nan_policy": policy})
+  bundle = poisoned_bundle(row=5)
+  parts = loop.build(config, bundle)
+  messages = []
+  run = RunDir(config.run_dir)
+  os.makedirs(run.path)
+  trainer = loop.Trainer(config, bundle, parts, run, log=messages.append)
+  return trainer, parts, run, messages
+
+
+class TestNonFiniteGuard:
+
+  def test_stop_names_the_step_and_task_and_keeps_good_checkpoints(self, tmp_path):
+    trainer, _, run, messages = guarded_run(tmp_path, guard.STOP)
+    bad_step = first_step_with_row(5, 256, 32, 0)
+    assert bad_step <= 60
+    with pytest.raises(guard.NonFiniteError) as raised:
+      trainer.run()
+    message = str(raised.value)
+    assert f"non-finite loss at step {bad_step} in task(s) price (nan)" in message
+    assert "kind" not in message.split("; ")[0]
+    assert "\n" not in message
+    assert not os.path.exists(run.metrics_file)
+    # No checkpoint after the failure, and the newest one still reads and is finite.
+    last_good = max(n for n in checkpoint_numbers(run.path))
+    assert last_good < bad_step
+    assert f"ckpt-{last_good}" in message
+    reader = tf.train.load_checkpoint(os.path.join(run.checkpoint_dir, f"ckpt-{last_good}"))
+    for name, _ in tf.train.list_variables(os.path.join(run.checkpoint_dir, f"ckpt-{last_good}")):
+      value = reader.get_tensor(name)
+      if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        assert np.all(np.isfinite(value)), name
+    assert any("replaying" in line for line in messages)
+
+  def test_skip_batch_skips_exactly_the_poisoned_batches(self, tmp_path):
+    steps = 60
+    trainer, parts, run, messages = guarded_run(tmp_path, guard.SKIP_BATCH, steps)
+    metrics = trainer.run()
+    expected = steps_with_row(5, 256, 32, 0, steps)
+    assert expected >= 2  # the row comes back every epoch of 8 steps
+    assert int(parts.skipped_batches.numpy()) == expected
+    assert metrics["steps"] == steps
+    assert all(np.isfinite(v).all() for v in parts.model.get_weights())
+    assert all(np.isfinite(value) for task in metrics["test"].values() for value in task.values())
+    scalars = read_scalars(run.train_logdir)
+    assert scalars["nan_guard/skipped_batches"][-1] == (steps, float(expected))
+    assert any(line.startswith("warning: skipped") for line in messages)
+
+  def test_a_skipped_step_changes_no_state(self, tmp_path):
+    config = build_config(loop={"nan_policy": guard.SKIP_BATCH})
+    bundle = poisoned_bundle(row=5)
+    parts = loop.build(config, bundle)
+    before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
+    feed = iter(tf.data.Dataset.from_tensors(tf.constant(np.arange(32), tf.int32)).repeat())
+    logs = parts.train_step.run(feed, 1, careful=True)
+    assert int(logs["guard"]["count"]) == 1 and int(logs["guard"]["first_bad_step"]) == 0
+    after = [v.numpy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert int(parts.step.numpy()) == 1  # the step still advances: the next batch is the next one
+
+  def test_fast_loop_reports_unhealthy_after_a_bad_step(self):
+    config = build_config()
+    bundle = poisoned_bundle(row=5)
+    parts = loop.build(config, bundle)
+    batches = [np.arange(32, 64), np.arange(0, 32), np.arange(32, 64)]  # the bad row in the middle step
+    feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
+    logs = parts.train_step.run(feed, 3)
+    assert not bool(logs["healthy"])
+    clean = loop.build(config, make_bundle(SPECS, num_train=256))
+    feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
+    assert bool(clean.train_step.run(feed, 3)["healthy"])
+
