@@ -11,6 +11,9 @@ TensorFlow ops, so the model can be served or reloaded with plain TensorFlow
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -87,6 +90,20 @@ class ServingModule(tf.Module):
 
 
 def export(model: MultiTaskModel, state: Mapping[str, Any], export_dir: str) -> None:
-  """Writes the SavedModel with the `serve` signature into `export_dir`."""
+  """Writes the SavedModel with the `serve` signature into `export_dir` (missing or empty).
+
+  Written beside it under a temporary name and renamed when complete, so a
+  crash never leaves a half-written SavedModel at `export_dir`.
+  """
   module = ServingModule(model, state)
-  tf.saved_model.save(module, export_dir, signatures={"serve": module.serve})
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(export_dir))}.")
+  try:
+    tf.saved_model.save(module, staging, signatures={"serve": module.serve})
+    if os.path.isdir(export_dir):
+      os.rmdir(export_dir)  # empty, as the caller checked
+    os.rename(staging, export_dir)
+  finally:
+    if os.path.isdir(staging):
+      shutil.rmtree(staging)
