@@ -46,6 +46,8 @@ class LoopConfig:
   log_grad_conflict: bool = False
   executor: str = "auto"  # auto | default | single_threaded (see train/step.py)
   nan_policy: str = "stop"  # stop | skip_batch (see train/guard.py)
+  strategy: str = "default"  # default | mirrored | multi_worker | tpu (see train/distribution.py)
+  cpu_replicas: int = 0  # logical CPU devices for --strategy=mirrored on a machine without GPUs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,6 +57,12 @@ flags.DEFINE_enum("nan_policy", _DEFAULTS.nan_policy, ["stop", "skip_batch"],
                   "or skip_batch (do not apply that batch's update; counted in TensorBoard).")
 flags.DEFINE_bool("deterministic", False,
                   "Deterministic TensorFlow kernels (op determinism): reruns give bit-identical results.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy: default (one device), mirrored (the GPUs, or --cpu_replicas logical "
+                  "CPUs), multi_worker (the hosts of TF_CONFIG), tpu. --batch_size stays the global batch.")
+flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
+                     "Split the CPU into N logical devices, one replica each (--strategy=mirrored without GPUs; "
+                     "for tests and demos).", lower_bound=0)
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
                      lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
@@ -81,6 +87,8 @@ flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate
 OPERATIONAL = frozenset({
     "run_dir", "overwrite", "steps_per_loop", "summary_every", "checkpoint_every",
     "eval_batch_size", "log_grad_conflict", "executor", "intra_op_threads", "inter_op_threads",
+    # Where a run executes: a checkpoint written under one strategy resumes under another.
+    "strategy", "cpu_replicas",
 })
 
 
@@ -182,7 +190,8 @@ def config_from_flags() -> config_lib.Config:
       steps_per_loop=FLAGS.steps_per_loop, eval_every=FLAGS.eval_every,
       summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
       eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict,
-      executor=FLAGS.executor, nan_policy=FLAGS.nan_policy)
+      executor=FLAGS.executor, nan_policy=FLAGS.nan_policy, strategy=FLAGS.strategy,
+      cpu_replicas=FLAGS.cpu_replicas)
   optimizer = config_lib.OptimizerConfig(
       name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
       decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,

@@ -93,4 +93,4 @@ def model_values(model) -> dict[str, np.ndarray]:
 def optimizer_values(optimizer) -> dict[str, np.ndarray]:
   """Copies of an optimizer's variables (iteration, slots ...), keyed by position and
   kind: slot names embed the model's and optimizer's uniquified names."""
-  return {f"{i}:{v.path.rsplit('/', 1)[-1].rsplit('_', 1)[-1]}": np.array(v.numpy()).copy() for i, v in enumerate(optimizer.variables)}
+  return {f"{i}:{getattr(v, 'path', v.name).rsplit('/', 1)[-1].rsplit('_', 1)[-1].split(':')[0]}": np.array(v.numpy()).copy() for i, v in enumerate(optimizer.variables)}

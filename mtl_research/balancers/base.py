@@ -18,6 +18,15 @@ state it trains by its own rule (GradNorm's weights, its initial losses) and
 returns the diagnostics it computed on the way; `summaries()` adds scalars read
 from its state. `weights()` reports the current effective per-task weights. All state lives in tf.Variables attached to the balancer (a
 tf.Module), so it is checkpointed with the model.
+
+Under tf.distribute (BUILD.md, "Distribution") the step hands every replica
+the same global-batch quantities: `objective` is evaluated at the all-reduced
+losses, and `StepStats` holds all-reduced losses and task gradients. A
+balancer therefore computes the same values on every replica, and needs only
+two rules: create state with `state_variable` (the first replica's write is
+kept, so copies cannot drift), and train its own variables with plain
+assignments such as `state_adam.StateAdam`, not a Keras optimizer (Keras sums
+gradients over replicas, and cannot run inside `tf.cond`).
 """
 
 from __future__ import annotations
@@ -62,6 +71,12 @@ class StepStats:
   task_grads: tuple[tuple[tf.Tensor, ...], ...] | None
   scope_variables: tuple[tf.Variable, ...]
   step: tf.Tensor
+
+
+def state_variable(initial, name: str, trainable: bool = False) -> tf.Variable:
+  """A balancer's state variable, kept identical on every replica under tf.distribute."""
+  return tf.Variable(initial, trainable=trainable, name=name,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 class Balancer(tf.Module):

@@ -29,9 +29,9 @@ from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
-from mtl_research import adam
 from mtl_research import tasks as tasks_lib
-from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats
+from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats, state_variable
+from mtl_research.balancers.state_adam import StateAdam
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.errors import UserError
 from mtl_research.params import ENUM, FLOAT, INT, Param
@@ -64,10 +64,9 @@ class GradNorm(Balancer):
     if self.l0_steps >= schedule.total_steps:
       raise UserError(f"--gradnorm_l0_steps={params['gradnorm_l0_steps']} averages L(0) over {self.l0_steps} steps, "
                       f"but the run has {schedule.total_steps}: the weights would never move.")
-    self.w = tf.Variable(tf.ones([self.num_tasks]), trainable=True, name="w")
-    self.initial_losses = tf.Variable(tf.zeros([self.num_tasks]), trainable=False, name="initial_losses")
-    self.optimizer = adam.Adam(params["gradnorm_lr"])
-    self.optimizer.build([self.w])
+    self.w = state_variable(tf.ones([self.num_tasks]), "w", trainable=True)
+    self.initial_losses = state_variable(tf.zeros([self.num_tasks]), "initial_losses")
+    self.optimizer = StateAdam(params["gradnorm_lr"], [self.w])
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.stop_gradient(self.w) * losses)
@@ -82,11 +81,12 @@ class GradNorm(Balancer):
     running = (self.initial_losses * count + losses) / (count + 1.0)
     return self.initial_losses.assign(tf.where(in_window, running, self.initial_losses))
 
-  def _step_weights(self, grad_w: tf.Tensor) -> tf.Operation:
-    """One optimizer step on w, then w > 0 and Σ w = T (the paper's §3.2)."""
-    self.optimizer.apply_gradients([(grad_w, self.w)])
+  def _step_weights(self, grad_w: tf.Tensor, active: tf.Tensor | None) -> None:
+    """One optimizer step on w, then w > 0 and Σ w = T (the paper's §3.2); none where not `active`."""
+    self.optimizer.apply([grad_w], active)
     positive = tf.maximum(self.w, MIN_WEIGHT)
-    return self.w.assign(positive * (self.num_tasks / tf.reduce_sum(positive))).op
+    renormalized = positive * (self.num_tasks / tf.reduce_sum(positive))
+    self.w.assign(renormalized if active is None else tf.where(active, renormalized, self.w))
 
   def update(self, stats: StepStats) -> dict[str, tf.Tensor]:
     losses = tf.stop_gradient(stats.losses)
@@ -99,10 +99,7 @@ class GradNorm(Balancer):
       target = tf.stop_gradient(tf.reduce_mean(weighted_norms) * relative_rate**self.alpha)
       l_grad = tf.reduce_sum(tf.abs(weighted_norms - target))
     grad_w = tape.gradient(l_grad, self.w)
-    if self.l0_steps == 1:
-      self._step_weights(grad_w)
-    else:
-      # Hold w (and its optimizer's step count) until L(0) is final.
-      tf.cond(stats.step >= self.l0_steps - 1, lambda: self._step_weights(grad_w), tf.no_op)
+    # Hold w (and its optimizer's step count) until L(0) is final.
+    self._step_weights(grad_w, None if self.l0_steps == 1 else stats.step >= self.l0_steps - 1)
     return {"gradnorm/grad_norm": weighted_norms, "gradnorm/target": target,
             "gradnorm/loss_ratio": loss_ratio, "gradnorm/l_grad": l_grad}

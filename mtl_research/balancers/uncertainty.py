@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.balancers.base import Balancer, Schedule
+from mtl_research.balancers.base import Balancer, Schedule, state_variable
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import ENUM, FLOAT, Param
 
@@ -46,8 +46,8 @@ class Uncertainty(Balancer):
     regression_form = [params["uncertainty_form"] == "regression" or t.kind == tasks_lib.REGRESSION
                        for t in self.task_specs]
     self.scale = tf.constant([0.5 if r else 1.0 for r in regression_form], tf.float32)
-    self.log_var = tf.Variable(tf.fill([self.num_tasks], float(params["uncertainty_init_log_var"])),
-                               trainable=True, name="log_var")
+    self.log_var = state_variable(tf.fill([self.num_tasks], float(params["uncertainty_init_log_var"])),
+                                  "log_var", trainable=True)
 
   @property
   def joint_variables(self) -> list[tf.Variable]:

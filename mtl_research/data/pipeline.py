@@ -24,11 +24,17 @@ PREFETCH_BATCHES = 4
 
 
 class DeviceSplit:
-  """A split held as tensors, from which the train step gathers its batches."""
+  """A split held as tensors, from which the train step gathers its batches.
 
-  def __init__(self, split: Split):
-    self.features = {k: tf.constant(v) for k, v in split.features.items()}
-    self.labels = {k: tf.constant(v) for k, v in split.labels.items()}
+  `replicated` (under a tf.distribute strategy's scope): held in non-trainable
+  variables instead, which the strategy copies to every replica's device, so
+  no replica reads its rows from another device.
+  """
+
+  def __init__(self, split: Split, replicated: bool = False):
+    hold = (lambda v: tf.Variable(v, trainable=False)) if replicated else tf.constant
+    self.features = {k: hold(v) for k, v in split.features.items()}
+    self.labels = {k: hold(v) for k, v in split.labels.items()}
     self.num_rows = len(split)
 
   def gather(self, indices: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:

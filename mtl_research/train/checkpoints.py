@@ -90,18 +90,20 @@ class Checkpoints:
     found = candidates(self.directory)
     return found[0][0] if found else None
 
-  def restore_latest(self, checkpoint: tf.train.Checkpoint | None = None) -> str | None:
+  def restore_latest(self, checkpoint: tf.train.Checkpoint | None = None, directory: str | None = None) -> str | None:
     """Restores the newest readable periodic checkpoint into `checkpoint` (default: all).
 
-    Returns its path, or None if the run has no checkpoint. Raises UserError if
-    it has some and none can be read.
+    Reads `directory` (default: where this run saves). Returns the path, or
+    None if there is no checkpoint. Raises UserError if there are some and
+    none can be read.
     """
-    paths = [path for _, path in candidates(self.directory)]
+    directory = directory or self.directory
+    paths = [path for _, path in candidates(directory)]
     if not paths:
       return None
     restored = restore_first_readable(checkpoint or self.checkpoint, paths, checkpoint is not None, self.warn)
     if restored is None:
-      raise UserError(f"no checkpoint in {self.directory} can be read (tried {len(paths)}); "
+      raise UserError(f"no checkpoint in {directory} can be read (tried {len(paths)}); "
                       "pass --overwrite to start the run again.")
     return restored
 

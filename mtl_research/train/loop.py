@@ -22,6 +22,7 @@ from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel
 from mtl_research.progress import format_duration
 from mtl_research.models.base import random_state
+from mtl_research.train import distribution
 from mtl_research.train import guard
 from mtl_research.train import optimizers
 from mtl_research.train import selection as selection_lib
@@ -53,6 +54,14 @@ class Components:
   best_score: tf.Variable  # validation score of the selected checkpoint (NaN: none yet)
   best_step: tf.Variable
   skipped_batches: tf.Variable  # batches --nan_policy=skip_batch did not apply
+  strategy: tf.distribute.Strategy | None = None  # None: one device, no tf.distribute
+
+  def batches(self, num_rows: int, batch_size: int, seed: int, start: int):
+    """The training index batches from step `start`, split over the replicas if distributed."""
+    if self.strategy is None:
+      return train_indices(num_rows, batch_size, seed, start)
+    return distribution.distribute_indices(self.strategy, lambda: train_indices(num_rows, batch_size, seed, start),
+                                           batch_size)
 
 
 def total_steps(config: Config, bundle: DatasetBundle) -> int:
@@ -62,24 +71,35 @@ def total_steps(config: Config, bundle: DatasetBundle) -> int:
   return config.loop.epochs * steps_per_epoch(len(bundle.train), config.loop.batch_size)
 
 
-def build(config: Config, bundle: DatasetBundle) -> Components:
+def build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None = None) -> Components:
   """Builds model, balancer and optimizer (with its slots) for `bundle`.
 
   Python, NumPy and TensorFlow are seeded from --seed; --deterministic also
   makes TensorFlow choose deterministic kernels (README: Reproducibility).
+  With a `strategy`, every variable is created in its scope (mirrored).
   """
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
+  if strategy is None:
+    return _build(config, bundle, None)
+  distribution.check_config(strategy, config.loop)
+  with strategy.scope():
+    return _build(config, bundle, strategy)
+
+
+def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None) -> Components:
   model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
   model.build_for(bundle.train.features)
   steps = total_steps(config, bundle)
   schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
   balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params, schedule)
   optimizer = optimizers.build(config.optimizer, steps)
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train), config.loop.batch_size, step,
-                         config.loop.log_grad_conflict, config.loop.executor, config.loop.nan_policy)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train, replicated=strategy is not None),
+                         config.loop.batch_size, step, config.loop.log_grad_conflict, config.loop.executor,
+                         config.loop.nan_policy, strategy)
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
     # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
     optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
@@ -93,7 +113,7 @@ def build(config: Config, bundle: DatasetBundle) -> Components:
                skipped_batches=skipped)
   checkpoint = tf.train.Checkpoint(**state, best_score=best_score, best_step=best_step)
   return Components(model, balancer, optimizer, step, train_step, checkpoint, tf.train.Checkpoint(**state),
-                    steps, criterion, best_score, best_step, skipped)
+                    steps, criterion, best_score, best_step, skipped, strategy)
 
 
 def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
@@ -110,7 +130,8 @@ class Trainer:
 
   def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
                log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None,
-               stop: StopRequest | None = None):
+               stop: StopRequest | None = None, resume_from: RunDir | None = None):
+    """`run` receives everything written; a run is resumed from `resume_from` (default: `run`)."""
     self.config = config
     self.bundle = bundle
     self.parts = parts
@@ -121,6 +142,7 @@ class Trainer:
     self.task_names = bundle.task_names
     self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size, bundle.target_scale)
     self.checkpoints = Checkpoints(parts.checkpoint, run.checkpoint_dir, run.best_checkpoint_dir, log)
+    self.resume_from = (resume_from or run).checkpoint_dir
     self._restored = False
 
   def restore(self) -> int:
@@ -129,7 +151,7 @@ class Trainer:
     Read-only, so a run dir whose checkpoints are all damaged is refused
     (UserError) before anything in it changes.
     """
-    path = self.checkpoints.restore_latest()
+    path = self.checkpoints.restore_latest(directory=self.resume_from)
     self._restored = True
     step = int(self.parts.step.numpy())
     if path:
@@ -158,7 +180,7 @@ class Trainer:
 
   def _train(self, start: int, total: int) -> None:
     loop_cfg = self.config.loop
-    iterator = iter(train_indices(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
+    iterator = iter(self.parts.batches(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
     if start == 0 and self.hparams:
       write_run_metadata(self.run_dir.train_logdir, self.hparams)
     if self.checkpoints.latest_number is None:
@@ -215,7 +237,8 @@ class Trainer:
     begin = int(self.parts.step.numpy())
     self.log(f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
              f"{begin + 1}-{stop} from {path}, testing each one.")
-    iterator = iter(train_indices(len(self.bundle.train), self.config.loop.batch_size, self.config.seed, begin))
+    iterator = iter(self.parts.batches(len(self.bundle.train), self.config.loop.batch_size, self.config.seed,
+                                       begin))
     logs = self._numpy(self.parts.train_step.run(iterator, stop - begin, summarize, careful=True))
     record = guard.GuardState(**logs["guard"])
     if record.count == 0:

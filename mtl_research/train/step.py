@@ -16,6 +16,7 @@ from mtl_research.balancers.base import Balancer, GradientScope, StepStats
 from mtl_research.data.pipeline import DeviceSplit
 from mtl_research.models.base import MultiTaskModel
 from mtl_research.train import guard
+from mtl_research.train.cross_replica import CrossReplica
 
 
 def flatten(tensors) -> tf.Tensor:
@@ -34,8 +35,8 @@ SINGLE_THREADED = "single_threaded"
 EXECUTORS = ("auto", "default", SINGLE_THREADED)
 
 
-def resolve_executor(executor: str) -> str:
-  """`auto`: TensorFlow's single-threaded executor on a CPU-only machine.
+def resolve_executor(executor: str, distributed: bool = False) -> str:
+  """`auto`: TensorFlow's single-threaded executor on a CPU-only machine without tf.distribute.
 
   The step of a small model is hundreds of tiny ops; running them on the
   calling thread avoids a thread-pool hand-off per op, which on 2 cores is both
@@ -43,7 +44,7 @@ def resolve_executor(executor: str) -> str:
   asynchronous kernels, which that executor does not run, so they keep TF's default.
   """
   if executor == "auto":
-    return "default" if tf.config.list_physical_devices("GPU") else SINGLE_THREADED
+    return "default" if distributed or tf.config.list_physical_devices("GPU") else SINGLE_THREADED
   return executor
 
 
@@ -52,7 +53,8 @@ class TrainStep:
 
   def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit,
                global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False,
-               executor: str = "default", nan_policy: str = guard.STOP):
+               executor: str = "default", nan_policy: str = guard.STOP,
+               strategy: tf.distribute.Strategy | None = None):
     self.model = model
     self.balancer = balancer
     self.optimizer = optimizer
@@ -61,12 +63,16 @@ class TrainStep:
     self.step = step
     self.log_grad_conflict = log_grad_conflict
     self.task_specs = model.task_specs
-    self.executor = resolve_executor(executor)
+    # The default strategy's `run` is a plain call: one code path serves both.
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.cross = CrossReplica(int(self.strategy.num_replicas_in_sync))
+    self.executor = resolve_executor(executor, distributed=strategy is not None)
     if nan_policy not in guard.NAN_POLICIES:
       raise ValueError(f"nan_policy must be one of {guard.NAN_POLICIES}, not {nan_policy!r}")
     self.nan_policy = nan_policy
     # The fast loop's running sum of losses (≥ 0, so finite iff every loss was); not checkpointed.
-    self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum")
+    self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum",
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.loop = tf.function(self._loop)
     self.careful_loop = tf.function(self._careful_loop)
 
@@ -115,15 +121,23 @@ class TrainStep:
     """Gradients for every trained variable: from the objective, or aggregated."""
     variables = self.trained_variables
     if not self.balancer.aggregates:
-      return tape.gradient(objective, variables), variables
+      return self._share_joint(tape.gradient(objective, variables), variables), variables
     scope_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in variables if id(v) not in scope_ids]
     grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    shared = self.balancer.aggregate(stats)
+    shared = self.cross.share(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
     reg = tape.gradient(regularization, list(stats.scope_variables),
                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return grads + [s + r for s, r in zip(shared, reg)], others + list(stats.scope_variables)
+    return (self._share_joint(grads, others) + [s + r for s, r in zip(shared, reg)],
+            others + list(stats.scope_variables))
+
+  def _share_joint(self, grads: list, variables: list) -> list:
+    """Joint-variable gradients are taken at the global losses: alike on every replica."""
+    if not self.cross.active:
+      return grads
+    joint = {id(v) for v in self.balancer.joint_variables}
+    return [self.cross.share([g])[0] if id(v) in joint else g for g, v in zip(grads, variables)]
 
   def _conflict(self, features, labels) -> tuple[tf.Tensor, tf.Tensor]:
     shared = self.model.shared_variables
@@ -133,7 +147,7 @@ class TrainStep:
       losses = self.task_losses(labels, self.model(features, training=False))
     grads = [flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
              for loss in losses]
-    return conflict_stats(grads)
+    return conflict_stats(self.cross.sum(grads))
 
   def _apply_careful(self, ok: tf.Tensor, apply, diagnostics_wanted: bool) -> dict[str, tf.Tensor]:
     """Runs `apply` (model and balancer update) if `ok` or the policy is stop.
@@ -173,18 +187,21 @@ class TrainStep:
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     with tf.GradientTape(persistent=needs_tape_again) as tape:
       task_losses = self.task_losses(labels, self.model(features, training=True))
-      losses = tf.stack(task_losses)
+      losses = self.cross.global_losses(tf.stack(task_losses))
       # Keras 3 computes model.losses when read, so read it once, on the tape.
       regularization = self._regularization()
       objective = self.balancer.objective(losses) + regularization
     task_grads = None
     if scope_variables:
-      task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
+      task_grads = self.cross.sum(tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses))
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
     result = {"losses": losses, "step": stats.step}
     if diagnose is not None:
       result.update(weights=self.balancer.weights(), objective=objective)
-      if self.log_grad_conflict:
+      if self.log_grad_conflict and self.cross.active:
+        # All-reduces cannot run inside tf.cond: compute at every loop's end.
+        result["conflict_cos"], result["conflict_norm"] = self._conflict(features, labels)
+      elif self.log_grad_conflict:
         num = len(self.task_specs)
         result["conflict_cos"], result["conflict_norm"] = tf.cond(
             diagnose, lambda: self._conflict(features, labels),
@@ -196,7 +213,7 @@ class TrainStep:
       return self.balancer.update(stats)
 
     if careful:
-      result["ok"] = guard.all_finite(objective, losses, grads)
+      result["ok"] = self.cross.all_true(guard.all_finite(objective, losses, grads))
       diagnostics = self._apply_careful(result["ok"], apply, diagnose is not None)
     else:
       self.loss_sum.assign_add(tf.reduce_sum(losses))
@@ -232,15 +249,22 @@ class TrainStep:
     """
     self.loss_sum.assign(0.0)
     for _ in tf.range(num_steps - 1):
-      self.train_step(next(iterator))
-    return self.train_step(next(iterator), diagnose)
+      self.strategy.run(self.train_step, args=(next(iterator),))
+    return self._first_replica(self.strategy.run(self.train_step, args=(next(iterator), diagnose)))
+
+  def _first_replica(self, values):
+    """Values every replica computed alike, from the first (local) replica."""
+    return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], values)
+
+  def _careful_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict:
+    return self.train_step(indices, diagnose, careful=True)
 
   def _careful_loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
     """`_loop` testing every step; carries the guard's record and returns it as `guard`."""
     state = guard.initial_state(len(self.task_specs))
     for _ in tf.range(num_steps - 1):
-      result = self.train_step(next(iterator), careful=True)
+      result = self._first_replica(self.strategy.run(self._careful_step, args=(next(iterator),)))
       state = guard.record(state, result["ok"], result["step"], result["losses"])
-    logs = self.train_step(next(iterator), diagnose, careful=True)
+    logs = self._first_replica(self.strategy.run(self._careful_step, args=(next(iterator), diagnose)))
     logs["guard"] = guard.record(state, logs["ok"], logs["step"], logs["losses"])._asdict()
     return logs

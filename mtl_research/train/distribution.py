@@ -1,0 +1,132 @@
+"""tf.distribute: which strategy a run uses, and what each process may write.
+
+`create` must run before TensorFlow executes any op: logical CPU devices
+(`--cpu_replicas`) and the collective ops of MultiWorkerMirroredStrategy can
+only be configured at program start-up. How the step and the balancers work
+under a strategy is described in BUILD.md ("Distribution").
+
+  default       one device, no tf.distribute machinery in the step (the fast path)
+  mirrored      MirroredStrategy over the GPUs, or over --cpu_replicas logical CPUs
+  multi_worker  MultiWorkerMirroredStrategy over the hosts of TF_CONFIG (ring collectives)
+  tpu           TPUStrategy on the TPU the cluster resolver finds (not tested here)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from mtl_research.config import LoopConfig
+from mtl_research.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# A worker that lost its peers fails after this long instead of hanging forever.
+COLLECTIVE_TIMEOUT_SECONDS = 300.0
+
+
+def _split_cpu(replicas: int) -> list[str]:
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  try:
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+  except RuntimeError:
+    raise UserError("--cpu_replicas must be configured before TensorFlow starts; "
+                    "it works from the command line, not in a process that already ran TensorFlow.") from None
+  return [f"/cpu:{i}" for i in range(replicas)]
+
+
+def _check_tf_config() -> None:
+  text = os.environ.get("TF_CONFIG")
+  if not text:
+    raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                    '({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}).')
+  try:
+    config = json.loads(text)
+    config["cluster"]  # pylint: disable=pointless-statement
+    config["task"]["type"], config["task"]["index"]  # pylint: disable=pointless-statement
+  except (ValueError, KeyError, TypeError):
+    raise UserError("TF_CONFIG is not JSON with \"cluster\" and \"task\": {\"type\", \"index\"}.") from None
+
+
+def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
+  """The strategy `name` (see the module docstring); call before any TensorFlow op."""
+  if name not in STRATEGIES:
+    raise UserError(f"--strategy={name} is not one of {', '.join(STRATEGIES)}.")
+  if cpu_replicas and name not in ("mirrored", "multi_worker"):
+    raise UserError(f"--cpu_replicas={cpu_replicas} needs --strategy=mirrored (or multi_worker).")
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    gpus = tf.config.list_physical_devices("GPU")
+    devices = _split_cpu(cpu_replicas) if cpu_replicas or not gpus else None  # None: every GPU
+    return tf.distribute.MirroredStrategy(devices=devices)
+  if name == "multi_worker":
+    _check_tf_config()
+    if cpu_replicas:
+      _split_cpu(cpu_replicas)
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
+        timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def replicas(strategy: tf.distribute.Strategy) -> int:
+  return int(strategy.num_replicas_in_sync)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run directory (the chief, or worker 0 without one)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def worker_name(strategy: tf.distribute.Strategy) -> str:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  return f"{resolver.task_type}-{resolver.task_id}" if resolver is not None and resolver.task_type else "local"
+
+
+def distribute_indices(strategy: tf.distribute.Strategy, make_batches: Callable[[], tf.data.Dataset],
+                       global_batch_size: int):
+  """Iterable of per-replica index batches: each replica gets its slice of every global batch.
+
+  Every input pipeline (one per worker) builds the same global batches and
+  keeps its replicas' part, so replica r of the whole job sees rows
+  [r·b, (r+1)·b) of global batch k, b = global batch / replicas: exactly the
+  rows a single device would see in step k.
+  """
+  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    first = context.input_pipeline_id * local * per_replica
+    return make_batches().map(
+        lambda batch: tf.reshape(batch[first:first + local * per_replica], [local, per_replica])).unbatch()
+
+  return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def check_config(strategy: tf.distribute.Strategy, loop: LoopConfig) -> None:
+  """Raises UserError for loop settings a strategy cannot run."""
+  count = replicas(strategy)
+  if loop.batch_size % count:
+    raise UserError(f"--batch_size={loop.batch_size} is the global batch and must be divisible by the {count} "
+                    "replicas of the strategy.")
+  if loop.executor == "single_threaded":
+    raise UserError(f"--executor=single_threaded cannot run --strategy={loop.strategy}: "
+                    "tf.distribute needs TensorFlow's default executor.")
+  if loop.nan_policy == "skip_batch":
+    # Skipping wraps the model optimizer's update in tf.cond, and Keras's
+    # cross-replica gradient sum cannot run inside one (TensorFlow: merge_call
+    # inside control flow is not supported).
+    raise UserError(f"--nan_policy=skip_batch cannot run under --strategy={loop.strategy}; use "
+                    "--nan_policy=stop (the default).")
