@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -215,6 +216,16 @@ def _(place):
   return csv_flags(path), [path, "truncated"]
 
 
+@case("csv-gzip-truncated-at-a-line-end")
+def _(place):
+  lines = helpers.csv_text(helpers.MIXED_HEADER, helpers.mixed_rows(ROWS)).splitlines(keepends=True)
+  packer = zlib.compressobj(wbits=31)  # gzip format
+  packed = packer.compress("".join(lines[:151]).encode()) + packer.flush(zlib.Z_FULL_FLUSH)  # 150 rows, no end
+  path = str(place.tmp / "cut.csv.gz")
+  Path(path).write_bytes(packed)
+  return csv_flags(path), [path, "truncated"]
+
+
 @case("csv-tasks-column-missing")
 def _(place):
   path = place.mixed_csv()
@@ -366,6 +377,10 @@ def error_line(stderr: str) -> str:
   return lines[-1] if lines else ""
 
 
+def tail(text: str, lines: int = 8) -> str:
+  return "\n".join(text.strip().splitlines()[-lines:])
+
+
 @pytest.mark.parametrize("setup", CASES)
 def test_bad_input_is_refused_with_one_line_and_nothing_changes(setup, tmp_path, request):
   place = Place(tmp_path, lambda: request.getfixturevalue("trained_run"))
@@ -379,11 +394,11 @@ def test_bad_input_is_refused_with_one_line_and_nothing_changes(setup, tmp_path,
     for directory, _, _ in os.walk(tmp_path):  # the read-only case: let pytest clean up
       os.chmod(directory, stat.S_IRWXU)
   print(error_line(proc.stderr))  # shown with -rP: the catalogue's messages
-  assert proc.returncode != 0, proc.stdout[-2000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert proc.returncode != 0, tail(proc.stdout)
+  assert "Traceback" not in proc.stderr, tail(proc.stderr, 40)
   line = error_line(proc.stderr)
-  assert line.startswith("error: "), proc.stderr[-3000:]
-  assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [line], proc.stderr[-3000:]
+  assert line.startswith("error: "), tail(proc.stderr)
+  assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [line], tail(proc.stderr)
   for culprit in culprits:
     assert culprit in line, (culprit, line)
   assert snapshot(tmp_path) == before, "the refused command changed files under tmp_path"

@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 
 from mtl_research import flags as flags_lib
-from mtl_research.cli.common import entry_point
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.balancers import BALANCERS
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
@@ -230,7 +230,7 @@ main = entry_point(_main)
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtl_research import config as config_lib  # noqa: E402
-from mtl_research.cli.common import entry_point  # noqa: E402
+from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.balancers import BALANCERS  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch, train_indices  # noqa: E402
@@ -281,7 +281,7 @@ main = entry_point(_main)
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

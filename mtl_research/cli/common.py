@@ -30,3 +30,14 @@ def entry_point(body: Callable[[], object]) -> Callable[[list[str]], None]:
       sys.exit(f"error: {error}")
 
   return main
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), with a bad flag reported
+  like every other mistake: one "error: ..." line, not absl's "FATAL Flags parsing error" and a help line.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    message = " ".join(str(error).split()).removeprefix("ERROR:: ")
+    sys.exit(f"error: {message}")

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from mtl_research import export as export_lib
 from mtl_research import flags as flags_lib
-from mtl_research.cli.common import entry_point
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research import metrics as metrics_lib
 from mtl_research import tasks as tasks_lib
 from mtl_research.data import csv_reader, tabular
@@ -157,7 +157,7 @@ main = entry_point(run_evaluate)
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 from absl import app
 from absl import flags
 
-from mtl_research.cli.common import entry_point
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -63,7 +63,7 @@ main = entry_point(_main)
 def run() -> None:
   """Console-script entry point."""
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

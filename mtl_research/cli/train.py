@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 from absl import app
 import tensorflow as tf
 
 from mtl_research import flags as flags_lib
-from mtl_research.cli.common import entry_point
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
-from mtl_research.train import loop, run_dir
+from mtl_research.errors import UserError
+from mtl_research.train import distribution, loop, run_dir
 from mtl_research.train.interrupt import Interrupted, StopRequest
 
 
-def train() -> dict | None:
+def train(strategy: tf.distribute.Strategy | None = None) -> dict | None:
   """Trains from the parsed flags; raises UserError before writing on bad input.
 
-  Returns the metrics, or None if SIGTERM/SIGINT stopped training (after a
-  checkpoint was saved).
+  `strategy`: the tf.distribute strategy made by `distribution.create` (None:
+  one device). Returns the metrics, or None if SIGTERM/SIGINT stopped training
+  (after a checkpoint was saved).
   """
   with StopRequest() as stop:
     try:
-      return _train(stop)
+      return _train(stop, strategy)
     except Interrupted as interrupted:
       print(interrupted, file=sys.stderr)
       return None
 
 
-def _train(stop: StopRequest) -> dict:
+def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   flags_lib.check_unused_flags()
   config = flags_lib.config_from_flags()
   contract = (config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite, flags_lib.OPERATIONAL,
@@ -41,14 +45,26 @@ def _train(stop: StopRequest) -> dict:
   if config.single_task:
     bundle = bundle.only(config.single_task)
   bundle.validate(config.loop.batch_size)
-  parts = loop.build(config, bundle)
-  trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(config.run_dir), hparams=flags_lib.hparam_values(),
-                         stop=stop)
-  if resuming:
-    trainer.restore()  # before anything is written: damaged checkpoints are refused here
-  run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
-  metrics = trainer.run()
-  _report(trainer.run_dir, metrics)
+  parts = loop.build(config, bundle, strategy)
+  chief = strategy is None or distribution.is_chief(strategy)
+  # Every worker of multi_worker trains and saves (checkpoints may need all of
+  # them); only the chief writes the run directory, the others a scratch one.
+  scratch = None if chief else tempfile.mkdtemp(prefix=f"mtl-{distribution.worker_name(strategy)}-")
+  trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(scratch or config.run_dir),
+                         hparams=flags_lib.hparam_values(), stop=stop, resume_from=run_dir.RunDir(config.run_dir))
+  try:
+    if resuming:
+      trainer.restore()  # before anything is written: damaged checkpoints are refused here
+    if chief:
+      run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
+    metrics = trainer.run()
+  finally:
+    if scratch:
+      shutil.rmtree(scratch, ignore_errors=True)
+  if chief:
+    _report(trainer.run_dir, metrics)
+  else:
+    print(f"{distribution.worker_name(strategy)} finished; the chief wrote {config.run_dir}.")
   return metrics
 
 
@@ -67,7 +83,12 @@ def _main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(flags_lib.FLAGS.intra_op_threads)
   if flags_lib.FLAGS.inter_op_threads:
     tf.config.threading.set_inter_op_parallelism_threads(flags_lib.FLAGS.inter_op_threads)
-  train()
+  # Before any TensorFlow op: logical devices and collectives are fixed at start-up.
+  name = flags_lib.FLAGS.strategy
+  strategy = distribution.create(name, flags_lib.FLAGS.cpu_replicas) if name != "default" else None
+  if flags_lib.FLAGS.cpu_replicas and name == "default":
+    raise UserError(f"--cpu_replicas={flags_lib.FLAGS.cpu_replicas} needs --strategy=mirrored (or multi_worker).")
+  train(strategy)
 
 
 main = entry_point(_main)
@@ -75,7 +96,7 @@ main = entry_point(_main)
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import io
 import os
 import sys
 import time
+import zlib
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -98,11 +99,29 @@ def _to_number(column: tf.Tensor) -> tf.Tensor:
 
 def _find_ragged_line(path: str, expected: int, header: bool = True) -> tuple[int, int]:
   """(line, fields) of the first data line whose field count differs from `expected`."""
-  with _open_text(path) as handle:
-    for line_number, row in enumerate(csv.reader(handle), start=1):
-      if (line_number > 1 or not header) and len(row) != expected and any(field.strip() for field in row):
-        return line_number, len(row)
+  try:
+    with _open_text(path) as handle:
+      for line_number, row in enumerate(csv.reader(handle), start=1):
+        if (line_number > 1 or not header) and len(row) != expected and any(field.strip() for field in row):
+          return line_number, len(row)
+  except (EOFError, OSError, zlib.error):  # TensorFlow reads a cut .gz up to the cut, a partial line included
+    raise UserError(f"CSV file {path} is truncated or not valid gzip.") from None
   return -1, -1
+
+
+def check_gzip(path: str) -> None:
+  """Raises UserError unless `path` is a complete gzip stream (its CRC and length check out).
+
+  TensorFlow's reader stops quietly at the end of a cut .gz file, so a file
+  cut at a line end would otherwise train on the rows before the cut. One
+  streaming decompression (a few ms per MB) reads to the trailer.
+  """
+  try:
+    with gzip.open(path, "rb") as handle:
+      while handle.read(1 << 22):
+        pass
+  except (EOFError, OSError, zlib.error):
+    raise UserError(f"CSV file {path} is truncated or not valid gzip.") from None
 
 
 def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: Iterable[str] = (),
@@ -120,6 +139,8 @@ def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: I
   names = read_header(path) if header else list(names)
   if not header and not os.path.isfile(path):
     raise UserError(f"Data file {path} does not exist.")
+  if path.endswith(".gz"):
+    check_gzip(path)
   keep_strings, need_numbers = set(string_columns), set(numeric_columns)
   numeric = [name not in keep_strings for name in names]
   parts: list[list[np.ndarray]] = [[] for _ in names]

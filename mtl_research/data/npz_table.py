@@ -29,6 +29,8 @@ def read(path: str, task_names: list[str]) -> Table:
     raise UserError("--dataset=npz needs --npz_path=FILE.")
   if not os.path.isfile(path):
     raise UserError(f"NumPy file {path} does not exist.")
+  if not zipfile.is_zipfile(path):  # np.load would return a .npy array, or fail without naming the file
+    raise UserError(f"NumPy file {path} is not a .npz archive of named arrays (np.savez writes one).")
   try:
     with np.load(path, allow_pickle=False) as arrays:  # never unpickle user files
       data = {name: arrays[name] for name in arrays.files}
