@@ -7,6 +7,7 @@ import glob
 import os
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -38,6 +39,36 @@ def run_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# Long enough to be killed mid-run; dropout so the resumed random state matters too.
+LONG_RUN = ("--deterministic", "--train_steps=3000", "--checkpoint_every=500", "--eval_every=500",
+            "--steps_per_loop=50", "--dropout=0.2", "--num_train=2000", "--num_val=300", "--num_test=300")
+
+
+def checkpoint_numbers(run_dir: str) -> list[int]:
+  names = glob.glob(os.path.join(run_dir, "ckpt", "ckpt-*.index"))
+  return sorted(int(os.path.basename(name)[len("ckpt-"):-len(".index")]) for name in names)
+
+
+def start_train(*args: str) -> subprocess.Popen:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: str, timeout: float = 120) -> int:
+  """Polls until a periodic checkpoint (step > 0) exists; returns its step."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    numbers = [n for n in checkpoint_numbers(run_dir) if n > 0]
+    if numbers:
+      return numbers[-1]
+    if proc.poll() is not None:
+      raise AssertionError(f"the run ended before its first checkpoint: {proc.communicate()[1][-2000:]}")
+    time.sleep(0.01)
+  proc.kill()
+  raise AssertionError("no checkpoint appeared in time")
 
 
 def assert_refused(proc: subprocess.CompletedProcess, run_dir, *texts: str) -> None:
