@@ -192,3 +192,25 @@ def test_impossible_distribution_settings_are_refused(tmp_path, flags, culprit):
   path = str(tmp_path / "run")
   proc = run_train(f"--run_dir={path}", *SMALL_RUN_FLAGS, *flags)
   assert_refused(proc, path, culprit)
+
+
+DROPOUT_SCRIPT = """
+from mtl_research.train import distribution
+strategy = distribution.create("mirrored", 2)
+import numpy as np, tensorflow as tf
+from mtl_research.models.base import Dropout
+with strategy.scope():
+  layer = Dropout(0.5)
+  layer.build((4, 64))
+masks = strategy.experimental_local_results(
+    strategy.run(tf.function(lambda: layer(tf.ones([4, 64]), training=True))))
+print("SAME" if np.array_equal(masks[0].numpy(), masks[1].numpy()) else "DIFFERENT")
+"""
+
+
+def test_replicas_draw_different_dropout_masks():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, "-c", DROPOUT_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == "DIFFERENT"

@@ -49,10 +49,13 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   chief = strategy is None or distribution.is_chief(strategy)
   # Every worker of multi_worker trains and saves (checkpoints may need all of
   # them); only the chief writes the run directory, the others a scratch one.
-  scratch = None if chief else tempfile.mkdtemp(prefix=f"mtl-{distribution.worker_name(strategy)}-")
-  trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(scratch or config.run_dir),
-                         hparams=flags_lib.hparam_values(), stop=stop, resume_from=run_dir.RunDir(config.run_dir))
+  scratch = None
   try:
+    if not chief:
+      scratch = tempfile.mkdtemp(prefix=f"mtl-{distribution.worker_name(strategy)}-")
+    trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(scratch or config.run_dir),
+                           hparams=flags_lib.hparam_values(), stop=stop, resume_from=run_dir.RunDir(config.run_dir),
+                           resume=resuming)
     if resuming:
       trainer.restore()  # before anything is written: damaged checkpoints are refused here
     if chief:
@@ -88,7 +91,14 @@ def _main() -> None:
   strategy = distribution.create(name, flags_lib.FLAGS.cpu_replicas) if name != "default" else None
   if flags_lib.FLAGS.cpu_replicas and name == "default":
     raise UserError(f"--cpu_replicas={flags_lib.FLAGS.cpu_replicas} needs --strategy=mirrored (or multi_worker).")
-  train(strategy)
+  try:
+    train(strategy)
+  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+    if strategy is None:
+      raise
+    reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    raise UserError(f"the workers lost contact ({reason[:200]}); once all are up, run the same command on "
+                    "each to resume from the last checkpoint.") from None
 
 
 main = entry_point(_main)

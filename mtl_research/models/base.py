@@ -41,6 +41,33 @@ def random_state(model: tf.keras.Model) -> RandomState:
   return RandomState([v for v in model.non_trainable_variables if v.name == "seed_generator_state"])
 
 
+class Dropout(tf.keras.layers.Layer):
+  """Keras's inverted dropout, with masks that also differ between tf.distribute replicas.
+
+  Keras's `Dropout` draws its seed from a SeedGenerator whose state is a
+  mirrored variable that every replica advances alike, so replica r would drop
+  the same units of its rows as replica 0 of its own. The replica's id is added
+  to the seed; on one device (replica 0) the masks are Keras's, bit for bit.
+  """
+
+  def __init__(self, rate: float, **kwargs):
+    super().__init__(**kwargs)
+    self.rate = float(rate)
+    self.seed_generator = tf.keras.random.SeedGenerator()
+
+  def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+    if not training or self.rate == 0.0:
+      return inputs
+    seed = self.seed_generator.next()
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      replica = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+      seed = seed + tf.stack([replica, tf.zeros_like(replica)])
+    if seed.dtype != tf.int32:  # as Keras: stateless ops take int32 seeds
+      seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
 class FeatureEncoder(tf.keras.layers.Layer):
   """Numeric features as they are, plus one learned embedding per embedded column."""
 

@@ -34,7 +34,7 @@ class SharedBottom(base.MultiTaskModel):
         for i, units in enumerate(hidden_units)
     ])
     # Tracked too: their random-number state belongs in the checkpoint.
-    self.dropouts = base.track(self, "dropout_", [keras.layers.Dropout(dropout) for _ in self.trunk]
+    self.dropouts = base.track(self, "dropout_", [base.Dropout(dropout) for _ in self.trunk]
                                if dropout > 0 else [])
     self.heads = base.track(self, "head_", {
         task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")

@@ -59,9 +59,11 @@ def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
+    if cpu_replicas:
+      return tf.distribute.MirroredStrategy(devices=_split_cpu(cpu_replicas))
+    # Every GPU; on a machine without one, the CPU as a single replica.
     gpus = tf.config.list_physical_devices("GPU")
-    devices = _split_cpu(cpu_replicas) if cpu_replicas or not gpus else None  # None: every GPU
-    return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.MirroredStrategy(devices=None if gpus else ["/cpu:0"])
   if name == "multi_worker":
     _check_tf_config()
     if cpu_replicas:
@@ -70,9 +72,12 @@ def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
         implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
         timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-  tf.config.experimental_connect_to_cluster(resolver)
-  tf.tpu.experimental.initialize_tpu_system(resolver)
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as error:
+    raise UserError(f"--strategy=tpu found no usable TPU ({str(error).splitlines()[0][:200]}).") from None
   return tf.distribute.TPUStrategy(resolver)
 
 
@@ -130,3 +135,38 @@ def check_config(strategy: tf.distribute.Strategy, loop: LoopConfig) -> None:
     # inside control flow is not supported).
     raise UserError(f"--nan_policy=skip_batch cannot run under --strategy={loop.strategy}; use "
                     "--nan_policy=stop (the default).")
+
+
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _sum_over_workers(strategy: tf.distribute.Strategy, values: list[float]) -> list[float]:
+  """Each value summed over the replicas (eager; every worker must call it at the same point)."""
+  def replica_fn():
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                          tf.constant(values, tf.float64))
+  result = strategy.experimental_local_results(strategy.run(replica_fn))[0]
+  return [float(v) for v in result.numpy()]
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, step: int) -> None:
+  """Raises UserError (on every worker) unless all workers restored the same step.
+
+  Workers restore from the chief's directory on a shared file system; one that
+  saw another checkpoint (a cache, a damaged file it skipped) would otherwise
+  train other weights with the same summed gradients, silently.
+  """
+  if not _multi_worker(strategy):
+    return
+  count, total, squares = _sum_over_workers(strategy, [1.0, float(step), float(step) ** 2])
+  if squares * count != total * total:  # equal iff every worker holds the same step
+    raise UserError(f"the workers resumed from different checkpoints (this one from step {step}); check that "
+                    "every host sees the same --run_dir.")
+
+
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+  """Whether `flag` holds on any worker (for a multi-worker strategy; else `flag`)."""
+  if not _multi_worker(strategy):
+    return flag
+  return _sum_over_workers(strategy, [float(flag)])[0] > 0

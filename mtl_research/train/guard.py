@@ -13,6 +13,10 @@ step. What happens to a failing step is `--nan_policy`:
   skip_batch  the update (model optimizer and balancer state) is not applied;
               the step counter still advances, so the next batch is the one an
               undisturbed run would see, and the trainer counts the skip.
+
+Either way, finite inputs whose update leaves a non-finite variable (a
+balancer's own arithmetic overflowing) stop the run: that update cannot be
+skipped after the fact, and no checkpoint is written from such a state.
 """
 
 from __future__ import annotations
@@ -79,4 +83,5 @@ def describe(record: GuardState, task_names: Sequence[str]) -> str:
   bad = [f"{name} ({value})" for name, value in zip(task_names, losses) if not np.isfinite(value)]
   if bad:
     return f"non-finite loss at step {step} in task(s) {', '.join(bad)}"
-  return f"non-finite objective or gradient at step {step} (every task loss finite)"
+  return (f"non-finite value at step {step} with every task loss finite (in the objective, a gradient "
+          "or the update)")

@@ -3,8 +3,14 @@
 A preempted job gets SIGTERM, a researcher presses Ctrl-C: either way the
 trainer finishes the loop it is in, saves a checkpoint and exits with status 0,
 so that the same command resumes the run. A second signal stops the process at
-once (the checkpoints on disk stay consistent: TensorFlow writes them under a
-temporary name and renames them when complete).
+once, even inside a long compiled call (the checkpoints on disk stay
+consistent: TensorFlow writes them under a temporary name and renames them
+when complete).
+
+Python runs signal handlers only between bytecodes of the main thread, which
+waits inside TensorFlow during a loop call; so the signals are also counted by
+a thread reading the interpreter's wakeup file descriptor, which sees each
+one as it arrives.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class StopRequest:
     self.log = log
     self.signal: int | None = None
     self._previous: dict[int, object] = {}
+    self._previous_wakeup = -1
+    self._write_fd: int | None = None
 
   @property
   def requested(self) -> bool:
@@ -48,11 +56,34 @@ class StopRequest:
              "(send it again to stop at once).")
 
   def __enter__(self) -> StopRequest:
-    if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-      self._previous = {signum: signal.signal(signum, self._handle) for signum in SIGNALS}
+    if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
+      return self
+    self._previous = {signum: signal.signal(signum, self._handle) for signum in SIGNALS}
+    read_fd, self._write_fd = os.pipe()
+    os.set_blocking(self._write_fd, False)
+    self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_count_signals, args=(read_fd,), daemon=True, name="stop-request").start()
     return self
 
   def __exit__(self, *exc_info) -> None:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous = {}
+    if self._write_fd is not None:
+      signal.set_wakeup_fd(self._previous_wakeup)
+      os.close(self._write_fd)  # the counting thread reads end-of-file and ends
+      self._write_fd = None
+
+
+def _count_signals(read_fd: int) -> None:
+  """Exits the process on the second SIGTERM/SIGINT read from the wakeup descriptor."""
+  seen = 0
+  try:
+    while data := os.read(read_fd, 64):
+      for signum in data:
+        seen += signum in SIGNALS
+        if seen >= 2:
+          os.write(2, f"{signal.Signals(signum).name} again: stopping now.\n".encode())
+          os._exit(128 + signum)  # pylint: disable=protected-access
+  finally:
+    os.close(read_fd)

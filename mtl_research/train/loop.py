@@ -130,8 +130,13 @@ class Trainer:
 
   def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
                log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None,
-               stop: StopRequest | None = None, resume_from: RunDir | None = None):
-    """`run` receives everything written; a run is resumed from `resume_from` (default: `run`)."""
+               stop: StopRequest | None = None, resume_from: RunDir | None = None, resume: bool = True):
+    """`run` receives everything written; a run is resumed from `resume_from` (default: `run`).
+
+    `resume` False: start from step 0 without looking for checkpoints (a new
+    run, or a worker that must not read the chief's directory while the chief
+    prepares it).
+    """
     self.config = config
     self.bundle = bundle
     self.parts = parts
@@ -143,7 +148,7 @@ class Trainer:
     self.evaluator = Evaluator(self.parts.model, config.loop.eval_batch_size, bundle.target_scale)
     self.checkpoints = Checkpoints(parts.checkpoint, run.checkpoint_dir, run.best_checkpoint_dir, log)
     self.resume_from = (resume_from or run).checkpoint_dir
-    self._restored = False
+    self._restored = not resume
 
   def restore(self) -> int:
     """Restores the newest readable checkpoint if there is one; returns the step.
@@ -173,6 +178,8 @@ class Trainer:
     guard.NonFiniteError if a non-finite loss stopped the run.
     """
     start = int(self.parts.step.numpy()) if self._restored else self.restore()
+    if self.parts.strategy is not None:
+      distribution.check_workers_agree(self.parts.strategy, start)
     total = self.parts.total_steps
     if start < total:
       self._train(start, total)
@@ -219,11 +226,17 @@ class Trainer:
 
   def _honour_stop(self, step: int, total: int) -> None:
     """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""
-    if self.stop is None or not self.stop.requested or step >= total:
+    if step >= total:
+      return
+    requested = self.stop is not None and self.stop.requested
+    if self.parts.strategy is not None:  # a signal to one worker stops them all, at the same step
+      requested = distribution.any_worker(self.parts.strategy, requested)
+    if not requested:
       return
     path = (os.path.join(self.checkpoints.directory, f"ckpt-{step}") if self.checkpoints.latest_number == step
             else self.checkpoints.save(step))
-    raise Interrupted(f"{self.stop.name}: stopped at step {step} of {total} with checkpoint {path}; "
+    name = self.stop.name if self.stop is not None and self.stop.requested else "another worker's signal"
+    raise Interrupted(f"{name}: stopped at step {step} of {total} with checkpoint {path}; "
                       "run the same command again to resume.")
 
   def _recover(self, first: int, stop: int, summarize: bool) -> dict:
@@ -241,13 +254,15 @@ class Trainer:
                                        begin))
     logs = self._numpy(self.parts.train_step.run(iterator, stop - begin, summarize, careful=True))
     record = guard.GuardState(**logs["guard"])
+    skip = "" if self.parts.strategy is not None else " or pass --nan_policy=skip_batch"
+    advice = (f"; the run stopped, keeping its last good checkpoint {path} "
+              f"(lower --learning_rate, check the data{skip}).")
     if record.count == 0:
       self.log("warning: the replay met no non-finite value, so the run is not deterministic; "
                "it continues from the replayed state (--deterministic makes reruns exact).")
-    elif self.config.loop.nan_policy == guard.STOP:
-      raise guard.NonFiniteError(guard.describe(record, self.task_names) +
-                                 f"; the run stopped and its last good checkpoint is {path}. Lower "
-                                 "--learning_rate, check the data, or pass --nan_policy=skip_batch.")
+    elif (self.config.loop.nan_policy == guard.STOP
+          or not bool(guard.variables_finite(self.parts.train_step.state_variables))):
+      raise guard.NonFiniteError(guard.describe(record, self.task_names) + advice)
     else:
       self.parts.skipped_batches.assign_add(int(record.count))
       self.log(f"warning: skipped {int(record.count)} batch(es) in steps {begin + 1}-{stop}, the first "

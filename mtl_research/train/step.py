@@ -179,8 +179,9 @@ class TrainStep:
     because stateful reads inside the loop are never pruned; the loop's last
     step adds its logs. The fast path (`careful` False) only adds this step's
     losses to `loss_sum`, and its last step reports whether the loop stayed
-    `healthy`. The careful path tests every step (`ok`) and applies
-    `nan_policy`; see mtl_research/train/guard.py.
+    `healthy`. The careful path tests every step's inputs, applies
+    `nan_policy` to them, and reports `ok` (inputs and resulting variables
+    finite); see mtl_research/train/guard.py.
     """
     features, labels = self.data.gather(indices)
     scope_variables = self._scope_variables()
@@ -213,8 +214,11 @@ class TrainStep:
       return self.balancer.update(stats)
 
     if careful:
-      result["ok"] = self.cross.all_true(guard.all_finite(objective, losses, grads))
-      diagnostics = self._apply_careful(result["ok"], apply, diagnose is not None)
+      inputs_ok = self.cross.all_true(guard.all_finite(objective, losses, grads))
+      diagnostics = self._apply_careful(inputs_ok, apply, diagnose is not None)
+      # Finite inputs can still make a non-finite update (a balancer's own
+      # arithmetic overflowing): a step is good only if its result is finite too.
+      result["ok"] = tf.logical_and(inputs_ok, guard.variables_finite(self.state_variables))
     else:
       self.loss_sum.assign_add(tf.reduce_sum(losses))
       diagnostics = apply()
