@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
+from mtl_research import files
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.data.csv_reader import MISSING_TOKENS
@@ -98,7 +99,8 @@ def export(model: MultiTaskModel, state: Mapping[str, Any], export_dir: str) -> 
   module = ServingModule(model, state)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(export_dir))}.")
+  prefix, suffix = files.partial_name(export_dir)
+  staging = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
   try:
     tf.saved_model.save(module, staging, signatures={"serve": module.serve})
     if os.path.isdir(export_dir):

@@ -12,6 +12,15 @@ from typing import Any
 
 
 _PARTIAL_SUFFIX = ".tmp"
+# Read once, at import (single-threaded): reading it means setting it, which
+# would race with files other threads create.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def partial_name(path: str) -> tuple[str, str]:
+  """(prefix, suffix) for a temporary file or directory beside `path` that is_partial_write recognises."""
+  return f".{os.path.basename(os.path.abspath(path))}.", _PARTIAL_SUFFIX
 
 
 def is_partial_write(name: str) -> bool:
@@ -22,16 +31,15 @@ def is_partial_write(name: str) -> bool:
 def write_bytes_atomic(path: str, data: bytes) -> None:
   """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=_PARTIAL_SUFFIX)
+  prefix, suffix = partial_name(path)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
   try:
     with os.fdopen(fd, "wb") as handle:
       handle.write(data)
       handle.flush()
       os.fsync(handle.fileno())
     # mkstemp creates 0600 files; results must be readable like any other file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -208,3 +208,22 @@ class TestNonFiniteGuard:
     feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
     assert bool(clean.train_step.run(feed, 3)["healthy"])
 
+
+
+def test_a_non_finite_update_from_finite_inputs_stops_even_under_skip_batch(tmp_path):
+  """GradNorm with L(0) = 0: every loss and gradient is finite, but the ratio 0/0 makes w NaN."""
+  config = build_config(str(tmp_path / "run"), balancer="gradnorm",
+                        loop={"train_steps": 40, "steps_per_loop": 20, "checkpoint_every": 20, "eval_every": 0,
+                              "nan_policy": guard.SKIP_BATCH})
+  bundle = make_bundle(SPECS, num_train=256)
+  parts = loop.build(config, bundle)
+  parts.balancer.initial_losses.assign([0.0, 0.0])
+  parts.step.assign(5)  # past the L(0) window, so the zeros stay
+  run = RunDir(config.run_dir)
+  os.makedirs(run.path)
+  messages = []
+  with pytest.raises(guard.NonFiniteError) as raised:
+    loop.Trainer(config, bundle, parts, run, log=messages.append).run()
+  assert "non-finite value at step 6 with every task loss finite" in str(raised.value)
+  assert checkpoint_numbers(run.path) == [5]  # the state the run started from; nothing after the failure
+  assert not any(line.startswith("warning: skipped") for line in messages)

@@ -56,7 +56,8 @@ def restore_first_readable(checkpoint: tf.train.Checkpoint, paths: list[str], pa
       return path
     # TensorFlow reports damage with many types (OpError, IndexError, ValueError, AssertionError).
     except Exception as error:  # pylint: disable=broad-except
-      warn(f"warning: checkpoint {path} cannot be read ({_reason(error)}); trying the previous one.")
+      warn(f"warning: checkpoint {path} cannot be read or does not match this run's model and balancer "
+           f"({_reason(error)}); trying the previous one.")
   return None
 
 
@@ -80,13 +81,16 @@ class Checkpoints:
     return self._managers[directory]
 
   def save(self, step: int) -> str:
+    """Saves a periodic checkpoint numbered `step` (the newest 3 are kept); returns its path."""
     return self._manager(self.directory, PREFIX, _KEEP).save(checkpoint_number=step)
 
   def save_best(self, step: int) -> str:
+    """Saves the selected checkpoint (replacing the previous one); returns its path."""
     return self._manager(self.best_directory, BEST_PREFIX, 1).save(checkpoint_number=step)
 
   @property
   def latest_number(self) -> int | None:
+    """The step of the newest periodic checkpoint on disk, or None."""
     found = candidates(self.directory)
     return found[0][0] if found else None
 
@@ -103,8 +107,8 @@ class Checkpoints:
       return None
     restored = restore_first_readable(checkpoint or self.checkpoint, paths, checkpoint is not None, self.warn)
     if restored is None:
-      raise UserError(f"no checkpoint in {directory} can be read (tried {len(paths)}); "
-                      "pass --overwrite to start the run again.")
+      raise UserError(f"no checkpoint in {directory} can be read and matches this run (tried {len(paths)}: damaged, "
+                      "or written by another version of mtl_research); pass --overwrite to start the run again.")
     return restored
 
   def best(self) -> tuple[int, str] | None:

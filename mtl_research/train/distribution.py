@@ -82,6 +82,7 @@ def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
 
 
 def replicas(strategy: tf.distribute.Strategy) -> int:
+  """Replicas in sync over the whole job (all workers)."""
   return int(strategy.num_replicas_in_sync)
 
 
@@ -97,6 +98,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_name(strategy: tf.distribute.Strategy) -> str:
+  """`<task type>-<index>` of this process in TF_CONFIG, or "local"."""
   resolver = getattr(strategy, "cluster_resolver", None)
   return f"{resolver.task_type}-{resolver.task_id}" if resolver is not None and resolver.task_type else "local"
 

@@ -46,6 +46,7 @@ class GuardState(NamedTuple):
 
 
 def initial_state(num_tasks: int) -> GuardState:
+  """The record of a loop before its first step: no failure yet."""
   return GuardState(tf.constant(-1, tf.int64), tf.zeros([num_tasks]), tf.constant(0, tf.int32))
 
 

@@ -77,6 +77,7 @@ def build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strateg
   Python, NumPy and TensorFlow are seeded from --seed; --deterministic also
   makes TensorFlow choose deterministic kernels (README: Reproducibility).
   With a `strategy`, every variable is created in its scope (mirrored).
+  Op determinism, once enabled, stays on for the rest of the process.
   """
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:

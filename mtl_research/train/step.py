@@ -198,7 +198,9 @@ class TrainStep:
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
     result = {"losses": losses, "step": stats.step}
     if diagnose is not None:
-      result.update(weights=self.balancer.weights(), objective=objective)
+      # Under a strategy each replica's objective holds only its share of the regularization.
+      logged = objective - regularization + self.cross.sum(regularization) if self.cross.active else objective
+      result.update(weights=self.balancer.weights(), objective=logged)
       if self.log_grad_conflict and self.cross.active:
         # All-reduces cannot run inside tf.cond: compute at every loop's end.
         result["conflict_cos"], result["conflict_norm"] = self._conflict(features, labels)
