@@ -17,7 +17,7 @@ from mtl_research.balancers import BALANCERS
 from mtl_research.config import ComponentConfig, Config, LoopConfig, OptimizerConfig
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.data.pipeline import train_indices
-from mtl_research.train import loop as loop_lib
+from mtl_research.train import components as components_lib
 
 
 def balancer_params(name: str, **overrides: Any) -> dict[str, Any]:
@@ -64,14 +64,14 @@ def make_bundle(tasks: Sequence[tasks_lib.TaskSpec], x: np.ndarray, labels: Mapp
   return bundle
 
 
-def train(components: loop_lib.Components, bundle: DatasetBundle, config: Config, steps: int,
+def train(components: components_lib.Components, bundle: DatasetBundle, config: Config, steps: int,
           start_step: int = 0, chunk: int | None = None) -> dict:
   """Runs `steps` steps through the compiled loop; returns the last step's logs (NumPy)."""
   iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed, start_step))
   return run_loop(components, iterator, steps, chunk)
 
 
-def run_loop(components: loop_lib.Components, iterator, steps: int, chunk: int | None = None) -> dict:
+def run_loop(components: components_lib.Components, iterator, steps: int, chunk: int | None = None) -> dict:
   chunk = chunk or steps
   logs = None
   done = 0

@@ -16,7 +16,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.data.pipeline import train_indices
-from mtl_research.train import loop as loop_lib
+from mtl_research.train import components as components_lib
 
 TASKS = (tasks_lib.TaskSpec("value", tasks_lib.REGRESSION),
          tasks_lib.TaskSpec("scaled", tasks_lib.REGRESSION),
@@ -66,7 +66,7 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   config = helpers.make_config(tmp_path / "run", balancer, hidden_units=(16, 8), batch_size=BATCH,
                                train_steps=FIRST + MORE, seed=5, **overrides)
 
-  original = loop_lib.build(config, bundle)
+  original = components_lib.build(config, bundle)
   initial_state = _balancer_state(original.balancer)
   iterator = iter(train_indices(len(bundle.train), BATCH, config.seed))
   helpers.run_loop(original, iterator, FIRST, chunk=4)  # two loop calls: 4 + 2 steps
@@ -88,7 +88,7 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   # Uninterrupted: the same iterator keeps going.
   helpers.run_loop(original, iterator, MORE, chunk=5)
 
-  resumed = loop_lib.build(config, bundle)
+  resumed = components_lib.build(config, bundle)
   assert int(resumed.step.numpy()) == 0
   status = resumed.checkpoint.restore(manager.latest_checkpoint)
   status.assert_existing_objects_matched()

@@ -18,7 +18,7 @@ from mtl_research.data import mmoe_synthetic
 from mtl_research.data.bundle import SPLITS
 from mtl_research.data.pipeline import train_indices
 from mtl_research.errors import UserError
-from mtl_research.train import loop
+from mtl_research.train import components as components_lib
 
 SIZES = {"num_train": 300, "num_val": 70, "num_test": 50}
 
@@ -81,7 +81,7 @@ def train_briefly(make_config, name: str, steps: int = 100, **dataset_params) ->
                        loop={"batch_size": 64, "train_steps": steps, "steps_per_loop": steps})
   bundle = DATASETS.get(name).component(config.dataset.params, config.seed, None)
   bundle.validate(config.loop.batch_size)
-  parts = loop.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
   logs = parts.train_step.run(iterator, steps)
   assert int(parts.step.numpy()) == steps

@@ -26,7 +26,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 from mtl_research import tasks as tasks_lib
 from mtl_research.config import OptimizerConfig
 from mtl_research.data.pipeline import train_indices
-from mtl_research.train import loop as loop_lib
+from mtl_research.train import components as components_lib
 from mtl_research.train.evaluate import Evaluator
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7  # Keras defaults
@@ -149,7 +149,7 @@ def test_two_steps_match_reference(tmp_path, scope, mode):
   config = helpers.make_config(tmp_path, "gradnorm", hidden_units=(4, 3), batch_size=8, train_steps=10,
                                optimizer=OptimizerConfig(name="sgd", learning_rate=model_lr),
                                gradnorm_alpha=alpha, gradnorm_lr=gradnorm_lr, gradnorm_scope=scope)
-  parts = loop_lib.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   ref = Reference(parts.model, TASKS3, 2, alpha=alpha, gradnorm_lr=gradnorm_lr, model_lr=model_lr, scope=scope)
   rng = np.random.default_rng(0)
   order = rng.permutation(len(bundle.train)).astype(np.int32)
@@ -196,7 +196,7 @@ def test_scope_changes_gradient_norms(tmp_path):
   for scope in ("last_shared", "shared"):
     config = helpers.make_config(tmp_path / scope, "gradnorm", hidden_units=(4, 3), batch_size=8, train_steps=10,
                                  optimizer=OptimizerConfig(name="sgd", learning_rate=0.1), gradnorm_scope=scope)
-    parts = loop_lib.build(config, bundle)
+    parts = components_lib.build(config, bundle)
     ref_last = Reference(parts.model, TASKS3, 2, alpha=1.5, gradnorm_lr=0.025, model_lr=0.1, scope="last_shared")
     ref_all = Reference(parts.model, TASKS3, 2, alpha=1.5, gradnorm_lr=0.025, model_lr=0.1, scope="shared")
     batch = _batch(bundle, indices)
@@ -258,7 +258,7 @@ def _run_toy(tmp_path, balancer, seed, tasks, bundle, **overrides):
   config = helpers.make_config(tmp_path / balancer, balancer, hidden_units=(32, 32, 32, 32), batch_size=TOY_BATCH,
                                train_steps=TOY_STEPS, seed=seed, optimizer=OptimizerConfig(learning_rate=1e-3),
                                **overrides)
-  parts = loop_lib.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   iterator = iter(train_indices(len(bundle.train), TOY_BATCH, seed))
   history, norms = [], []
   for _ in range(10):

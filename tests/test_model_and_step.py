@@ -12,6 +12,7 @@ from mtl_research.data.bundle import FeatureSpec
 from mtl_research.data.pipeline import DeviceSplit, train_indices
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import loop
+from mtl_research.train import components as components_lib
 from mtl_research.train import run_dir as run_dir_lib
 from mtl_research.train import step as step_lib
 from mtl_research.train.step import conflict_stats
@@ -90,7 +91,7 @@ class TestTraining:
   def test_loss_decreases_for_every_task(self, num_tasks, make_config, make_bundle, reference_losses):
     bundle = make_bundle(TASK_SETS[num_tasks])
     config = make_config(optimizer={"learning_rate": 1e-2}, loop={"train_steps": 150})
-    components = loop.build(config, bundle)
+    components = components_lib.build(config, bundle)
     before = full_split_losses(components, bundle.train, reference_losses)
     iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
     logs = run_loop(components, iterator, 150)
@@ -107,7 +108,7 @@ class TestFixedBalancer:
     specs = TASK_SETS[2]
     bundle = make_bundle(specs)
     config = make_config(balancer_params={"task_weights": {"price": 0.25, "kind": 3.0}})
-    components = loop.build(config, bundle)
+    components = components_lib.build(config, bundle)
     np.testing.assert_allclose(components.balancer.weights().numpy(), [0.25, 3.0])
     # 0.25·2 + 3·0.5 = 2.
     assert float(components.balancer.objective(tf.constant([2.0, 0.5]))) == pytest.approx(2.0)
@@ -123,7 +124,7 @@ class TestFixedBalancer:
 
   def test_unnamed_tasks_get_weight_one(self, make_config, make_bundle):
     config = make_config(balancer_params={"task_weights": {"b": 0.5, "d": 2.0}})
-    components = loop.build(config, make_bundle(TASK_SETS[4], num_train=64, num_eval=8))
+    components = components_lib.build(config, make_bundle(TASK_SETS[4], num_train=64, num_eval=8))
     np.testing.assert_allclose(components.balancer.weights().numpy(), [1.0, 0.5, 1.0, 2.0])
     # 1·1 + 0.5·2 + 1·3 + 2·4 = 13.
     assert float(components.balancer.objective(tf.constant([1.0, 2.0, 3.0, 4.0]))) == pytest.approx(13.0)
@@ -131,7 +132,7 @@ class TestFixedBalancer:
   def test_zero_weight_leaves_that_head_untouched(self, make_config, make_bundle):
     config = make_config(balancer_params={"task_weights": {"price": 0.0}}, optimizer={"learning_rate": 1e-2})
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    components = loop.build(config, bundle)
+    components = components_lib.build(config, bundle)
     heads = components.model.heads
     price_before = [v.numpy().copy() for v in heads["price"].trainable_variables]
     kind_before = [v.numpy().copy() for v in heads["kind"].trainable_variables]
@@ -146,7 +147,7 @@ class TestCompiledLoop:
   @pytest.mark.parametrize("executor", ["default", "single_threaded"])
   def test_run_traces_once_under_each_executor(self, executor, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    components = loop.build(make_config(loop={"executor": executor}), bundle)
+    components = components_lib.build(make_config(loop={"executor": executor}), bundle)
     assert components.train_step.executor == executor
     iterator = iter(train_indices(len(bundle.train), 32, 0))
     for steps, diagnose in ((2, False), (7, True), (1, False)):
@@ -162,7 +163,7 @@ class TestCompiledLoop:
   def test_one_trace_serves_every_step_count(self, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
     config = make_config(loop={"log_grad_conflict": True})
-    components = loop.build(config, bundle)
+    components = components_lib.build(config, bundle)
     iterator = iter(train_indices(len(bundle.train), 32, 0))
     run_loop(components, iterator, 1)
     run_loop(components, iterator, 3, diagnose=True)
@@ -174,7 +175,7 @@ class TestCompiledLoop:
 
   def test_diagnosis_step_logs_conflict_statistics(self, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    components = loop.build(make_config(loop={"log_grad_conflict": True}), bundle)
+    components = components_lib.build(make_config(loop={"log_grad_conflict": True}), bundle)
     logs = run_loop(components, iter(train_indices(len(bundle.train), 32, 0)), 2, diagnose=True)
     cos, norms = logs["conflict_cos"], logs["conflict_norm"]
     np.testing.assert_allclose(np.diag(cos), [1.0, 1.0], rtol=1e-5)
@@ -217,11 +218,11 @@ class TestCheckpoint:
   def test_restore_brings_back_step_weights_and_adam_slots(self, tmp_path, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
     config = make_config(optimizer={"learning_rate": 1e-2})
-    trained = loop.build(config, bundle)
+    trained = components_lib.build(config, bundle)
     run_loop(trained, iter(train_indices(len(bundle.train), 32, 0)), 12)
     path = trained.checkpoint.save(os.path.join(tmp_path, "ckpt"))
 
-    fresh = loop.build(config, bundle)
+    fresh = components_lib.build(config, bundle)
     trained_opt = [v.numpy() for v in trained.optimizer.variables]
     fresh_opt = [v.numpy() for v in fresh.optimizer.variables]
     slots = [(v.path, value) for v, value in zip(trained.optimizer.variables, trained_opt)
@@ -246,10 +247,10 @@ class TestCheckpoint:
     """evaluate.py and export restore only the model; every weight must come back."""
     bundle = make_bundle(TASK_SETS[4], num_train=64, num_eval=8)
     config = make_config(model_params={"dropout": 0.1})
-    trained = loop.build(config, bundle)
+    trained = components_lib.build(config, bundle)
     run_loop(trained, iter(train_indices(64, 32, 0)), 3)
     path = tf.train.CheckpointManager(trained.checkpoint, str(tmp_path), max_to_keep=1).save()
-    fresh = loop.build(dataclasses.replace(config, seed=1), bundle)
+    fresh = components_lib.build(dataclasses.replace(config, seed=1), bundle)
     assert not np.allclose(fresh.model.get_weights()[0], trained.model.get_weights()[0])
     tf.train.Checkpoint(model=fresh.model).restore(path).assert_existing_objects_matched()
     assert len(fresh.model.get_weights()) == len(trained.model.get_weights()) == 4 + 8
@@ -267,13 +268,13 @@ class TestCheckpoint:
       run = run_dir_lib.prepare(str(path), {"test": "1"}, overwrite=False)
       return loop.Trainer(config, bundle, parts, run, log=messages.append).run()
 
-    whole = loop.build(config, bundle)
+    whole = components_lib.build(config, bundle)
     whole_metrics = train(tmp_path / "whole", whole)
     # "Interrupt" after 20 steps: the same run, stopped at its first checkpoint.
-    first_half = dataclasses.replace(loop.build(config, bundle), total_steps=20)
+    first_half = dataclasses.replace(components_lib.build(config, bundle), total_steps=20)
     assert train(tmp_path / "split", first_half)["steps"] == 20
     messages.clear()
-    resumed = loop.build(config, bundle)
+    resumed = components_lib.build(config, bundle)
     resumed_metrics = train(tmp_path / "split", resumed)
     assert any(m.startswith("Resumed") and "step 20" in m for m in messages), messages
     assert resumed_metrics["steps"] == whole_metrics["steps"] == 40

@@ -17,6 +17,7 @@ from conftest import (LONG_RUN, SMALL_RUN_FLAGS, build_config, checkpoint_number
 from mtl_research import tasks
 from mtl_research.data.pipeline import train_indices
 from mtl_research.train import guard, loop
+from mtl_research.train import components as components_lib
 from mtl_research.train.run_dir import RunDir
 
 SPECS = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
@@ -138,7 +139,7 @@ def guarded_run(tmp_path, policy: str, steps: int = 60):
                                                      "checkpoint_every": 20, "summary_every": 20,
                                                      "eval_every": 0, "nan_policy": policy})
   bundle = poisoned_bundle(row=5)
-  parts = loop.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   messages = []
   run = RunDir(config.run_dir)
   os.makedirs(run.path)
@@ -187,7 +188,7 @@ class TestNonFiniteGuard:
   def test_a_skipped_step_changes_no_state(self, tmp_path):
     config = build_config(loop={"nan_policy": guard.SKIP_BATCH})
     bundle = poisoned_bundle(row=5)
-    parts = loop.build(config, bundle)
+    parts = components_lib.build(config, bundle)
     before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
     feed = iter(tf.data.Dataset.from_tensors(tf.constant(np.arange(32), tf.int32)).repeat())
     logs = parts.train_step.run(feed, 1, careful=True)
@@ -199,12 +200,12 @@ class TestNonFiniteGuard:
   def test_fast_loop_reports_unhealthy_after_a_bad_step(self):
     config = build_config()
     bundle = poisoned_bundle(row=5)
-    parts = loop.build(config, bundle)
+    parts = components_lib.build(config, bundle)
     batches = [np.arange(32, 64), np.arange(0, 32), np.arange(32, 64)]  # the bad row in the middle step
     feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
     logs = parts.train_step.run(feed, 3)
     assert not bool(logs["healthy"])
-    clean = loop.build(config, make_bundle(SPECS, num_train=256))
+    clean = components_lib.build(config, make_bundle(SPECS, num_train=256))
     feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
     assert bool(clean.train_step.run(feed, 3)["healthy"])
 
@@ -216,7 +217,7 @@ def test_a_non_finite_update_from_finite_inputs_stops_even_under_skip_batch(tmp_
                         loop={"train_steps": 40, "steps_per_loop": 20, "checkpoint_every": 20, "eval_every": 0,
                               "nan_policy": guard.SKIP_BATCH})
   bundle = make_bundle(SPECS, num_train=256)
-  parts = loop.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   parts.balancer.initial_losses.assign([0.0, 0.0])
   parts.step.assign(5)  # past the L(0) window, so the zeros stay
   run = RunDir(config.run_dir)

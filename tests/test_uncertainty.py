@@ -25,7 +25,7 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.balancers.base import Schedule
 from mtl_research.config import OptimizerConfig
-from mtl_research.train import loop as loop_lib
+from mtl_research.train import components as components_lib
 from mtl_research.train.evaluate import Evaluator
 
 REG = tasks_lib.TaskSpec("depth", tasks_lib.REGRESSION)
@@ -96,7 +96,7 @@ def test_log_var_trained_jointly_by_model_optimizer(tmp_path):
   config = helpers.make_config(tmp_path, "uncertainty", hidden_units=(8, 4), batch_size=16, train_steps=10,
                                optimizer=OptimizerConfig(name="sgd", learning_rate=lr),
                                uncertainty_init_log_var=0.3)
-  parts = loop_lib.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   assert any(v is parts.balancer.log_var for v in parts.train_step.trained_variables)
 
   indices = np.arange(3, 19, dtype=np.int32)
@@ -158,7 +158,7 @@ def test_learned_variance_recovers_task_noise(tmp_path):
   steps = 4000
   config = helpers.make_config(tmp_path, "uncertainty", hidden_units=(64, 64), batch_size=64, train_steps=steps,
                                seed=seed, optimizer=OptimizerConfig(learning_rate=5e-3, schedule="cosine"))
-  parts = loop_lib.build(config, bundle)
+  parts = components_lib.build(config, bundle)
   helpers.train(parts, bundle, config, steps, chunk=500)
 
   learned = np.exp(parts.balancer.log_var.numpy())

@@ -9,7 +9,7 @@ regression `price` + 3-class `kind`) and the same batch size:
               with `model.fit(x, [y1, y2], batch_size, shuffle=True)`;
   tuned fit   the same model compiled with steps_per_execution=100, jit_compile=True
               (a reference: the best plain Keras gets without our loop);
-  <balancer>  our loop (`mtl_research.train.loop.build` + `TrainStep.loop`) under each
+  <balancer>  our loop (`mtl_research.train.components.build` + `TrainStep.loop`) under each
               balancer of --balancers (default: every registered one).
 
 Each measurement is warmed up first (so tracing and compilation are excluded),
@@ -42,7 +42,7 @@ from mtl_research.balancers import BALANCERS  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch, train_indices  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
-from mtl_research.train import loop as loop_lib  # noqa: E402
+from mtl_research.train import components as components_lib  # noqa: E402
 
 keras = tf.keras
 
@@ -160,7 +160,7 @@ class LoopTimer:
 
   def __init__(self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int):
     self.name = config.balancer.name
-    self.parts = loop_lib.build(config, bundle)
+    self.parts = components_lib.build(config, bundle)
     self.iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
     self.steps, self.calls = steps, calls
     self._call(warmup_steps)

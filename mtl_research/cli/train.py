@@ -15,6 +15,7 @@ from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.train import distribution, loop, run_dir
+from mtl_research.train import components as components_lib
 from mtl_research.train.interrupt import Interrupted, StopRequest
 
 
@@ -45,7 +46,7 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   if config.single_task:
     bundle = bundle.only(config.single_task)
   bundle.validate(config.loop.batch_size)
-  parts = loop.build(config, bundle, strategy)
+  parts = components_lib.build(config, bundle, strategy)
   chief = strategy is None or distribution.is_chief(strategy)
   # Every worker of multi_worker trains and saves (checkpoints may need all of
   # them); only the chief writes the run directory, the others a scratch one.

@@ -1,11 +1,10 @@
-"""The eager controller: builds the pieces, runs the compiled loop between
+"""The eager controller: takes the built pieces (components.py), runs the compiled loop between
 periodic actions (summaries, evaluation, checkpoints, progress), and writes the
 run directory's results.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Callable, Mapping
@@ -13,108 +12,20 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from mtl_research.balancers import BALANCERS
-from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.config import Config
 from mtl_research.data.bundle import DatasetBundle
-from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indices
-from mtl_research.models import ARCHITECTURES
-from mtl_research.models.base import MultiTaskModel
+from mtl_research.files import write_json_atomic
 from mtl_research.progress import format_duration
-from mtl_research.models.base import random_state
 from mtl_research.train import distribution
 from mtl_research.train import guard
 from mtl_research.train import optimizers
-from mtl_research.train import selection as selection_lib
 from mtl_research.train.checkpoints import Checkpoints
+from mtl_research.train.components import Components
 from mtl_research.train.evaluate import Evaluator, mean_loss
 from mtl_research.train.interrupt import Interrupted, StopRequest
 from mtl_research.train.run_dir import RunDir
-from mtl_research.train.step import TrainStep
 from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
-from mtl_research.files import write_json_atomic
 from mtl_research.train.writers import ScalarWriter, per_task
-
-keras = tf.keras
-
-
-@dataclasses.dataclass
-class Components:
-  """Everything a training run is made of, built but not yet trained."""
-
-  model: MultiTaskModel
-  balancer: Balancer
-  optimizer: keras.optimizers.Optimizer
-  step: tf.Variable
-  train_step: TrainStep
-  checkpoint: tf.train.Checkpoint  # everything: the training state and the selection record
-  training_state: tf.train.Checkpoint  # everything the next step depends on
-  total_steps: int
-  criterion: selection_lib.Criterion | None  # None: report the last step
-  best_score: tf.Variable  # validation score of the selected checkpoint (NaN: none yet)
-  best_step: tf.Variable
-  skipped_batches: tf.Variable  # batches --nan_policy=skip_batch did not apply
-  strategy: tf.distribute.Strategy | None = None  # None: one device, no tf.distribute
-
-  def batches(self, num_rows: int, batch_size: int, seed: int, start: int):
-    """The training index batches from step `start`, split over the replicas if distributed."""
-    if self.strategy is None:
-      return train_indices(num_rows, batch_size, seed, start)
-    return distribution.distribute_indices(self.strategy, lambda: train_indices(num_rows, batch_size, seed, start),
-                                           batch_size)
-
-
-def total_steps(config: Config, bundle: DatasetBundle) -> int:
-  """--train_steps when positive, otherwise --epochs full passes over train."""
-  if config.loop.train_steps > 0:
-    return config.loop.train_steps
-  return config.loop.epochs * steps_per_epoch(len(bundle.train), config.loop.batch_size)
-
-
-def build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None = None) -> Components:
-  """Builds model, balancer and optimizer (with its slots) for `bundle`.
-
-  Python, NumPy and TensorFlow are seeded from --seed; --deterministic also
-  makes TensorFlow choose deterministic kernels (README: Reproducibility).
-  With a `strategy`, every variable is created in its scope (mirrored).
-  Op determinism, once enabled, stays on for the rest of the process.
-  """
-  keras.utils.set_random_seed(config.seed)
-  if config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  if strategy is None:
-    return _build(config, bundle, None)
-  distribution.check_config(strategy, config.loop)
-  with strategy.scope():
-    return _build(config, bundle, strategy)
-
-
-def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None) -> Components:
-  model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
-  model.build_for(bundle.train.features)
-  steps = total_steps(config, bundle)
-  schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
-  balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params, schedule)
-  optimizer = optimizers.build(config.optimizer, steps)
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-  train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train, replicated=strategy is not None),
-                         config.loop.batch_size, step, config.loop.log_grad_conflict, config.loop.executor,
-                         config.loop.nan_policy, strategy)
-  if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
-    # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
-    optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
-  # Slots must exist before a restore, or Keras 3 silently drops their values.
-  optimizer.build(train_step.trained_variables)
-  criterion = selection_lib.parse(config.selection, bundle.tasks)
-  best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
-  best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
-  skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_batches")
-  state = dict(model=model, optimizer=optimizer, balancer=balancer, step=step, rng=random_state(model),
-               skipped_batches=skipped)
-  checkpoint = tf.train.Checkpoint(**state, best_score=best_score, best_step=best_step)
-  return Components(model, balancer, optimizer, step, train_step, checkpoint, tf.train.Checkpoint(**state),
-                    steps, criterion, best_score, best_step, skipped, strategy)
 
 
 def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
