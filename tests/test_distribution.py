@@ -214,3 +214,40 @@ def test_replicas_draw_different_dropout_masks():
                         text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == "DIFFERENT"
+
+
+NON_FINITE_SCRIPT = """
+import os, sys
+sys.path.insert(0, "tests")
+from mtl_research.train import distribution
+strategy = distribution.create("mirrored", 2)
+import numpy as np
+from conftest import build_config, make_bundle
+from mtl_research import tasks
+from mtl_research.data.pipeline import train_indices
+from mtl_research.train import components, guard, loop
+from mtl_research.train.run_dir import RunDir
+specs = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
+bundle = make_bundle(specs, num_train=256)
+bundle.train.labels["price"][5] = np.nan
+config = build_config(sys.argv[1], balancer="gradnorm", loop={"train_steps": 60, "steps_per_loop": 20,
+                      "checkpoint_every": 20, "eval_every": 0})
+os.makedirs(config.run_dir)
+parts = components.build(config, bundle, strategy)
+first = next(i + 1 for i, b in enumerate(train_indices(256, 32, 0).take(100)) if 5 in b.numpy())
+try:
+  loop.Trainer(config, bundle, parts, RunDir(config.run_dir), log=lambda line: None).run()
+  print("NO ERROR")
+except guard.NonFiniteError as error:
+  print(first, error)
+"""
+
+
+def test_the_non_finite_guard_names_the_step_under_mirrored(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, "-c", NON_FINITE_SCRIPT, str(tmp_path / "run")], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=180, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  first, message = proc.stdout.strip().splitlines()[-1].split(" ", 1)
+  assert message.startswith(f"non-finite loss at step {first} in task(s) price (nan)"), message
+  assert "skip_batch" not in message  # not offered under a strategy
