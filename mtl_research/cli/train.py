@@ -88,10 +88,7 @@ def _main() -> None:
   if flags_lib.FLAGS.inter_op_threads:
     tf.config.threading.set_inter_op_parallelism_threads(flags_lib.FLAGS.inter_op_threads)
   # Before any TensorFlow op: logical devices and collectives are fixed at start-up.
-  name = flags_lib.FLAGS.strategy
-  strategy = distribution.create(name, flags_lib.FLAGS.cpu_replicas) if name != "default" else None
-  if flags_lib.FLAGS.cpu_replicas and name == "default":
-    raise UserError(f"--cpu_replicas={flags_lib.FLAGS.cpu_replicas} needs --strategy=mirrored (or multi_worker).")
+  strategy = distribution.create(flags_lib.FLAGS.strategy, flags_lib.FLAGS.cpu_replicas)
   try:
     train(strategy)
   except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:

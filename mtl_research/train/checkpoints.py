@@ -84,6 +84,11 @@ class Checkpoints:
     """Saves a periodic checkpoint numbered `step` (the newest 3 are kept); returns its path."""
     return self._manager(self.directory, PREFIX, _KEEP).save(checkpoint_number=step)
 
+  def save_unless_saved(self, step: int) -> str:
+    """The path of the periodic checkpoint of `step`, saved now unless it already exists."""
+    found = dict(candidates(self.directory))
+    return found[step] if step in found else self.save(step)
+
   def save_best(self, step: int) -> str:
     """Saves the selected checkpoint (replacing the previous one); returns its path."""
     return self._manager(self.best_directory, BEST_PREFIX, 1).save(checkpoint_number=step)

@@ -50,14 +50,14 @@ def _check_tf_config() -> None:
     raise UserError("TF_CONFIG is not JSON with \"cluster\" and \"task\": {\"type\", \"index\"}.") from None
 
 
-def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
-  """The strategy `name` (see the module docstring); call before any TensorFlow op."""
+def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy | None:
+  """The strategy `name` (see the module docstring), None for `default`; call before any TensorFlow op."""
   if name not in STRATEGIES:
     raise UserError(f"--strategy={name} is not one of {', '.join(STRATEGIES)}.")
   if cpu_replicas and name not in ("mirrored", "multi_worker"):
     raise UserError(f"--cpu_replicas={cpu_replicas} needs --strategy=mirrored (or multi_worker).")
   if name == "default":
-    return tf.distribute.get_strategy()
+    return None  # one device: the step runs without tf.distribute machinery
   if name == "mirrored":
     if cpu_replicas:
       return tf.distribute.MirroredStrategy(devices=_split_cpu(cpu_replicas))

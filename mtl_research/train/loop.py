@@ -5,7 +5,6 @@ run directory's results.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Mapping
 
@@ -127,7 +126,6 @@ class Trainer:
           self._validate(step, eval_writer)
         if step % loop_cfg.checkpoint_every == 0 or step == total:
           self.checkpoints.save(step)
-      self._honour_stop(step, total)
     finally:
       train_writer.close()
       eval_writer.close()
@@ -145,8 +143,7 @@ class Trainer:
       requested = distribution.any_worker(self.parts.strategy, requested)
     if not requested:
       return
-    path = (os.path.join(self.checkpoints.directory, f"ckpt-{step}") if self.checkpoints.latest_number == step
-            else self.checkpoints.save(step))
+    path = self.checkpoints.save_unless_saved(step)
     name = self.stop.name if self.stop is not None and self.stop.requested else "another worker's signal"
     raise Interrupted(f"{name}: stopped at step {step} of {total} with checkpoint {path}; "
                       "run the same command again to resume.")
