@@ -48,6 +48,7 @@ class LoopConfig:
   nan_policy: str = "stop"  # stop | skip_batch (see train/guard.py)
   strategy: str = "default"  # default | mirrored | multi_worker | tpu (see train/distribution.py)
   cpu_replicas: int = 0  # logical CPU devices for --strategy=mirrored on a machine without GPUs
+  jit_compile: str = "auto"  # auto | on | off: the train loop as one XLA program (see train/compilation.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.models import ARCHITECTURES
 from mtl_research.params import BOOL, ENUM, FLOAT, INT, Param
+from mtl_research.train import compilation
 
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.LoopConfig()
@@ -63,6 +64,9 @@ flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["default", "mirrored", "multi
 flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
                      "Split the CPU into N logical devices, one replica each (--strategy=mirrored without GPUs; "
                      "for tests and demos).", lower_bound=0)
+flags.DEFINE_enum("jit_compile", _DEFAULTS.jit_compile, list(compilation.JIT_MODES),
+                  "Compile the train loop with XLA: auto (on one device, CPU or GPU; the graph loop under a "
+                  "--strategy), on (refused where XLA cannot serve) or off. Changes only the last bits of results.")
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
                      lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
@@ -87,8 +91,9 @@ flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate
 OPERATIONAL = frozenset({
     "run_dir", "overwrite", "steps_per_loop", "summary_every", "checkpoint_every",
     "eval_batch_size", "log_grad_conflict", "executor", "intra_op_threads", "inter_op_threads",
-    # Where a run executes: a checkpoint written under one strategy resumes under another.
-    "strategy", "cpu_replicas",
+    # Where a run executes: a checkpoint written under one strategy, or with or
+    # without XLA, resumes under another (only the last bits differ).
+    "strategy", "cpu_replicas", "jit_compile",
 })
 
 
@@ -191,7 +196,7 @@ def config_from_flags() -> config_lib.Config:
       summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
       eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict,
       executor=FLAGS.executor, nan_policy=FLAGS.nan_policy, strategy=FLAGS.strategy,
-      cpu_replicas=FLAGS.cpu_replicas)
+      cpu_replicas=FLAGS.cpu_replicas, jit_compile=FLAGS.jit_compile)
   optimizer = config_lib.OptimizerConfig(
       name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
       decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,

@@ -16,7 +16,6 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.config import ComponentConfig, Config, LoopConfig, OptimizerConfig
 from mtl_research.data.bundle import DatasetBundle, Split
-from mtl_research.data.pipeline import train_indices
 from mtl_research.train import components as components_lib
 
 
@@ -64,22 +63,16 @@ def make_bundle(tasks: Sequence[tasks_lib.TaskSpec], x: np.ndarray, labels: Mapp
   return bundle
 
 
-def train(components: components_lib.Components, bundle: DatasetBundle, config: Config, steps: int,
-          start_step: int = 0, chunk: int | None = None) -> dict:
-  """Runs `steps` steps through the compiled loop; returns the last step's logs (NumPy)."""
-  iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed, start_step))
-  return run_loop(components, iterator, steps, chunk)
-
-
-def run_loop(components: components_lib.Components, iterator, steps: int, chunk: int | None = None) -> dict:
+def run_loop(components: components_lib.Components, steps: int, chunk: int | None = None) -> dict:
+  """Runs `steps` steps from the current one, in loop calls of `chunk`; the last step's logs (NumPy)."""
   chunk = chunk or steps
   logs = None
   done = 0
   while done < steps:
     n = min(chunk, steps - done)
-    logs = components.train_step.loop(iterator, tf.constant(n, tf.int32), tf.constant(False))
+    logs = components.train_step.run(n)
     done += n
-  return tf.nest.map_structure(lambda t: t.numpy(), logs)
+  return logs
 
 
 def model_values(model) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
   import balancer_helpers as helpers
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.pipeline import train_indices
 from mtl_research.train import components as components_lib
 
 TASKS = (tasks_lib.TaskSpec("value", tasks_lib.REGRESSION),
@@ -68,8 +67,7 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
 
   original = components_lib.build(config, bundle)
   initial_state = _balancer_state(original.balancer)
-  iterator = iter(train_indices(len(bundle.train), BATCH, config.seed))
-  helpers.run_loop(original, iterator, FIRST, chunk=4)  # two loop calls: 4 + 2 steps
+  helpers.run_loop(original, FIRST, chunk=4)  # two loop calls: 4 + 2 steps
   manager = tf.train.CheckpointManager(original.checkpoint, str(tmp_path / "ckpt"), max_to_keep=2)
   path = manager.save(checkpoint_number=FIRST)
   saved_balancer = _balancer_state(original.balancer)
@@ -85,8 +83,8 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
     expected = max(FIRST - (overrides.get("gradnorm_l0_steps", 1) - 1), 0)
     assert int(original.balancer.optimizer.iterations.numpy()) == expected
 
-  # Uninterrupted: the same iterator keeps going.
-  helpers.run_loop(original, iterator, MORE, chunk=5)
+  # Uninterrupted: the same run keeps going.
+  helpers.run_loop(original, MORE, chunk=5)
 
   resumed = components_lib.build(config, bundle)
   assert int(resumed.step.numpy()) == 0
@@ -98,8 +96,7 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   _assert_same(saved_model, helpers.model_values(resumed.model), "restored model")
   _assert_same(saved_optimizer, helpers.optimizer_values(resumed.optimizer), "restored model optimizer")
 
-  resumed_iterator = iter(train_indices(len(bundle.train), BATCH, config.seed, start_step=FIRST))
-  helpers.run_loop(resumed, resumed_iterator, MORE, chunk=3)
+  helpers.run_loop(resumed, MORE, chunk=3)
 
   assert int(resumed.step.numpy()) == int(original.step.numpy()) == FIRST + MORE
   _assert_same(_balancer_state(original.balancer), _balancer_state(resumed.balancer), "balancer after resume")

@@ -224,7 +224,7 @@ strategy = distribution.create("mirrored", 2)
 import numpy as np
 from conftest import build_config, make_bundle
 from mtl_research import tasks
-from mtl_research.data.pipeline import train_indices
+from mtl_research.data.pipeline import TrainOrder
 from mtl_research.train import components, guard, loop
 from mtl_research.train.run_dir import RunDir
 specs = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
@@ -234,7 +234,7 @@ config = build_config(sys.argv[1], balancer="gradnorm", loop={"train_steps": 60,
                       "checkpoint_every": 20, "eval_every": 0})
 os.makedirs(config.run_dir)
 parts = components.build(config, bundle, strategy)
-first = next(i + 1 for i, b in enumerate(train_indices(256, 32, 0).take(100)) if 5 in b.numpy())
+first = next(i + 1 for i, b in enumerate(TrainOrder(256, 32, 0).batches(0, 100)) if 5 in b)
 try:
   loop.Trainer(config, bundle, parts, RunDir(config.run_dir), log=lambda line: None).run()
   print("NO ERROR")

@@ -25,7 +25,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.config import OptimizerConfig
-from mtl_research.data.pipeline import train_indices
 from mtl_research.train import components as components_lib
 from mtl_research.train.evaluate import Evaluator
 
@@ -154,18 +153,17 @@ def test_two_steps_match_reference(tmp_path, scope, mode):
   rng = np.random.default_rng(0)
   order = rng.permutation(len(bundle.train)).astype(np.int32)
   batches = [order[:8], order[8:16]]
-  feed = iter(tf.data.Dataset.from_tensor_slices(np.stack(batches)))
 
   for k, indices in enumerate(batches):
     want = ref.step(*_batch(bundle, indices))
     if mode == "eager":
-      logs = parts.train_step.train_step(tf.constant(indices), tf.constant(False))
+      logs = tf.nest.map_structure(lambda t: t.numpy(), parts.train_step.train_step(tf.constant(indices)))
     else:
-      logs = parts.train_step.loop(feed, tf.constant(1), tf.constant(False))
-    diag = {name: value.numpy() for name, value in logs["diagnostics"].items()}
+      logs = parts.train_step.run(1, rows=indices[None])
+    diag = logs["diagnostics"]
     tol = dict(rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logs["losses"].numpy(), want["losses"], **tol, err_msg=f"step {k} losses")
-    np.testing.assert_allclose(logs["weights"].numpy(), want["w_pre"], **tol, err_msg=f"step {k} weights")
+    np.testing.assert_allclose(logs["losses"], want["losses"], **tol, err_msg=f"step {k} losses")
+    np.testing.assert_allclose(logs["weights"], want["w_pre"], **tol, err_msg=f"step {k} weights")
     np.testing.assert_allclose(diag["gradnorm/grad_norm"], want["grad_norm"], **tol, err_msg=f"step {k} G_t")
     np.testing.assert_allclose(diag["gradnorm/loss_ratio"], want["loss_ratio"], **tol, err_msg=f"step {k} ratio")
     np.testing.assert_allclose(diag["gradnorm/target"], want["target"], **tol, err_msg=f"step {k} target")
@@ -202,7 +200,7 @@ def test_scope_changes_gradient_norms(tmp_path):
     batch = _batch(bundle, indices)
     want_last, want_all = ref_last.step(*batch), ref_all.step(*batch)
     assert np.all(want_all["norms"] > want_last["norms"] * (1 + 1e-3)), "trunk has more than W"
-    logs = parts.train_step.train_step(tf.constant(indices), tf.constant(False))
+    logs = parts.train_step.train_step(tf.constant(indices))
     norms[scope] = logs["diagnostics"]["gradnorm/grad_norm"].numpy()
     want = want_last if scope == "last_shared" else want_all
     np.testing.assert_allclose(norms[scope], want["grad_norm"], rtol=1e-5, atol=1e-6, err_msg=scope)
@@ -259,10 +257,9 @@ def _run_toy(tmp_path, balancer, seed, tasks, bundle, **overrides):
                                train_steps=TOY_STEPS, seed=seed, optimizer=OptimizerConfig(learning_rate=1e-3),
                                **overrides)
   parts = components_lib.build(config, bundle)
-  iterator = iter(train_indices(len(bundle.train), TOY_BATCH, seed))
   history, norms = [], []
   for _ in range(10):
-    helpers.run_loop(parts, iterator, TOY_STEPS // 10)
+    helpers.run_loop(parts, TOY_STEPS // 10)
     history.append(parts.balancer.weights().numpy())
     norms.append(_weighted_grad_norms(parts, bundle, tasks))
   results = Evaluator(parts.model, 2048).evaluate(bundle.test)

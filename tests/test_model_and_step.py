@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mtl_research import tasks
 from mtl_research.data.bundle import FeatureSpec
-from mtl_research.data.pipeline import DeviceSplit, train_indices
+from mtl_research.data.pipeline import DeviceSplit
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import loop
 from mtl_research.train import components as components_lib
@@ -28,14 +28,9 @@ TASK_SETS = {
 }
 
 
-def fixed_batch_iterator(indices):
-  """An iterator that yields the same index batch forever."""
-  return iter(tf.data.Dataset.from_tensors(tf.constant(indices, tf.int32)).repeat())
-
-
-def run_loop(components, iterator, num_steps, diagnose=False):
-  logs = components.train_step.loop(iterator, tf.constant(num_steps, tf.int32), tf.constant(diagnose))
-  return tf.nest.map_structure(lambda t: t.numpy(), logs)
+def run_loop(components, num_steps, diagnose=False, rows=None):
+  """`num_steps` steps from the current one (of the run's order, or on `rows`); the last step's logs."""
+  return components.train_step.run(num_steps, diagnose, rows=rows)
 
 
 def full_split_losses(components, split, reference_losses):
@@ -93,8 +88,7 @@ class TestTraining:
     config = make_config(optimizer={"learning_rate": 1e-2}, loop={"train_steps": 150})
     components = components_lib.build(config, bundle)
     before = full_split_losses(components, bundle.train, reference_losses)
-    iterator = iter(train_indices(len(bundle.train), config.loop.batch_size, config.seed))
-    logs = run_loop(components, iterator, 150)
+    logs = run_loop(components, 150)
     after = full_split_losses(components, bundle.train, reference_losses)
     assert int(components.step.numpy()) == 150
     assert logs["losses"].shape == (num_tasks,)
@@ -117,7 +111,7 @@ class TestFixedBalancer:
     labels = {name: values[indices] for name, values in bundle.train.labels.items()}
     outputs = components.model({"numeric": tf.constant(bundle.train.features["numeric"][indices])})
     expected = reference_losses(specs, labels, outputs)
-    logs = run_loop(components, fixed_batch_iterator(indices), 1)
+    logs = run_loop(components, 1, rows=indices[None])
     np.testing.assert_allclose(logs["losses"], expected, rtol=1e-5)
     np.testing.assert_allclose(logs["weights"], [0.25, 3.0])
     assert float(logs["objective"]) == pytest.approx(0.25 * expected[0] + 3.0 * expected[1], rel=1e-5)
@@ -136,7 +130,7 @@ class TestFixedBalancer:
     heads = components.model.heads
     price_before = [v.numpy().copy() for v in heads["price"].trainable_variables]
     kind_before = [v.numpy().copy() for v in heads["kind"].trainable_variables]
-    run_loop(components, iter(train_indices(len(bundle.train), 32, 0)), 10)
+    run_loop(components, 10)
     for old, var in zip(price_before, heads["price"].trainable_variables):
       np.testing.assert_array_equal(var.numpy(), old)
     assert any(not np.allclose(var.numpy(), old) for old, var in zip(kind_before, heads["kind"].trainable_variables))
@@ -144,39 +138,30 @@ class TestFixedBalancer:
 
 class TestCompiledLoop:
 
-  @pytest.mark.parametrize("executor", ["default", "single_threaded"])
-  def test_run_traces_once_under_each_executor(self, executor, make_config, make_bundle):
+  @pytest.mark.parametrize("jit, executor", [("off", "default"), ("off", "single_threaded"), ("on", "default")])
+  def test_one_trace_serves_every_step_count(self, jit, executor, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    components = components_lib.build(make_config(loop={"executor": executor}), bundle)
-    assert components.train_step.executor == executor
-    iterator = iter(train_indices(len(bundle.train), 32, 0))
-    for steps, diagnose in ((2, False), (7, True), (1, False)):
-      logs = components.train_step.run(iterator, steps, diagnose)
-    assert components.train_step.loop.experimental_get_tracing_count() == 1
-    assert int(components.step.numpy()) == 10
-    assert np.all(np.isfinite(logs["losses"].numpy()))
-
-  def test_auto_executor_is_single_threaded_without_gpu(self):
-    expected = "default" if tf.config.list_physical_devices("GPU") else "single_threaded"
-    assert step_lib.resolve_executor("auto") == expected
-
-  def test_one_trace_serves_every_step_count(self, make_config, make_bundle):
-    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    config = make_config(loop={"log_grad_conflict": True})
+    config = make_config(loop={"log_grad_conflict": True, "jit_compile": jit, "executor": executor})
     components = components_lib.build(config, bundle)
-    iterator = iter(train_indices(len(bundle.train), 32, 0))
-    run_loop(components, iterator, 1)
-    run_loop(components, iterator, 3, diagnose=True)
-    logs = run_loop(components, iterator, 5)
+    assert components.train_step.executor == executor and components.train_step.jit_compile == (jit == "on")
+    for steps, diagnose in ((1, False), (3, True), (10, False), (5, False)):
+      logs = run_loop(components, steps, diagnose)
     assert components.train_step.loop.experimental_get_tracing_count() == 1
-    assert int(components.step.numpy()) == 1 + 3 + 5
+    assert int(components.step.numpy()) == 1 + 3 + 10 + 5
+    assert np.all(np.isfinite(logs["losses"]))
     # Not a diagnosis step: the conflict statistics are the zero placeholders.
     np.testing.assert_array_equal(logs["conflict_cos"], np.zeros((2, 2)))
 
-  def test_diagnosis_step_logs_conflict_statistics(self, make_config, make_bundle):
+  @pytest.mark.parametrize("jit", [False, True])
+  def test_auto_executor_is_single_threaded_for_the_graph_loop_without_gpu(self, jit):
+    expected = "default" if tf.config.list_physical_devices("GPU") or jit else "single_threaded"
+    assert step_lib.resolve_executor("auto", jit_compile=jit) == expected
+
+  @pytest.mark.parametrize("jit", ["off", "on"])
+  def test_diagnosis_step_logs_conflict_statistics(self, jit, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
-    components = components_lib.build(make_config(loop={"log_grad_conflict": True}), bundle)
-    logs = run_loop(components, iter(train_indices(len(bundle.train), 32, 0)), 2, diagnose=True)
+    components = components_lib.build(make_config(loop={"log_grad_conflict": True, "jit_compile": jit}), bundle)
+    logs = run_loop(components, 2, diagnose=True)
     cos, norms = logs["conflict_cos"], logs["conflict_norm"]
     np.testing.assert_allclose(np.diag(cos), [1.0, 1.0], rtol=1e-5)
     assert cos[0, 1] == pytest.approx(cos[1, 0])
@@ -219,7 +204,7 @@ class TestCheckpoint:
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
     config = make_config(optimizer={"learning_rate": 1e-2})
     trained = components_lib.build(config, bundle)
-    run_loop(trained, iter(train_indices(len(bundle.train), 32, 0)), 12)
+    run_loop(trained, 12)
     path = trained.checkpoint.save(os.path.join(tmp_path, "ckpt"))
 
     fresh = components_lib.build(config, bundle)
@@ -248,7 +233,7 @@ class TestCheckpoint:
     bundle = make_bundle(TASK_SETS[4], num_train=64, num_eval=8)
     config = make_config(model_params={"dropout": 0.1})
     trained = components_lib.build(config, bundle)
-    run_loop(trained, iter(train_indices(64, 32, 0)), 3)
+    run_loop(trained, 3)
     path = tf.train.CheckpointManager(trained.checkpoint, str(tmp_path), max_to_keep=1).save()
     fresh = components_lib.build(dataclasses.replace(config, seed=1), bundle)
     assert not np.allclose(fresh.model.get_weights()[0], trained.model.get_weights()[0])

@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import (LONG_RUN, SMALL_RUN_FLAGS, build_config, checkpoint_numbers, make_bundle, read_scalars,
                       run_train, start_train, wait_for_checkpoint)
 from mtl_research import tasks
-from mtl_research.data.pipeline import train_indices
+from mtl_research.data.pipeline import TrainOrder
 from mtl_research.train import guard, loop
 from mtl_research.train import components as components_lib
 from mtl_research.train.run_dir import RunDir
@@ -124,14 +124,14 @@ def poisoned_bundle(row: int):
 
 def first_step_with_row(row: int, num_rows: int, batch_size: int, seed: int) -> int:
   """The 1-based step whose batch holds `row` first."""
-  for index, batch in enumerate(train_indices(num_rows, batch_size, seed).take(10 * num_rows)):
-    if row in batch.numpy():
+  for index, batch in enumerate(TrainOrder(num_rows, batch_size, seed).batches(0, 10 * num_rows)):
+    if row in batch:
       return index + 1
   raise AssertionError("row never drawn")
 
 
 def steps_with_row(row: int, num_rows: int, batch_size: int, seed: int, steps: int) -> int:
-  return sum(int(row in batch.numpy()) for batch in train_indices(num_rows, batch_size, seed).take(steps))
+  return sum(int(row in batch) for batch in TrainOrder(num_rows, batch_size, seed).batches(0, steps))
 
 
 def guarded_run(tmp_path, policy: str, steps: int = 60):
@@ -190,8 +190,7 @@ class TestNonFiniteGuard:
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
     before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
-    feed = iter(tf.data.Dataset.from_tensors(tf.constant(np.arange(32), tf.int32)).repeat())
-    logs = parts.train_step.run(feed, 1, careful=True)
+    logs = parts.train_step.run(1, careful=True, rows=np.arange(32)[None])
     assert int(logs["guard"]["count"]) == 1 and int(logs["guard"]["first_bad_step"]) == 0
     after = [v.numpy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
@@ -201,13 +200,11 @@ class TestNonFiniteGuard:
     config = build_config()
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
-    batches = [np.arange(32, 64), np.arange(0, 32), np.arange(32, 64)]  # the bad row in the middle step
-    feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
-    logs = parts.train_step.run(feed, 3)
+    batches = np.stack([np.arange(32, 64), np.arange(0, 32), np.arange(32, 64)])  # the bad row in the middle step
+    logs = parts.train_step.run(3, rows=batches)
     assert not bool(logs["healthy"])
     clean = components_lib.build(config, make_bundle(SPECS, num_train=256))
-    feed = iter(tf.data.Dataset.from_tensor_slices(tf.constant(np.stack(batches), tf.int32)))
-    assert bool(clean.train_step.run(feed, 3)["healthy"])
+    assert bool(clean.train_step.run(3, rows=batches)["healthy"])
 
 
 

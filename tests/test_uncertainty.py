@@ -159,7 +159,7 @@ def test_learned_variance_recovers_task_noise(tmp_path):
   config = helpers.make_config(tmp_path, "uncertainty", hidden_units=(64, 64), batch_size=64, train_steps=steps,
                                seed=seed, optimizer=OptimizerConfig(learning_rate=5e-3, schedule="cosine"))
   parts = components_lib.build(config, bundle)
-  helpers.train(parts, bundle, config, steps, chunk=500)
+  helpers.run_loop(parts, steps, chunk=500)
 
   learned = np.exp(parts.balancer.log_var.numpy())
   results = Evaluator(parts.model, 2048).evaluate(bundle.train)

@@ -1,13 +1,15 @@
-"""tf.data pipelines: shuffled index batches for training, row batches for evaluation.
+"""Which rows each training step sees, and row batches for evaluation.
 
-Training does not push rows through tf.data one by one. The pipeline yields
-batches of row *indices* — one stateless shuffle per epoch, keyed by
-(seed, epoch), cut into batches and prefetched — and the train step gathers the
-rows from tensors that already sit on the device. This keeps per-element tf.data
-work off a 2-core CPU (the step runs several times faster than with
-`from_tensor_slices(...).shuffle().batch()` on the tutorial model, measured by
-scripts/benchmark.py) and makes the input a pure function of the step, so a
-resumed run sees exactly the batches an uninterrupted run would.
+Training does not push rows through tf.data. Each step's batch is a set of row
+*indices*, a pure function of (seed, step): epoch e is a stateless shuffle of
+the rows keyed by (seed, e), cut into full batches, and step k takes batch
+k mod steps_per_epoch of epoch k // steps_per_epoch. The trainer hands the
+compiled loop the indices of all its steps as one [steps, batch] tensor, and
+the step gathers its rows from tensors that already sit on the device. Nothing
+of the input lives inside the compiled program (an XLA program cannot hold an
+iterator), nothing needs checkpointing, and a resumed run, the careful replay
+of the non-finite guard and every replica of a distributed run see exactly the
+rows an uninterrupted single-device run sees.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_research.data.bundle import Split
-
-
-PREFETCH_BATCHES = 4
 
 
 class DeviceSplit:
@@ -53,26 +52,43 @@ def epoch_permutation(num_rows: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
   return tf.random.experimental.stateless_shuffle(tf.range(num_rows, dtype=tf.int32), seed=key)
 
 
-def train_indices(num_rows: int, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
-  """An endless dataset of int32 index batches [batch_size], starting at `start_step`.
+class TrainOrder:
+  """The index batches of every training step of one run (see the module docstring).
 
-  Batch k of the whole run is always the same rows for the same (seed, batch
-  size), whatever step the pipeline was started from.
+  Each epoch's permutation is computed once, with TensorFlow's stateless
+  shuffle on the CPU (the same kernel whatever device trains), and kept while
+  its steps are being served.
   """
-  per_epoch = steps_per_epoch(num_rows, batch_size)
-  usable = per_epoch * batch_size
 
-  def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-    perm = epoch_permutation(num_rows, seed, epoch)[:usable]
-    return tf.data.Dataset.from_tensor_slices(tf.reshape(perm, [per_epoch, batch_size]))
+  def __init__(self, num_rows: int, batch_size: int, seed: int):
+    self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+    self.steps_per_epoch = steps_per_epoch(num_rows, batch_size)
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"{num_rows} rows hold no batch of {batch_size}")
+    self._epochs: dict[int, np.ndarray] = {}
 
-  first_epoch, offset = divmod(start_step, per_epoch)
-  dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
-  # Producing an index batch is nearly free, so a small fixed buffer suffices;
-  # autotuning would only add a background thread competing for 2 cores.
-  options = tf.data.Options()
-  options.autotune.enabled = False
-  return dataset.skip(offset).prefetch(PREFETCH_BATCHES).with_options(options)
+  def _epoch(self, epoch: int) -> np.ndarray:
+    """[steps_per_epoch, batch_size] int32 rows of `epoch`."""
+    if epoch not in self._epochs:
+      with tf.device("/cpu:0"):
+        perm = epoch_permutation(self.num_rows, self.seed, tf.constant(epoch, tf.int64)).numpy()
+      usable = self.steps_per_epoch * self.batch_size
+      # Two epochs at most are in use at once (a loop crossing a boundary).
+      self._epochs = {e: rows for e, rows in self._epochs.items() if e == epoch - 1}
+      self._epochs[epoch] = perm[:usable].reshape(self.steps_per_epoch, self.batch_size)
+    return self._epochs[epoch]
+
+  def batches(self, start: int, count: int) -> np.ndarray:
+    """[count, batch_size] int32: the rows of steps start, start + 1, ..., start + count − 1."""
+    parts, step, end = [], start, start + count
+    while step < end:
+      epoch, offset = divmod(step, self.steps_per_epoch)
+      take = min(end - step, self.steps_per_epoch - offset)
+      parts.append(self._epoch(epoch)[offset:offset + take])
+      step += take
+    if not parts:
+      return np.zeros([0, self.batch_size], np.int32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
 
 
 def eval_batches(split: Split, batch_size: int) -> tf.data.Dataset:

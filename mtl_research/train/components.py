@@ -15,9 +15,10 @@ from mtl_research.balancers import BALANCERS
 from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.config import Config
 from mtl_research.data.bundle import DatasetBundle
-from mtl_research.data.pipeline import DeviceSplit, steps_per_epoch, train_indices
+from mtl_research.data.pipeline import DeviceSplit, TrainOrder, steps_per_epoch
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel, random_state
+from mtl_research.train import compilation
 from mtl_research.train import distribution
 from mtl_research.train import optimizers
 from mtl_research.train import selection as selection_lib
@@ -43,13 +44,14 @@ class Components:
   best_step: tf.Variable
   skipped_batches: tf.Variable  # batches --nan_policy=skip_batch did not apply
   strategy: tf.distribute.Strategy | None = None  # None: one device, no tf.distribute
+  origins: dict[str, str] = dataclasses.field(default_factory=dict)  # step.SCOPES → the flag that chose each
+  jit_note: str = ""  # why --jit_compile=auto runs the graph loop ('' if it does not)
+  jit_mode: str = compilation.AUTO  # --jit_compile as given
 
-  def batches(self, num_rows: int, batch_size: int, seed: int, start: int):
-    """The training index batches from step `start`, split over the replicas if distributed."""
-    if self.strategy is None:
-      return train_indices(num_rows, batch_size, seed, start)
-    return distribution.distribute_indices(self.strategy, lambda: train_indices(num_rows, batch_size, seed, start),
-                                           batch_size)
+  def compile_loop(self) -> str:
+    """Compiles the train loop now (see TrainStep.compile); returns the line to log."""
+    line = self.train_step.compile(fall_back=self.jit_mode == compilation.AUTO, components=self.origins)
+    return f"{self.jit_note}. {line}" if self.jit_note else line
 
 
 def total_steps(config: Config, bundle: DatasetBundle) -> int:
@@ -78,6 +80,7 @@ def build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strateg
 
 
 def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None) -> Components:
+  jit_compile, jit_note = compilation.resolve(config.loop.jit_compile, None if strategy is None else config.loop.strategy)
   model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
   model.build_for(bundle.train.features)
   steps = total_steps(config, bundle)
@@ -86,9 +89,10 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
   optimizer = optimizers.build(config.optimizer, steps)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  order = TrainOrder(len(bundle.train), config.loop.batch_size, config.seed)
   train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train, replicated=strategy is not None),
-                         config.loop.batch_size, step, config.loop.log_grad_conflict, config.loop.executor,
-                         config.loop.nan_policy, strategy)
+                         order, step, config.loop.steps_per_loop, config.loop.log_grad_conflict,
+                         config.loop.executor, config.loop.nan_policy, strategy, jit_compile)
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
     # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
     optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
@@ -101,5 +105,8 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
   state = dict(model=model, optimizer=optimizer, balancer=balancer, step=step, rng=random_state(model),
                skipped_batches=skipped)
   checkpoint = tf.train.Checkpoint(**state, best_score=best_score, best_step=best_step)
+  origins = {"model": f"--model={config.model.name}", "balancer": f"--balancer={config.balancer.name}",
+             "optimizer": f"--optimizer={config.optimizer.name}", "input": f"--dataset={config.dataset.name}"}
   return Components(model, balancer, optimizer, step, train_step, checkpoint, tf.train.Checkpoint(**state),
-                    steps, criterion, best_score, best_step, skipped, strategy)
+                    steps, criterion, best_score, best_step, skipped, strategy, origins, jit_note,
+                    config.loop.jit_compile)

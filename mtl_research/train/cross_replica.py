@@ -32,6 +32,18 @@ class CrossReplica:
     self.replicas = replicas
     self.active = replicas > 1
 
+  def local_rows(self, batch: tf.Tensor) -> tf.Tensor:
+    """This replica's slice of a global batch of row indices: replica r takes rows [r·b, (r+1)·b).
+
+    Every replica (on every worker) receives the same global batch, so the
+    replicas together see exactly the rows one device would.
+    """
+    if not self.active:
+      return batch
+    size = batch.shape[0] // self.replicas
+    first = tf.distribute.get_replica_context().replica_id_in_sync_group * size
+    return batch[first:first + size]
+
   def sum(self, value):
     """All-reduced sum over replicas (a nest of tensors); identity on one replica."""
     if not self.active:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
-
 import tensorflow as tf
 
 from mtl_research.config import LoopConfig
@@ -101,25 +99,6 @@ def worker_name(strategy: tf.distribute.Strategy) -> str:
   """`<task type>-<index>` of this process in TF_CONFIG, or "local"."""
   resolver = getattr(strategy, "cluster_resolver", None)
   return f"{resolver.task_type}-{resolver.task_id}" if resolver is not None and resolver.task_type else "local"
-
-
-def distribute_indices(strategy: tf.distribute.Strategy, make_batches: Callable[[], tf.data.Dataset],
-                       global_batch_size: int):
-  """Iterable of per-replica index batches: each replica gets its slice of every global batch.
-
-  Every input pipeline (one per worker) builds the same global batches and
-  keeps its replicas' part, so replica r of the whole job sees rows
-  [r·b, (r+1)·b) of global batch k, b = global batch / replicas: exactly the
-  rows a single device would see in step k.
-  """
-  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-    per_replica = context.get_per_replica_batch_size(global_batch_size)
-    local = context.num_replicas_in_sync // context.num_input_pipelines
-    first = context.input_pipeline_id * local * per_replica
-    return make_batches().map(
-        lambda batch: tf.reshape(batch[first:first + local * per_replica], [local, per_replica])).unbatch()
-
-  return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def check_config(strategy: tf.distribute.Strategy, loop: LoopConfig) -> None:

@@ -77,6 +77,13 @@ def record(state: GuardState, ok: tf.Tensor, step: tf.Tensor, losses: tf.Tensor)
                     state.count + tf.cast(failed, tf.int32))
 
 
+def merge(earlier: GuardState, later: GuardState) -> GuardState:
+  """The record of two consecutive runs of steps (NumPy values), the earlier one first."""
+  if earlier.first_bad_step >= 0 or later.first_bad_step < 0:
+    return earlier._replace(count=earlier.count + later.count)
+  return later._replace(count=earlier.count + later.count)
+
+
 def describe(record: GuardState, task_names: Sequence[str]) -> str:
   """The first failing step of `record` (NumPy values) in words, steps counted from 1."""
   step = int(record.first_bad_step) + 1

@@ -82,6 +82,14 @@ class Trainer:
       self.checkpoints.restore_best(tf.train.Checkpoint(best_score=self.parts.best_score,
                                                         best_step=self.parts.best_step))
 
+  def compile(self) -> None:
+    """Compiles the train loop (XLA) or traces it (graph) and logs how long it took.
+
+    Raises UserError under --jit_compile=on if XLA cannot compile it; the CLI
+    calls this before writing anything.
+    """
+    self.log(self.parts.compile_loop())
+
   def run(self) -> dict:
     """Trains to the end (resuming if possible), evaluates, writes metrics.json.
 
@@ -98,7 +106,8 @@ class Trainer:
 
   def _train(self, start: int, total: int) -> None:
     loop_cfg = self.config.loop
-    iterator = iter(self.parts.batches(len(self.bundle.train), loop_cfg.batch_size, self.config.seed, start))
+    if not self.parts.train_step.compiled:
+      self.compile()
     if start == 0 and self.hparams:
       write_run_metadata(self.run_dir.train_logdir, self.hparams)
     if self.checkpoints.latest_number is None:
@@ -114,7 +123,7 @@ class Trainer:
                           loop_cfg.checkpoint_every)
         summarize = stop % loop_cfg.summary_every == 0 or stop == total
         tick = time.perf_counter()
-        logs = self._numpy(self.parts.train_step.run(iterator, stop - step, summarize))
+        logs = self.parts.train_step.run(stop - step, summarize)
         if not logs["healthy"]:
           logs = self._recover(step, stop, summarize)
         rate = (stop - step) / (time.perf_counter() - tick)
@@ -129,10 +138,6 @@ class Trainer:
     finally:
       train_writer.close()
       eval_writer.close()
-
-  @staticmethod
-  def _numpy(logs: dict) -> dict:
-    return tf.nest.map_structure(lambda t: t.numpy(), logs)
 
   def _honour_stop(self, step: int, total: int) -> None:
     """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""
@@ -159,9 +164,7 @@ class Trainer:
     begin = int(self.parts.step.numpy())
     self.log(f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
              f"{begin + 1}-{stop} from {path}, testing each one.")
-    iterator = iter(self.parts.batches(len(self.bundle.train), self.config.loop.batch_size, self.config.seed,
-                                       begin))
-    logs = self._numpy(self.parts.train_step.run(iterator, stop - begin, summarize, careful=True))
+    logs = self.parts.train_step.run(stop - begin, summarize, careful=True)
     record = guard.GuardState(**logs["guard"])
     skip = "" if self.parts.strategy is not None else " or pass --nan_policy=skip_batch"
     advice = (f"; the run stopped, keeping its last good checkpoint {path} "

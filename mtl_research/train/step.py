@@ -1,20 +1,40 @@
-"""The compiled train loop: `steps_per_loop` steps per call, no Python in between.
+"""The compiled train loop: up to `steps_per_call` steps per call, no Python in between.
 
-The loop takes the step count as a tensor and iterates with `tf.range`, so one
-trace serves every call. Each step gathers its batch from the device-resident
-split, computes per-task losses averaged over the global batch
-(`tf.nn.compute_average_loss`, correct under tf.distribute), and computes only
-the per-task gradients the balancer's `gradient_scope` asks for.
+A call receives the row indices of its steps as one [steps_per_call, batch]
+int32 tensor (data/pipeline.py) and the number of steps to run as a tensor,
+and iterates with an explicit `tf.while_loop`: one trace, and under XLA one
+compiled program, serve every call, whatever its length. (`for _ in
+tf.range(n)` would hand XLA `n` as the loop's maximum trip count, a
+compile-time constant: one compilation per distinct loop length.) Every step
+of a call, the last one included, runs the same loop body, so under XLA a
+step's arithmetic never depends on where loop boundaries fall: a resumed or a
+shorter run computes the same bits as an uninterrupted or longer one. The body
+carries the step's logs (losses, weights, objective, the balancer's
+diagnostics), and the loop returns those of the last step; what only reads
+state (balancer summaries, the health test, gradient-conflict statistics) is
+computed once after the loop.
+
+Each step gathers its batch from the device-resident split, computes per-task
+losses averaged over the global batch (`tf.nn.compute_average_loss`, correct
+under tf.distribute), and computes only the per-task gradients the balancer's
+`gradient_scope` asks for.
 """
 
 from __future__ import annotations
 
+import functools
+import time
+from typing import Mapping
+
+import numpy as np
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, StepStats
-from mtl_research.data.pipeline import DeviceSplit
+from mtl_research.data.pipeline import DeviceSplit, TrainOrder
+from mtl_research.errors import UserError
 from mtl_research.models.base import MultiTaskModel
+from mtl_research.train import compilation
 from mtl_research.train import guard
 from mtl_research.train.cross_replica import CrossReplica
 
@@ -35,46 +55,68 @@ SINGLE_THREADED = "single_threaded"
 EXECUTORS = ("auto", "default", SINGLE_THREADED)
 
 
-def resolve_executor(executor: str, distributed: bool = False) -> str:
-  """`auto`: TensorFlow's single-threaded executor on a CPU-only machine without tf.distribute.
+def resolve_executor(executor: str, distributed: bool = False, jit_compile: bool = False) -> str:
+  """`auto`: TensorFlow's single-threaded executor for the graph loop on a CPU-only machine.
 
-  The step of a small model is hundreds of tiny ops; running them on the
-  calling thread avoids a thread-pool hand-off per op, which on 2 cores is both
-  faster and far steadier (scripts/benchmark.py). GPUs and tf.distribute need
-  asynchronous kernels, which that executor does not run, so they keep TF's default.
+  The graph loop's step of a small model is hundreds of tiny ops; running them
+  on the calling thread avoids a thread-pool hand-off per op, which on 2 cores
+  is both faster and far steadier (scripts/benchmark.py). Under XLA the loop is
+  one kernel, so the executor has nothing to schedule. GPUs and tf.distribute
+  need asynchronous kernels, which that executor does not run, so they keep TF's default.
   """
   if executor == "auto":
-    return "default" if distributed or tf.config.list_physical_devices("GPU") else SINGLE_THREADED
+    cpu_only = not tf.config.list_physical_devices("GPU")
+    return SINGLE_THREADED if cpu_only and not distributed and not jit_compile else "default"
   return executor
+
+
+# The name scopes the step opens around each component's ops, so that an op XLA
+# cannot compile is traced back to the component that contains it.
+SCOPES = ("input", "model", "balancer", "optimizer")
 
 
 class TrainStep:
   """Owns the compiled loop that trains `model` under `balancer`."""
 
-  def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit,
-               global_batch_size: int, step: tf.Variable, log_grad_conflict: bool = False,
-               executor: str = "default", nan_policy: str = guard.STOP,
-               strategy: tf.distribute.Strategy | None = None):
+  def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit, order: TrainOrder,
+               step: tf.Variable, steps_per_call: int, log_grad_conflict: bool = False, executor: str = "default",
+               nan_policy: str = guard.STOP, strategy: tf.distribute.Strategy | None = None,
+               jit_compile: bool = False):
     self.model = model
     self.balancer = balancer
     self.optimizer = optimizer
     self.data = data
-    self.global_batch_size = global_batch_size
+    self.order = order
+    self.global_batch_size = order.batch_size
     self.step = step
+    self.steps_per_call = steps_per_call
     self.log_grad_conflict = log_grad_conflict
     self.task_specs = model.task_specs
+    self.distributed = strategy is not None
     # The default strategy's `run` is a plain call: one code path serves both.
     self.strategy = strategy or tf.distribute.get_strategy()
     self.cross = CrossReplica(int(self.strategy.num_replicas_in_sync))
-    self.executor = resolve_executor(executor, distributed=strategy is not None)
+    self.requested_executor = executor
     if nan_policy not in guard.NAN_POLICIES:
       raise ValueError(f"nan_policy must be one of {guard.NAN_POLICIES}, not {nan_policy!r}")
     self.nan_policy = nan_policy
     # The fast loop's running sum of losses (≥ 0, so finite iff every loss was); not checkpointed.
     self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum",
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self.loop = tf.function(self._loop)
-    self.careful_loop = tf.function(self._careful_loop)
+    self._diagnostic_specs = None
+    self._use(jit_compile)
+
+  def _use(self, jit_compile: bool) -> None:
+    """(Re)creates the loop functions, compiled with XLA or as TensorFlow graphs."""
+    self.jit_compile = jit_compile
+    self.executor = resolve_executor(self.requested_executor, self.distributed, jit_compile)
+    self.loop = tf.function(self._loop, jit_compile=jit_compile)
+    self.careful_loop = tf.function(self._careful_loop, jit_compile=jit_compile)
+    self.compiled = False
+
+  @property
+  def mode(self) -> str:
+    return "XLA" if self.jit_compile else "graph"
 
   @property
   def trained_variables(self) -> list[tf.Variable]:
@@ -112,10 +154,13 @@ class TrainStep:
         for task in self.task_specs
     ]
 
-  def _regularization(self) -> tf.Tensor:
+  def _regularization(self) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the model's regularization, this replica's share of it)."""
     if not self.model.losses:
-      return tf.constant(0.0)
-    return tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+      zero = tf.constant(0.0)
+      return zero, zero
+    total = tf.add_n(self.model.losses)
+    return total, tf.nn.scale_regularization_loss(total)
 
   def _gradients(self, tape, objective, regularization, stats: StepStats) -> tuple[list, list]:
     """Gradients for every trained variable: from the objective, or aggregated."""
@@ -125,7 +170,8 @@ class TrainStep:
     scope_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in variables if id(v) not in scope_ids]
     grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    shared = self.cross.share(self.balancer.aggregate(stats))
+    with tf.name_scope("balancer"):
+      shared = self.cross.share(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
     reg = tape.gradient(regularization, list(stats.scope_variables),
                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -139,7 +185,9 @@ class TrainStep:
     joint = {id(v) for v in self.balancer.joint_variables}
     return [self.cross.share([g])[0] if id(v) in joint else g for g, v in zip(grads, variables)]
 
-  def _conflict(self, features, labels) -> tuple[tf.Tensor, tf.Tensor]:
+  def _conflict(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cosines and norms of the per-task gradients on the shared variables, on `rows`."""
+    features, labels = self.data.gather(rows)
     shared = self.model.shared_variables
     with tf.GradientTape(persistent=True) as tape:
       # training=False: a diagnostic must not draw dropout masks, or turning it
@@ -149,16 +197,13 @@ class TrainStep:
              for loss in losses]
     return conflict_stats(self.cross.sum(grads))
 
-  def _apply_careful(self, ok: tf.Tensor, apply, diagnostics_wanted: bool) -> dict[str, tf.Tensor]:
+  def _apply_careful(self, ok: tf.Tensor, apply) -> dict[str, tf.Tensor]:
     """Runs `apply` (model and balancer update) if `ok` or the policy is stop.
 
     Returns the balancer's diagnostics; those of a skipped step are NaN.
     """
     if self.nan_policy == guard.STOP:
       return apply()  # a failing step ends the run; applying it changes nothing that is kept
-    if not diagnostics_wanted:
-      tf.cond(ok, lambda: tf.group(tf.nest.flatten(apply())), tf.no_op)
-      return {}
     # cond_v2 traces the true branch first, so the skipped branch can mirror its outputs.
     structure = {}
 
@@ -172,105 +217,214 @@ class TrainStep:
 
     return tf.cond(ok, applied, skipped)
 
-  def train_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None, careful: bool = False) -> dict:
-    """One update on the rows `indices`.
+  def train_step(self, indices: tf.Tensor, careful: bool = False) -> dict:
+    """One update on the rows `indices`; returns its logs.
 
-    Inner steps of a loop (`diagnose` None) compute nothing for reporting,
-    because stateful reads inside the loop are never pruned; the loop's last
-    step adds its logs. The fast path (`careful` False) only adds this step's
-    losses to `loss_sum`, and its last step reports whether the loop stayed
-    `healthy`. The careful path tests every step's inputs, applies
+    The logs: the global `losses` [T], the `step` index, the `weights` [T]
+    the step used, the logged `objective` (with all of the regularization)
+    and the balancer's `diagnostics`. The fast path (`careful` False) also adds
+    the losses to `loss_sum`; the careful path tests the step's inputs, applies
     `nan_policy` to them, and reports `ok` (inputs and resulting variables
     finite); see mtl_research/train/guard.py.
     """
-    features, labels = self.data.gather(indices)
+    with tf.name_scope("input"):
+      features, labels = self.data.gather(indices)
     scope_variables = self._scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     with tf.GradientTape(persistent=needs_tape_again) as tape:
-      task_losses = self.task_losses(labels, self.model(features, training=True))
+      with tf.name_scope("model"):
+        outputs = self.model(features, training=True)
+      task_losses = self.task_losses(labels, outputs)
       losses = self.cross.global_losses(tf.stack(task_losses))
       # Keras 3 computes model.losses when read, so read it once, on the tape.
-      regularization = self._regularization()
-      objective = self.balancer.objective(losses) + regularization
+      with tf.name_scope("model"):
+        total_regularization, regularization = self._regularization()
+      with tf.name_scope("balancer"):
+        task_objective = self.balancer.objective(losses)
+      objective = task_objective + regularization
     task_grads = None
     if scope_variables:
       task_grads = self.cross.sum(tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses))
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
-    result = {"losses": losses, "step": stats.step}
-    if diagnose is not None:
-      # Under a strategy each replica's objective holds only its share of the regularization.
-      logged = objective - regularization + self.cross.sum(regularization) if self.cross.active else objective
-      result.update(weights=self.balancer.weights(), objective=logged)
-      if self.log_grad_conflict and self.cross.active:
-        # All-reduces cannot run inside tf.cond: compute at every loop's end.
-        result["conflict_cos"], result["conflict_norm"] = self._conflict(features, labels)
-      elif self.log_grad_conflict:
-        num = len(self.task_specs)
-        result["conflict_cos"], result["conflict_norm"] = tf.cond(
-            diagnose, lambda: self._conflict(features, labels),
-            lambda: (tf.zeros([num, num]), tf.zeros([num])))
+    with tf.name_scope("balancer"):
+      weights = self.balancer.weights()
+    # Under a strategy each replica's objective holds only its share of the regularization.
+    logged = task_objective + total_regularization if self.cross.active else objective
+    result = {"losses": losses, "step": stats.step, "weights": weights, "objective": logged}
     grads, variables = self._gradients(tape, objective, regularization, stats)
 
     def apply() -> dict[str, tf.Tensor]:
-      self.optimizer.apply_gradients(zip(grads, variables))
-      return self.balancer.update(stats)
+      with tf.name_scope("optimizer"):
+        self.optimizer.apply_gradients(zip(grads, variables))
+      with tf.name_scope("balancer"):
+        return self.balancer.update(stats)
 
     if careful:
       inputs_ok = self.cross.all_true(guard.all_finite(objective, losses, grads))
-      diagnostics = self._apply_careful(inputs_ok, apply, diagnose is not None)
+      result["diagnostics"] = self._apply_careful(inputs_ok, apply)
       # Finite inputs can still make a non-finite update (a balancer's own
       # arithmetic overflowing): a step is good only if its result is finite too.
       result["ok"] = tf.logical_and(inputs_ok, guard.variables_finite(self.state_variables))
     else:
       self.loss_sum.assign_add(tf.reduce_sum(losses))
-      diagnostics = apply()
+      result["diagnostics"] = apply()
     self.step.assign_add(1)
-    if diagnose is not None:
-      result["diagnostics"] = {**diagnostics, **self.balancer.summaries()}
-      if not careful:
-        # Read after the update: a non-finite gradient anywhere in the loop
-        # has left a non-finite variable behind (optimizer arithmetic keeps NaN).
-        result["healthy"] = tf.logical_and(tf.math.is_finite(self.loss_sum),
-                                           guard.variables_finite(self.state_variables))
     return result
 
-  def run(self, iterator, num_steps: int, diagnose: bool = False, careful: bool = False) -> dict:
-    """Runs `num_steps` steps through a compiled loop; returns the last step's logs.
-
-    The fast loop's logs hold `healthy`; the careful loop's hold `guard`
-    (a GuardState as a dict).
-    """
-    loop = self.careful_loop if careful else self.loop
-    args = (iterator, tf.constant(num_steps, tf.int32), tf.constant(diagnose))
-    if self.executor == SINGLE_THREADED:
-      with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
-        return loop(*args)
-    return loop(*args)
-
-  def _loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
-    """Runs `num_steps` (≥ 1) steps; returns the logs of the last one.
-
-    The last step is written outside the tf.range loop so its logs can be
-    returned without loop-carried state; only it computes diagnostics.
-    """
-    self.loss_sum.assign(0.0)
-    for _ in tf.range(num_steps - 1):
-      self.strategy.run(self.train_step, args=(next(iterator),))
-    return self._first_replica(self.strategy.run(self.train_step, args=(next(iterator), diagnose)))
+  # --- the loops ---------------------------------------------------------------------------
 
   def _first_replica(self, values):
     """Values every replica computed alike, from the first (local) replica."""
     return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], values)
 
-  def _careful_step(self, indices: tf.Tensor, diagnose: tf.Tensor | None = None) -> dict:
-    return self.train_step(indices, diagnose, careful=True)
+  def _step_at(self, block: tf.Tensor, i: tf.Tensor, careful: bool) -> dict:
+    return self.train_step(self.cross.local_rows(block[i]), careful)
 
-  def _careful_loop(self, iterator, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
-    """`_loop` testing every step; carries the guard's record and returns it as `guard`."""
-    state = guard.initial_state(len(self.task_specs))
-    for _ in tf.range(num_steps - 1):
-      result = self._first_replica(self.strategy.run(self._careful_step, args=(next(iterator),)))
-      state = guard.record(state, result["ok"], result["step"], result["losses"])
-    logs = self._first_replica(self.strategy.run(self._careful_step, args=(next(iterator), diagnose)))
-    logs["guard"] = guard.record(state, logs["ok"], logs["step"], logs["losses"])._asdict()
+  def _balancer_diagnostics(self) -> dict:
+    """Zeros shaped like the balancer's diagnostics, the loop's initial logs.
+
+    Their structure is learned by tracing `balancer.update` alone (a few ops,
+    never run), once per TrainStep.
+    """
+    if self._diagnostic_specs is None:
+      scope = self._scope_variables()
+      num_tasks = len(self.task_specs)
+      grad_specs = (tuple(tuple(tf.TensorSpec(v.shape, v.dtype) for v in scope) for _ in range(num_tasks))
+                    if scope else None)
+
+      def update(losses, task_grads, step):
+        return self.balancer.update(StepStats(losses, task_grads, scope, step))
+
+      def probe(losses, task_grads, step):
+        return self._first_replica(self.strategy.run(update, args=(losses, task_grads, step)))
+
+      traced = tf.function(probe).get_concrete_function(tf.TensorSpec([num_tasks], tf.float32), grad_specs,
+                                                        tf.TensorSpec([], tf.int64))
+      self._diagnostic_specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                                     traced.structured_outputs)
+    return tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), self._diagnostic_specs)
+
+  def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
+    """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record)."""
+    num_tasks = len(self.task_specs)
+    logs = {"losses": tf.zeros([num_tasks]), "step": tf.constant(-1, tf.int64), "weights": tf.zeros([num_tasks]),
+            "objective": tf.constant(0.0), "diagnostics": self._balancer_diagnostics()}
+    if careful:
+      logs["ok"] = tf.constant(True)
+    record = guard.initial_state(num_tasks)
+    step_fn = functools.partial(self._step_at, careful=careful)
+
+    def body(i, _, record):
+      logs = self._first_replica(self.strategy.run(step_fn, args=(block, i)))
+      if careful:
+        record = guard.record(record, logs["ok"], logs["step"], logs["losses"])
+      return i + 1, logs, record
+
+    _, logs, record = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), logs, record))
+    return logs, record
+
+  def _loop_end(self, logs: dict, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """Adds what only reads state: the balancer's summaries and the conflict statistics."""
+    logs["diagnostics"] = {**logs["diagnostics"], **self.balancer.summaries()}
+    if not self.log_grad_conflict:
+      return logs
+    last = tf.maximum(num_steps - 1, 0)
+    if self.cross.active:
+      # All-reduces cannot run inside tf.cond: computed at every loop's end.
+      conflict = self._first_replica(self.strategy.run(lambda b, i: self._conflict(self.cross.local_rows(b[i])),
+                                                       args=(block, last)))
+    else:
+      num = len(self.task_specs)
+      conflict = tf.cond(diagnose, lambda: self._conflict(block[last]),
+                         lambda: (tf.zeros([num, num]), tf.zeros([num])))
+    logs["conflict_cos"], logs["conflict_norm"] = conflict
+    return logs
+
+  def _loop(self, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """Runs `num_steps` (≥ 0) steps; returns the logs of the last one and `healthy`.
+
+    `healthy` is read after the updates: a non-finite gradient anywhere in the
+    loop has left a non-finite variable behind (optimizer arithmetic keeps NaN),
+    and a non-finite loss a non-finite `loss_sum`.
+    """
+    self.loss_sum.assign(0.0)
+    logs, _ = self._steps(block, num_steps, careful=False)
+    logs["healthy"] = tf.logical_and(tf.math.is_finite(self.loss_sum), guard.variables_finite(self.state_variables))
+    return self._loop_end(logs, block, num_steps, diagnose)
+
+  def _careful_loop(self, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """`_loop` testing every step; returns the guard's record as `guard` (a GuardState as a dict)."""
+    logs, record = self._steps(block, num_steps, careful=True)
+    logs["guard"] = record._asdict()
+    return self._loop_end(logs, block, num_steps, diagnose)
+
+  # --- calling the loops ---------------------------------------------------------------------
+
+  def _call(self, loop, rows: np.ndarray, diagnose: bool) -> dict:
+    """One call of `loop` on the batches `rows` (at most steps_per_call of them); NumPy logs."""
+    block = np.zeros([self.steps_per_call, self.global_batch_size], np.int32)
+    block[:len(rows)] = rows
+    args = (tf.constant(block), tf.constant(len(rows), tf.int32), tf.constant(diagnose))
+    if self.executor == SINGLE_THREADED:
+      with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
+        logs = loop(*args)
+    else:
+      logs = loop(*args)
+    # .numpy() also waits for the loop to finish.
+    return tf.nest.map_structure(lambda t: t.numpy(), logs)
+
+  def compile(self, fall_back: bool = False, components: Mapping[str, str] | None = None) -> str:
+    """Traces and, under XLA, compiles the fast loop now, running no step; returns a line saying so.
+
+    If XLA cannot compile the loop: with `fall_back`, the graph loop is used
+    instead and the line says which component forced it (`components` maps
+    SCOPES to what the user chose, e.g. {"balancer": "--balancer=gradnorm"});
+    otherwise UserError.
+    """
+    tick = time.perf_counter()
+    try:
+      self._call(self.loop, np.zeros([0, self.global_batch_size], np.int32), False)
+    except tf.errors.InvalidArgumentError as error:
+      if not self.jit_compile or not compilation.is_compile_error(error):
+        raise
+      cause = compilation.culprit(error, components or {})
+      if not fall_back:
+        raise UserError(f"--jit_compile=on: XLA cannot compile the train loop: {cause}; "
+                        "use --jit_compile=auto or off.") from None
+      self._use(False)
+      line = self.compile()
+      return f"XLA cannot compile {cause}: using the graph loop. {line}"
+    self.compiled = True
+    verb = "Compiled the train loop with XLA" if self.jit_compile else "Traced the train loop (graph)"
+    return f"{verb} in {time.perf_counter() - tick:.2f} s."
+
+  def run(self, num_steps: int, diagnose: bool = False, careful: bool = False, rows: np.ndarray | None = None) -> dict:
+    """Runs `num_steps` (≥ 1) steps from the current step; returns the last step's logs (NumPy).
+
+    `rows` [num_steps, batch] replaces the training order's batches (tests).
+    More steps than `steps_per_call` take several calls of the same loop:
+    the fast loop's logs hold `healthy` (every call healthy), the careful
+    loop's `guard` (the record of all of them, as a dict).
+    """
+    if num_steps < 1:
+      raise ValueError(f"num_steps must be at least 1, not {num_steps}")
+    if rows is None:
+      rows = self.order.batches(int(self.step.numpy()), num_steps)
+    if len(rows) != num_steps:
+      raise ValueError(f"{len(rows)} batches of rows for {num_steps} steps")
+    loop = self.careful_loop if careful else self.loop
+    logs, healthy, record = {}, True, None
+    for begin in range(0, num_steps, self.steps_per_call):
+      end = min(begin + self.steps_per_call, num_steps)
+      logs = self._call(loop, rows[begin:end], diagnose and end == num_steps)
+      if careful:
+        part = guard.GuardState(**logs["guard"])
+        record = part if record is None else guard.merge(record, part)
+      else:
+        healthy = healthy and bool(logs["healthy"])
+    if careful:
+      logs["guard"] = record._asdict()
+    else:
+      logs["healthy"] = np.bool_(healthy)
+    self.compiled = True
     return logs
