@@ -34,9 +34,9 @@ SMALL_RUN_FLAGS = ("--num_train=512", "--num_val=128", "--num_test=128", "--hidd
                    "--train_steps=40", "--eval_every=20", "--checkpoint_every=20")
 
 
-def run_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-  """Runs `python scripts/train.py ARGS` and returns the finished process (text output)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def run_train(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+  """Runs `python scripts/train.py ARGS` (with `env` added to the environment); the finished process."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
   return subprocess.run([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
 

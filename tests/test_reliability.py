@@ -27,19 +27,29 @@ def read_bytes(path: str) -> bytes:
 
 
 @pytest.fixture(name="uninterrupted", scope="module")
-def fixture_uninterrupted(tmp_path_factory) -> str:
-  """metrics.json bytes of the long gradnorm run, never interrupted."""
-  path = str(tmp_path_factory.mktemp("uninterrupted") / "run")
-  proc = run_train(f"--run_dir={path}", "--balancer=gradnorm", *LONG_RUN)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return read_bytes(os.path.join(path, "metrics.json"))
+def fixture_uninterrupted(tmp_path_factory):
+  """metrics.json bytes of the long gradnorm run, never interrupted, by --jit_compile."""
+  runs = {}
+
+  def get(jit: str) -> bytes:
+    if jit not in runs:
+      path = str(tmp_path_factory.mktemp(f"uninterrupted-{jit}") / "run")
+      proc = run_train(f"--run_dir={path}", "--balancer=gradnorm", f"--jit_compile={jit}", *LONG_RUN)
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      runs[jit] = read_bytes(os.path.join(path, "metrics.json"))
+    return runs[jit]
+
+  return get
 
 
 class TestDeterminism:
 
-  @pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm"])
-  def test_two_runs_are_bit_identical(self, tmp_path, balancer):
-    flags = (*SMALL_RUN_FLAGS, "--train_steps=120", "--deterministic", "--dropout=0.3", f"--balancer={balancer}")
+  # Every balancer in the default mode (XLA on one device), one in the graph loop.
+  @pytest.mark.parametrize("balancer, jit", [("fixed", "auto"), ("uncertainty", "auto"), ("gradnorm", "auto"),
+                                             ("gradnorm", "off")])
+  def test_two_runs_are_bit_identical(self, tmp_path, balancer, jit):
+    flags = (*SMALL_RUN_FLAGS, "--train_steps=120", "--deterministic", "--dropout=0.3", f"--balancer={balancer}",
+             f"--jit_compile={jit}")
     results = []
     for name in ("a", "b"):
       proc = run_train(f"--run_dir={tmp_path / name}", *flags)
@@ -59,9 +69,10 @@ class TestDeterminism:
 
 class TestInterruption:
 
-  def test_sigkill_then_rerun_is_identical(self, tmp_path, uninterrupted):
+  @pytest.mark.parametrize("jit", ["auto", "off"])
+  def test_sigkill_then_rerun_is_identical(self, tmp_path, uninterrupted, jit):
     path = str(tmp_path / "run")
-    flags = (f"--run_dir={path}", "--balancer=gradnorm", *LONG_RUN)
+    flags = (f"--run_dir={path}", "--balancer=gradnorm", f"--jit_compile={jit}", *LONG_RUN)
     proc = start_train(*flags)
     step = wait_for_checkpoint(proc, path)
     proc.kill()
@@ -70,7 +81,7 @@ class TestInterruption:
     rerun = run_train(*flags)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resumed from" in rerun.stdout
-    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted
+    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted(jit)
 
   def test_sigterm_saves_exits_zero_and_resumes_identically(self, tmp_path, uninterrupted):
     path = str(tmp_path / "run")
@@ -89,7 +100,7 @@ class TestInterruption:
     rerun = run_train(*flags)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"at step {stopped}." in rerun.stdout
-    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted
+    assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted("auto")
 
 
 class TestCheckpointFallback:
@@ -134,10 +145,10 @@ def steps_with_row(row: int, num_rows: int, batch_size: int, seed: int, steps: i
   return sum(int(row in batch) for batch in TrainOrder(num_rows, batch_size, seed).batches(0, steps))
 
 
-def guarded_run(tmp_path, policy: str, steps: int = 60):
+def guarded_run(tmp_path, policy: str, steps: int = 60, jit: str = "auto"):
   config = build_config(str(tmp_path / "run"), loop={"train_steps": steps, "steps_per_loop": 20,
                                                      "checkpoint_every": 20, "summary_every": 20,
-                                                     "eval_every": 0, "nan_policy": policy})
+                                                     "eval_every": 0, "nan_policy": policy, "jit_compile": jit})
   bundle = poisoned_bundle(row=5)
   parts = components_lib.build(config, bundle)
   messages = []
@@ -149,8 +160,9 @@ def guarded_run(tmp_path, policy: str, steps: int = 60):
 
 class TestNonFiniteGuard:
 
-  def test_stop_names_the_step_and_task_and_keeps_good_checkpoints(self, tmp_path):
-    trainer, _, run, messages = guarded_run(tmp_path, guard.STOP)
+  @pytest.mark.parametrize("jit", ["auto", "off"])
+  def test_stop_names_the_step_and_task_and_keeps_good_checkpoints(self, tmp_path, jit):
+    trainer, _, run, messages = guarded_run(tmp_path, guard.STOP, jit=jit)
     bad_step = first_step_with_row(5, 256, 32, 0)
     assert bad_step <= 60
     with pytest.raises(guard.NonFiniteError) as raised:
@@ -171,9 +183,10 @@ class TestNonFiniteGuard:
         assert np.all(np.isfinite(value)), name
     assert any("replaying" in line for line in messages)
 
-  def test_skip_batch_skips_exactly_the_poisoned_batches(self, tmp_path):
+  @pytest.mark.parametrize("jit", ["auto", "off"])
+  def test_skip_batch_skips_exactly_the_poisoned_batches(self, tmp_path, jit):
     steps = 60
-    trainer, parts, run, messages = guarded_run(tmp_path, guard.SKIP_BATCH, steps)
+    trainer, parts, run, messages = guarded_run(tmp_path, guard.SKIP_BATCH, steps, jit)
     metrics = trainer.run()
     expected = steps_with_row(5, 256, 32, 0, steps)
     assert expected >= 2  # the row comes back every epoch of 8 steps
@@ -185,8 +198,9 @@ class TestNonFiniteGuard:
     assert scalars["nan_guard/skipped_batches"][-1] == (steps, float(expected))
     assert any(line.startswith("warning: skipped") for line in messages)
 
-  def test_a_skipped_step_changes_no_state(self, tmp_path):
-    config = build_config(loop={"nan_policy": guard.SKIP_BATCH})
+  @pytest.mark.parametrize("jit", ["auto", "off"])
+  def test_a_skipped_step_changes_no_state(self, tmp_path, jit):
+    config = build_config(loop={"nan_policy": guard.SKIP_BATCH, "jit_compile": jit})
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
     before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]

@@ -9,12 +9,22 @@ regression `price` + 3-class `kind`) and the same batch size:
               with `model.fit(x, [y1, y2], batch_size, shuffle=True)`;
   tuned fit   the same model compiled with steps_per_execution=100, jit_compile=True
               (a reference: the best plain Keras gets without our loop);
-  <balancer>  our loop (`mtl_research.train.components.build` + `TrainStep.loop`) under each
-              balancer of --balancers (default: every registered one).
+  <balancer>  our loop (`mtl_research.train.components.build` + `TrainStep.run`) under each
+              balancer of --balancers (default: every registered one), once as one XLA
+              program (`--jit_compile=on`) and once as a TensorFlow graph (`off`), each
+              with its first-call compile time;
+  large       our loop in the default mode on a compute-bound configuration (batch 1024,
+              trunk 1024,1024,1024, the two heads), its FLOP/s against a bare `tf.matmul`
+              loop of the same total FLOPs per step (the faster of XLA and graph);
+  wall        `python -m mtl_research.cli.train` of the default example (2,500 steps) and of
+              --wall_long_steps steps, each with --jit_compile=off and auto, in fresh
+              processes: wall time with TensorFlow's start-up, and the training time the
+              trainer logs (compilation included, start-up excluded).
 
-Each measurement is warmed up first (so tracing and compilation are excluded),
-then timed --repeats times, interleaved (seed fit, tuned fit, balancers, seed
-fit, ...), and the median is reported, because a small machine is noisy.
+Each loop measurement is warmed up first (so tracing and compilation are
+excluded), then timed --repeats times, interleaved (seed fit, tuned fit,
+balancers, seed fit, ...), and the median is reported, because a small machine
+is noisy.
 
 Prints a table, and as the last line of stdout one JSON object with the results.
 """
@@ -23,8 +33,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -42,6 +55,7 @@ from mtl_research.balancers import BALANCERS  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
+from mtl_research.train import compilation  # noqa: E402
 from mtl_research.train import components as components_lib  # noqa: E402
 
 keras = tf.keras
@@ -49,17 +63,24 @@ keras = tf.keras
 DATASET = "synthetic"
 ARCHITECTURE = "shared_bottom"
 BASELINE = "fixed"  # the balancer every other one is compared with
+MODES = ("xla", "graph")  # our loop's two forms: --jit_compile=on and off
 HIDDEN_UNITS = (128, 64)  # the seed recipe's trunk; ours is built with the same widths
 DATASET_PARAMS = {"num_train": 8000, "num_val": 1000, "num_test": 1000, "synthetic_noise": 0.3}
 MODEL_PARAMS = {"hidden_units": HIDDEN_UNITS, "dropout": 0.0, "l2": 0.0, "embedding_dim": 8}
 TUNED_STEPS_PER_EXECUTION = 100
-# Defaults sized for 1-2 minutes on 2 cores with three balancers (about 90 s measured).
+LARGE_HIDDEN_UNITS = (1024, 1024, 1024)
+LARGE_BATCH_SIZE = 1024
+LARGE_TRAIN_ROWS = 8192
+# Defaults sized for a few minutes on 2 cores.
 DEFAULT_REPEATS = 3
 DEFAULT_FIT_EPOCHS = 8
 DEFAULT_LOOP_STEPS = 1000
 DEFAULT_LOOP_CALLS = 15
 DEFAULT_WARMUP_STEPS = 200
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_LARGE_STEPS = 10
+DEFAULT_WALL_LONG_STEPS = 20000
+TRAINED_LINE = re.compile(r"^Trained (\d+) steps in ([0-9.]+) s", re.MULTILINE)
 
 # Names chosen not to clash with mtl_research.flags (the trainer's flags and every
 # component Param), so both modules can be imported into one process.
@@ -74,11 +95,16 @@ flags.DEFINE_integer("fit_epochs", DEFAULT_FIT_EPOCHS,
 flags.DEFINE_integer("loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1)
 flags.DEFINE_integer("loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1)
 flags.DEFINE_integer("warmup_steps", DEFAULT_WARMUP_STEPS,
-                     "Steps of the untimed warm-up call of our loop (traces it).", lower_bound=1)
+                     "Steps of the untimed warm-up call of our loop (after its compilation).", lower_bound=1)
 flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1)
 flags.DEFINE_integer("bench_train_rows", DATASET_PARAMS["num_train"],
                      "Rows of the synthetic train split (an epoch of fit).", lower_bound=1)
 flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.")
+flags.DEFINE_integer("large_steps", DEFAULT_LARGE_STEPS,
+                     "Steps per timed repetition of the large configuration (0: skip it).", lower_bound=0)
+flags.DEFINE_integer("wall_long_steps", DEFAULT_WALL_LONG_STEPS,
+                     "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
+                     lower_bound=0)
 
 
 def _stderr(message: str) -> None:
@@ -92,17 +118,20 @@ def balancer_params(name: str) -> config_lib.ComponentConfig:
 
 
 def make_config(balancer: str, batch_size: int, seed: int, num_train: int, train_steps: int,
-                steps_per_loop: int = DEFAULT_LOOP_STEPS) -> config_lib.Config:
-  """The Config of one timed balancer: library defaults plus the benchmark's data and model."""
+                steps_per_loop: int = DEFAULT_LOOP_STEPS, jit_compile: str = compilation.AUTO,
+                hidden_units: Sequence[int] = HIDDEN_UNITS) -> config_lib.Config:
+  """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
       run_dir="",  # nothing is written
       seed=seed,
       dataset=config_lib.ComponentConfig(
           DATASET, config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train))),
-      model=config_lib.ComponentConfig(ARCHITECTURE, config_lib.frozen_mapping(MODEL_PARAMS)),
+      model=config_lib.ComponentConfig(ARCHITECTURE, config_lib.frozen_mapping(
+          dict(MODEL_PARAMS, hidden_units=tuple(hidden_units)))),
       balancer=balancer_params(balancer),
       optimizer=config_lib.OptimizerConfig(),
-      loop=config_lib.LoopConfig(batch_size=batch_size, train_steps=train_steps, steps_per_loop=steps_per_loop),
+      loop=config_lib.LoopConfig(batch_size=batch_size, train_steps=train_steps, steps_per_loop=steps_per_loop,
+                                 jit_compile=jit_compile),
   )
 
 
@@ -116,6 +145,15 @@ def resolve_balancers(names: Sequence[str] | None) -> list[str]:
                     f"(registered: {', '.join(registered)}).")
   ordered = [BASELINE] + [n for n in names if n != BASELINE]
   return list(dict.fromkeys(ordered))
+
+
+def default_mode() -> str:
+  """The mode --jit_compile=auto chooses for one device on this machine."""
+  return "xla" if compilation.resolve(compilation.AUTO, None)[0] else "graph"
+
+
+def synthetic_bundle(num_train: int, seed: int):
+  return DATASETS.get(DATASET).component(config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train)), seed)
 
 
 # --- the seed recipe ---------------------------------------------------------
@@ -157,11 +195,14 @@ class FitTimer:
 
 
 class LoopTimer:
-  """Times calls of our compiled loop under one balancer, after a tracing warm-up."""
+  """Times calls of our compiled loop under one configuration, after compiling and a warm-up."""
 
   def __init__(self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int):
     self.name = config.balancer.name
     self.parts = components_lib.build(config, bundle)
+    tick = time.perf_counter()
+    self.parts.train_step.compile()  # traces (and under XLA compiles) the loop, running no step
+    self.compile_s = time.perf_counter() - tick
     self.steps, self.calls = steps, calls
     self._call(warmup_steps)
 
@@ -179,6 +220,119 @@ class LoopTimer:
     return self.steps * self.calls / elapsed
 
 
+def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int:
+  """FLOPs of one training step's matrix products for Dense layers of (inputs, units), in order.
+
+  Forward x·W (2·B·n·m per layer), the kernel gradient xᵀ·δ (the same) and the
+  input gradient δ·Wᵀ (the same, except for the first layer: nothing needs the
+  gradient of the data). Element-wise work (activations, Adam) is left out;
+  it is O(B·units + parameters), three orders below the products here.
+  """
+  first = layer_shapes[0]
+  total = sum(3 * 2 * batch_size * n * m for n, m in layer_shapes)
+  return total - 2 * batch_size * first[0] * first[1]
+
+
+def model_dense_shapes(model) -> list[tuple[int, int]]:
+  """(inputs, units) of every Dense layer of a shared-bottom model: trunk first, then the heads."""
+  layers = list(model.trunk) + list(model.heads.values())
+  return [tuple(int(d) for d in layer.kernel.shape) for layer in layers]
+
+
+class MatmulTimer:
+  """A loop of bare `tf.matmul`s [batch, width]·[width, width] of `flops` FLOPs per step."""
+
+  def __init__(self, batch_size: int, width: int, flops: int, jit_compile: bool, seed: int):
+    rng = np.random.default_rng(seed)
+    self.per_matmul = 2 * batch_size * width * width
+    self.count = max(1, round(flops / self.per_matmul))
+    self.x = tf.constant(rng.normal(size=(batch_size, width)).astype(np.float32))
+    # An orthogonal matrix keeps the repeated product's scale (no overflow, no denormals).
+    self.w = tf.constant(np.linalg.qr(rng.normal(size=(width, width)))[0].astype(np.float32))
+
+    def products(x, w, steps):
+      total = steps * self.count
+      return tf.while_loop(lambda i, _: i < total, lambda i, y: (i + 1, tf.matmul(y, w)), (tf.constant(0), x))[1]
+
+    self._run = tf.function(products, jit_compile=jit_compile)
+    self._run(self.x, self.w, tf.constant(1)).numpy()
+
+  def flops_per_s(self, steps: int) -> float:
+    tick = time.perf_counter()
+    self._run(self.x, self.w, tf.constant(steps)).numpy()
+    return steps * self.count * self.per_matmul / (time.perf_counter() - tick)
+
+
+def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None]) -> dict:
+  """Our loop (default mode) on the large configuration, against bare matmuls of the same FLOPs."""
+  mode = default_mode()
+  bundle = synthetic_bundle(LARGE_TRAIN_ROWS, seed)
+  bundle.validate(LARGE_BATCH_SIZE)
+  config = make_config(BASELINE, LARGE_BATCH_SIZE, seed, LARGE_TRAIN_ROWS, 2 * (repeats + 1) * steps, steps,
+                       compilation.ON if mode == "xla" else compilation.OFF, LARGE_HIDDEN_UNITS)
+  log(f"large configuration: compiling our loop ({mode}) and bare matmuls…")
+  loop = LoopTimer(config, bundle, 1, steps, 1)
+  flops = dense_flops(model_dense_shapes(loop.parts.model), LARGE_BATCH_SIZE)
+  matmuls = {jit: MatmulTimer(LARGE_BATCH_SIZE, LARGE_HIDDEN_UNITS[-1], flops, jit, seed) for jit in (True, False)}
+  ours, bare = [], {jit: [] for jit in matmuls}
+  for r in range(repeats):
+    log(f"timing the large configuration {r + 1}/{repeats}…")
+    ours.append(loop.steps_per_s() * flops)
+    for jit, timer in matmuls.items():
+      bare[jit].append(timer.flops_per_s(steps))
+  ours_rate = statistics.median(ours)
+  bare_rate = {jit: statistics.median(values) for jit, values in bare.items()}
+  best = max(bare_rate.values())
+  return {
+      "large_mode": mode,
+      "large_flops_per_step": flops,
+      "large_steps_per_s": ours_rate / flops,
+      "large_flops_per_s": ours_rate,
+      "large_compile_s": loop.compile_s,
+      "matmul_xla_flops_per_s": bare_rate[True],
+      "matmul_graph_flops_per_s": bare_rate[False],
+      "flops_fraction_of_matmul": ours_rate / best,
+      "large_samples": {"ours_flops_per_s": ours, "matmul_xla_flops_per_s": bare[True],
+                        "matmul_graph_flops_per_s": bare[False]},
+  }
+
+
+# --- wall time of whole runs ------------------------------------------------------
+
+
+def _train_process(steps: int | None, jit_compile: str, run_dir: str) -> tuple[float, float]:
+  """(wall seconds, training seconds logged by the trainer) of one fresh `mtl-train` process."""
+  args = [sys.executable, "-m", "mtl_research.cli.train", f"--run_dir={run_dir}", f"--jit_compile={jit_compile}"]
+  if steps is not None:
+    args.append(f"--train_steps={steps}")
+  tick = time.perf_counter()
+  proc = subprocess.run(args, capture_output=True, text=True, check=False,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  wall = time.perf_counter() - tick
+  if proc.returncode != 0:
+    raise RuntimeError(f"the training run failed: {proc.stderr[-2000:]}")
+  trained = TRAINED_LINE.search(proc.stdout)
+  if trained is None:
+    raise RuntimeError(f"the training run logged no 'Trained ... steps in ... s' line: {proc.stdout[-2000:]}")
+  return wall, float(trained.group(2))
+
+
+def measure_wall(long_steps: int, log: Callable[[str], None]) -> dict:
+  """The default example (2,500 steps) and a `long_steps` run, graph vs auto, in fresh processes."""
+  result: dict = {}
+  with tempfile.TemporaryDirectory() as scratch:
+    for label, steps in (("default_run", None), ("long_run", long_steps)):
+      for mode in (compilation.OFF, compilation.AUTO):
+        log(f"wall time: {label.replace('_', ' ')} with --jit_compile={mode}…")
+        wall, trained = _train_process(steps, mode, os.path.join(scratch, f"{label}-{mode}"))
+        result[f"{label}_{mode}_wall_s"] = wall
+        result[f"{label}_{mode}_train_s"] = trained
+    result["default_run_auto_minus_off_wall_s"] = result["default_run_auto_wall_s"] - result["default_run_off_wall_s"]
+    result["long_run_auto_vs_off_train_time"] = result["long_run_auto_train_s"] / result["long_run_off_train_s"]
+    result["long_run_steps"] = long_steps
+  return result
+
+
 # --- the benchmark -----------------------------------------------------------
 
 
@@ -186,26 +340,32 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
             fit_epochs: int = DEFAULT_FIT_EPOCHS, loop_steps: int = DEFAULT_LOOP_STEPS,
             loop_calls: int = DEFAULT_LOOP_CALLS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
             batch_size: int = DEFAULT_BATCH_SIZE,
-            num_train: int = DATASET_PARAMS["num_train"], seed: int = 0,
-            log: Callable[[str], None] = _stderr) -> dict:
+            num_train: int = DATASET_PARAMS["num_train"], seed: int = 0, large_steps: int = DEFAULT_LARGE_STEPS,
+            wall_long_steps: int = DEFAULT_WALL_LONG_STEPS, log: Callable[[str], None] = _stderr) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
 
-  Keys: `seed_fit_steps_per_s`, `tuned_fit_steps_per_s`, `<balancer>_steps_per_s`
-  (medians over `repeats`), `ratio_fixed_vs_seed_fit`, `ratio_fixed_vs_tuned_fit`,
-  `<balancer>_time_vs_fixed` (step-time ratio, for balancers other than fixed),
-  the settings, and `samples` (every repetition's steps/s).
+  Keys: `seed_fit_steps_per_s`, `tuned_fit_steps_per_s`, `<balancer>_<mode>_steps_per_s`
+  and `<balancer>_<mode>_compile_s` for mode xla and graph (medians over
+  `repeats`), `<balancer>_steps_per_s` (the default mode), `ratio_fixed_vs_seed_fit`
+  and `ratio_fixed_vs_tuned_fit` (default mode), `ratio_xla_vs_graph` (fixed),
+  `<balancer>_time_vs_fixed` (step-time ratio in the default mode, for balancers
+  other than fixed) and `<balancer>_<mode>_time_vs_fixed`, the large
+  configuration's `flops_fraction_of_matmul` and its parts (`large_*`,
+  `matmul_*`), the wall-time runs (`default_run_*`, `long_run_*`), the
+  settings, and `samples` (every repetition's steps/s).
   """
   names = resolve_balancers(balancers)
-  bundle = DATASETS.get(DATASET).component(
-      config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train)), seed)
+  bundle = synthetic_bundle(num_train, seed)
   bundle.validate(batch_size)
   loop_total = warmup_steps + repeats * loop_calls * loop_steps
+  mode = default_mode()
 
   x = bundle.train.features["numeric"]
   ys = [bundle.train.labels[task.name] for task in bundle.tasks]
   num_classes = next(task.num_classes for task in bundle.tasks if task.name == "kind")
 
   timers: dict[str, Callable[[], float]] = {}
+  compile_s: dict[str, float] = {}
   log("warming up seed fit (1 epoch)…")
   timers["seed_fit"] = FitTimer(seed_model(x.shape[1], num_classes, seed), x, ys, batch_size,
                                 fit_epochs).steps_per_s
@@ -214,9 +374,13 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
                      jit_compile=True)
   timers["tuned_fit"] = FitTimer(tuned, x, ys, batch_size, fit_epochs).steps_per_s
   for name in names:
-    log(f"warming up our loop, balancer {name} ({warmup_steps} steps, traces the loop)…")
-    config = make_config(name, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps))
-    timers[name] = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls).steps_per_s
+    for loop_mode in MODES:
+      key = f"{name}_{loop_mode}"
+      log(f"compiling our loop, balancer {name}, {loop_mode}, and warming up ({warmup_steps} steps)…")
+      config = make_config(name, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
+                           compilation.ON if loop_mode == "xla" else compilation.OFF)
+      timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
+      timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
   samples: dict[str, list[float]] = {key: [] for key in timers}
   for r in range(repeats):
@@ -225,12 +389,23 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       samples[key].append(timer())
 
   rate = {key: statistics.median(values) for key, values in samples.items()}
-  result: dict = {f"{key}_steps_per_s": rate[key] for key in timers}
-  result["ratio_fixed_vs_seed_fit"] = rate[BASELINE] / rate["seed_fit"]
-  result["ratio_fixed_vs_tuned_fit"] = rate[BASELINE] / rate["tuned_fit"]
+  result: dict = {f"{key}_steps_per_s": value for key, value in rate.items()}
+  result.update({f"{key}_compile_s": value for key, value in compile_s.items()})
+  result.update({f"{name}_steps_per_s": rate[f"{name}_{mode}"] for name in names})
+  result["default_mode"] = mode
+  result["ratio_fixed_vs_seed_fit"] = rate[f"{BASELINE}_{mode}"] / rate["seed_fit"]
+  result["ratio_fixed_vs_tuned_fit"] = rate[f"{BASELINE}_{mode}"] / rate["tuned_fit"]
+  result["ratio_xla_vs_graph"] = rate[f"{BASELINE}_xla"] / rate[f"{BASELINE}_graph"]
   for name in names:
-    if name != BASELINE:
-      result[f"{name}_time_vs_fixed"] = rate[BASELINE] / rate[name]  # = step time of name / of fixed
+    if name == BASELINE:
+      continue
+    for loop_mode in MODES:  # = step time of name / step time of fixed, in that mode
+      result[f"{name}_{loop_mode}_time_vs_fixed"] = rate[f"{BASELINE}_{loop_mode}"] / rate[f"{name}_{loop_mode}"]
+    result[f"{name}_time_vs_fixed"] = result[f"{name}_{mode}_time_vs_fixed"]
+  if large_steps:
+    result.update(measure_large(large_steps, repeats, seed, log))
+  if wall_long_steps:
+    result.update(measure_wall(wall_long_steps, log))
   result.update({
       "balancers": names,
       "batch_size": batch_size,
@@ -242,6 +417,7 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       "loop_calls": loop_calls,
       "repeats": repeats,
       "cpu_count": os.cpu_count(),
+      "gpus": len(tf.config.list_physical_devices("GPU")),
       "tf_version": tf.__version__,
       "samples": samples,
   })
@@ -249,18 +425,36 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
 
 
 def format_table(result: dict) -> str:
-  """One row per measured thing: steps/s, ms/step, speed relative to the seed fit."""
+  """One row per measured thing: steps/s, ms/step, speed relative to the seed fit, compile time."""
   seed_rate = result["seed_fit_steps_per_s"]
-  rows = [("seed fit (Keras fit)", seed_rate),
-          (f"tuned fit (spe={TUNED_STEPS_PER_EXECUTION}, XLA)", result["tuned_fit_steps_per_s"])]
-  rows += [(f"ours, {name}", result[f"{name}_steps_per_s"]) for name in result["balancers"]]
-  width = max(len(label) for label, _ in rows)
-  lines = [f"{'measurement':<{width}}  {'steps/s':>10}  {'ms/step':>8}  {'vs seed fit':>11}",
-           "-" * (width + 37)]
-  for label, rate in rows:
-    lines.append(f"{label:<{width}}  {rate:>10,.0f}  {1000 / rate:>8.3f}  {rate / seed_rate:>10.2f}x")
+  rows = [("seed fit (Keras fit)", seed_rate, None),
+          (f"tuned fit (spe={TUNED_STEPS_PER_EXECUTION}, XLA)", result["tuned_fit_steps_per_s"], None)]
+  rows += [(f"ours, {name}, {mode}", result[f"{name}_{mode}_steps_per_s"], result[f"{name}_{mode}_compile_s"])
+           for name in result["balancers"] for mode in MODES]
+  width = max(len(label) for label, _, _ in rows)
+  lines = [f"{'measurement':<{width}}  {'steps/s':>10}  {'ms/step':>8}  {'vs seed fit':>11}  {'compile s':>9}",
+           "-" * (width + 48)]
+  for label, rate, compile_s in rows:
+    compiled = f"{compile_s:>9.2f}" if compile_s is not None else f"{'':>9}"
+    lines.append(f"{label:<{width}}  {rate:>10,.0f}  {1000 / rate:>8.3f}  {rate / seed_rate:>10.2f}x  {compiled}")
+  lines.append(f"default mode {result['default_mode']}: ratio_fixed_vs_seed_fit {result['ratio_fixed_vs_seed_fit']:.1f}, "
+               f"ratio_xla_vs_graph {result['ratio_xla_vs_graph']:.2f}, " + ", ".join(
+                   f"{name}_time_vs_fixed {result[f'{name}_time_vs_fixed']:.2f}"
+                   for name in result["balancers"] if name != BASELINE))
+  if "flops_fraction_of_matmul" in result:
+    lines.append(f"large (batch {LARGE_BATCH_SIZE}, trunk {','.join(map(str, LARGE_HIDDEN_UNITS))}, "
+                 f"{result['large_mode']}): {result['large_steps_per_s']:.2f} steps/s, "
+                 f"{result['large_flops_per_s'] / 1e9:.1f} GFLOP/s; bare matmul {result['matmul_xla_flops_per_s'] / 1e9:.1f} "
+                 f"(XLA) and {result['matmul_graph_flops_per_s'] / 1e9:.1f} (graph) GFLOP/s; "
+                 f"flops_fraction_of_matmul {result['flops_fraction_of_matmul']:.2f}")
+  if "default_run_off_wall_s" in result:
+    lines.append(f"default run (2,500 steps) wall: off {result['default_run_off_wall_s']:.2f} s, auto "
+                 f"{result['default_run_auto_wall_s']:.2f} s ({result['default_run_auto_minus_off_wall_s']:+.2f} s); "
+                 f"{result['long_run_steps']:,}-step run training time: off {result['long_run_off_train_s']:.2f} s, "
+                 f"auto {result['long_run_auto_train_s']:.2f} s (x{result['long_run_auto_vs_off_train_time']:.2f})")
   lines.append(f"batch {result['batch_size']}, {result['train_rows']} train rows, median of "
-               f"{result['repeats']} runs, {result['cpu_count']} CPUs, TensorFlow {result['tf_version']}")
+               f"{result['repeats']} runs, {result['cpu_count']} CPUs, {result['gpus']} GPUs, "
+               f"TensorFlow {result['tf_version']}")
   return "\n".join(lines)
 
 
@@ -269,7 +463,8 @@ def _main() -> None:
   result = measure(
       balancers=FLAGS.balancers, repeats=FLAGS.repeats, fit_epochs=FLAGS.fit_epochs,
       loop_steps=FLAGS.loop_steps, loop_calls=FLAGS.loop_calls, warmup_steps=FLAGS.warmup_steps,
-      batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed)
+      batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed,
+      large_steps=FLAGS.large_steps, wall_long_steps=FLAGS.wall_long_steps)
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))
   print(json.dumps(result, sort_keys=True), flush=True)

@@ -138,6 +138,9 @@ class Trainer:
     finally:
       train_writer.close()
       eval_writer.close()
+    compiling = self.parts.train_step.compile_seconds
+    self.log(f"Trained {total - start} steps in {time.perf_counter() - began + compiling:.2f} s, "
+             f"{compiling:.2f} s of it compiling the loop.")
 
   def _honour_stop(self, step: int, total: int) -> None:
     """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""

@@ -70,6 +70,12 @@ def resolve_executor(executor: str, distributed: bool = False, jit_compile: bool
   return executor
 
 
+def _row(block: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
+  """Row `i` of `block`. A gather, not `block[i]`: XLA compiles a slice's bounds as constants,
+  so `block[num_steps - 1]` would make the loop length part of the program (one per length)."""
+  return tf.gather(block, i)
+
+
 # The name scopes the step opens around each component's ops, so that an op XLA
 # cannot compile is traced back to the component that contains it.
 SCOPES = ("input", "model", "balancer", "optimizer")
@@ -110,9 +116,13 @@ class TrainStep:
     """(Re)creates the loop functions, compiled with XLA or as TensorFlow graphs."""
     self.jit_compile = jit_compile
     self.executor = resolve_executor(self.requested_executor, self.distributed, jit_compile)
-    self.loop = tf.function(self._loop, jit_compile=jit_compile)
-    self.careful_loop = tf.function(self._careful_loop, jit_compile=jit_compile)
+    # No AutoGraph: the step writes its control flow as tf.while_loop / tf.cond /
+    # tf.where, and converting the source of every function it calls (the
+    # model, the balancer, Keras's optimizer) took 2.5 s of a 3 s trace.
+    self.loop = tf.function(self._loop, jit_compile=jit_compile, autograph=False)
+    self.careful_loop = tf.function(self._careful_loop, jit_compile=jit_compile, autograph=False)
     self.compiled = False
+    self.compile_seconds = 0.0  # of the last `compile`
 
   @property
   def mode(self) -> str:
@@ -278,7 +288,7 @@ class TrainStep:
     return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], values)
 
   def _step_at(self, block: tf.Tensor, i: tf.Tensor, careful: bool) -> dict:
-    return self.train_step(self.cross.local_rows(block[i]), careful)
+    return self.train_step(self.cross.local_rows(_row(block, i)), careful)
 
   def _balancer_diagnostics(self) -> dict:
     """Zeros shaped like the balancer's diagnostics, the loop's initial logs.
@@ -298,7 +308,7 @@ class TrainStep:
       def probe(losses, task_grads, step):
         return self._first_replica(self.strategy.run(update, args=(losses, task_grads, step)))
 
-      traced = tf.function(probe).get_concrete_function(tf.TensorSpec([num_tasks], tf.float32), grad_specs,
+      traced = tf.function(probe, autograph=False).get_concrete_function(tf.TensorSpec([num_tasks], tf.float32), grad_specs,
                                                         tf.TensorSpec([], tf.int64))
       self._diagnostic_specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
                                                      traced.structured_outputs)
@@ -331,11 +341,11 @@ class TrainStep:
     last = tf.maximum(num_steps - 1, 0)
     if self.cross.active:
       # All-reduces cannot run inside tf.cond: computed at every loop's end.
-      conflict = self._first_replica(self.strategy.run(lambda b, i: self._conflict(self.cross.local_rows(b[i])),
-                                                       args=(block, last)))
+      conflict = self._first_replica(self.strategy.run(
+          lambda b, i: self._conflict(self.cross.local_rows(_row(b, i))), args=(block, last)))
     else:
       num = len(self.task_specs)
-      conflict = tf.cond(diagnose, lambda: self._conflict(block[last]),
+      conflict = tf.cond(diagnose, lambda: self._conflict(_row(block, last)),
                          lambda: (tf.zeros([num, num]), tf.zeros([num])))
     logs["conflict_cos"], logs["conflict_norm"] = conflict
     return logs
@@ -393,10 +403,12 @@ class TrainStep:
                         "use --jit_compile=auto or off.") from None
       self._use(False)
       line = self.compile()
+      self.compile_seconds = time.perf_counter() - tick
       return f"XLA cannot compile {cause}: using the graph loop. {line}"
     self.compiled = True
+    self.compile_seconds = time.perf_counter() - tick
     verb = "Compiled the train loop with XLA" if self.jit_compile else "Traced the train loop (graph)"
-    return f"{verb} in {time.perf_counter() - tick:.2f} s."
+    return f"{verb} in {self.compile_seconds:.2f} s."
 
   def run(self, num_steps: int, diagnose: bool = False, careful: bool = False, rows: np.ndarray | None = None) -> dict:
     """Runs `num_steps` (≥ 1) steps from the current step; returns the last step's logs (NumPy).
