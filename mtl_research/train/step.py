@@ -183,10 +183,13 @@ class TrainStep:
     with tf.name_scope("balancer"):
       shared = self.cross.share(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
-    reg = tape.gradient(regularization, list(stats.scope_variables),
-                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return (self._share_joint(grads, others) + [s + r for s, r in zip(shared, reg)],
-            others + list(stats.scope_variables))
+    # (Only when there is some: the gradient of a constant would be zeros of each
+    # variable's dtype, which a Keras 3 variable gives as a string.)
+    if self.model.losses:
+      reg = tape.gradient(regularization, list(stats.scope_variables),
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      shared = [s + r for s, r in zip(shared, reg)]
+    return self._share_joint(grads, others) + shared, others + list(stats.scope_variables)
 
   def _share_joint(self, grads: list, variables: list) -> list:
     """Joint-variable gradients are taken at the global losses: alike on every replica."""
