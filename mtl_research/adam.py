@@ -7,6 +7,11 @@ they are a large share of the step (scripts/benchmark.py). These subclasses
 compute the scalar once per `apply` and then do exactly Keras's per-variable
 arithmetic with one fused assign per slot, so results are bitwise identical (tests/test_adam.py); slots,
 checkpoints, schedules and distribution support are Keras's own.
+
+Still worth keeping with the loop under XLA, which merges repeated reads itself:
+measured with the benchmark's model and batch (fixed balancer, medians of 7
+interleaved repetitions on 2 cores), these gave 10,894 steps/s against Keras
+Adam's 10,281 under XLA, and 3,950 against 3,403 in the graph loop.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ def test_measure_reports_positive_rates_for_every_balancer_and_mode():
   keys += [f"{name}_{mode}_{what}" for name in names for mode in benchmark.MODES
            for what in ("steps_per_s", "compile_s")]
   keys += [f"{name}_time_vs_fixed" for name in names if name != "fixed"]
+  keys += [f"{key}_{what}" for key, *_ in benchmark.VARIANTS for what in ("steps_per_s", "compile_s")]
+  keys += ["adam_ours_vs_keras_xla", "adam_ours_vs_keras_graph", "executor_auto_vs_default_graph",
+           "executor_single_vs_default_xla"]
   keys += [f"{name}_{mode}_time_vs_fixed" for name in names if name != "fixed" for mode in benchmark.MODES]
   for key in keys:
     assert math.isfinite(result[key]) and result[key] > 0, key
@@ -34,7 +37,7 @@ def test_measure_reports_positive_rates_for_every_balancer_and_mode():
   assert all(len(values) == 1 for values in result["samples"].values())
   json.loads(json.dumps(result))  # the last line of stdout must be one JSON object
   table = benchmark.format_table(result)
-  assert len(table.splitlines()) == 2 + 2 + len(names) * len(benchmark.MODES) + 2
+  assert len(table.splitlines()) == 2 + 2 + len(names) * len(benchmark.MODES) + len(benchmark.VARIANTS) + 3
 
 
 def test_dense_flops_counts_forward_and_both_backward_products():

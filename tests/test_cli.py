@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -165,12 +166,13 @@ class TestSmallRuns:
     assert "--seed=1" in lines and "--seed=0" not in lines
     with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
       assert json.load(handle)["steps"] == 20
-    # Only the new run's checkpoints: initial, last and selected (best).
-    assert sorted(os.listdir(os.path.join(path, "ckpt"))) == [
-        "best", "checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index", "ckpt-20.data-00000-of-00001",
-        "ckpt-20.index"]
-    assert sorted(os.listdir(os.path.join(path, "ckpt", "best"))) == [
-        "best-20.data-00000-of-00001", "best-20.index", "checkpoint"]
+    # Only the new run's checkpoints: initial, last and selected (best), each an index and its data shard(s).
+    def listing(directory: str) -> list[str]:
+      return sorted({re.sub(r"\.data-\d+-of-\d+$", ".data", name) for name in os.listdir(directory)})
+
+    assert listing(os.path.join(path, "ckpt")) == [
+        "best", "checkpoint", "ckpt-0.data", "ckpt-0.index", "ckpt-20.data", "ckpt-20.index"]
+    assert listing(os.path.join(path, "ckpt", "best")) == ["best-20.data", "best-20.index", "checkpoint"]
 
   def test_non_run_directory_is_refused(self, tmp_path, train_cli):
     path = tmp_path / "notes"

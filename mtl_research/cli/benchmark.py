@@ -13,6 +13,10 @@ regression `price` + 3-class `kind`) and the same batch size:
               balancer of --balancers (default: every registered one), once as one XLA
               program (`--jit_compile=on`) and once as a TensorFlow graph (`off`), each
               with its first-call compile time;
+  variants    the fixed loop with the hand-written speedups undone, to see whether
+              they still pay: Keras's own Adam instead of mtl_research/adam.py (XLA
+              and graph), TensorFlow's default executor for the graph loop (whose
+              `auto` is single-threaded on a CPU) and the single-threaded one under XLA;
   large       our loop in the default mode on a compute-bound configuration (batch 1024,
               trunk 1024,1024,1024, the two heads), its FLOP/s against a bare `tf.matmul`
               loop of the same total FLOPs per step (the faster of XLA and graph);
@@ -57,6 +61,7 @@ from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
 from mtl_research.train import compilation  # noqa: E402
 from mtl_research.train import components as components_lib  # noqa: E402
+from mtl_research.train.step import TrainStep  # noqa: E402
 
 keras = tf.keras
 
@@ -119,7 +124,7 @@ def balancer_params(name: str) -> config_lib.ComponentConfig:
 
 def make_config(balancer: str, batch_size: int, seed: int, num_train: int, train_steps: int,
                 steps_per_loop: int = DEFAULT_LOOP_STEPS, jit_compile: str = compilation.AUTO,
-                hidden_units: Sequence[int] = HIDDEN_UNITS) -> config_lib.Config:
+                hidden_units: Sequence[int] = HIDDEN_UNITS, executor: str = "auto") -> config_lib.Config:
   """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
       run_dir="",  # nothing is written
@@ -131,7 +136,7 @@ def make_config(balancer: str, batch_size: int, seed: int, num_train: int, train
       balancer=balancer_params(balancer),
       optimizer=config_lib.OptimizerConfig(),
       loop=config_lib.LoopConfig(batch_size=batch_size, train_steps=train_steps, steps_per_loop=steps_per_loop,
-                                 jit_compile=jit_compile),
+                                 jit_compile=jit_compile, executor=executor),
   )
 
 
@@ -197,9 +202,12 @@ class FitTimer:
 class LoopTimer:
   """Times calls of our compiled loop under one configuration, after compiling and a warm-up."""
 
-  def __init__(self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int):
+  def __init__(self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int,
+               keras_adam: bool = False):
     self.name = config.balancer.name
     self.parts = components_lib.build(config, bundle)
+    if keras_adam:
+      self.parts.train_step = with_keras_adam(self.parts.train_step, config.optimizer.learning_rate)
     tick = time.perf_counter()
     self.parts.train_step.compile()  # traces (and under XLA compiles) the loop, running no step
     self.compile_s = time.perf_counter() - tick
@@ -218,6 +226,20 @@ class LoopTimer:
     if not np.isfinite(logs["objective"]):
       raise RuntimeError(f"{self.name}: the objective is not finite ({logs['objective']}).")
     return self.steps * self.calls / elapsed
+
+
+def with_keras_adam(step: TrainStep, learning_rate: float) -> TrainStep:
+  """`step` with `keras.optimizers.Adam` in place of mtl_research's Adam (same arithmetic, other op count)."""
+  optimizer = keras.optimizers.Adam(learning_rate)
+  optimizer.build(step.trained_variables)
+  return TrainStep(step.model, step.balancer, optimizer, step.data, step.order, step.step, step.steps_per_call,
+                   step.log_grad_conflict, step.requested_executor, step.nan_policy, None, step.jit_compile)
+
+
+# (timer key, XLA?, executor, Keras's Adam?): the fixed loop with one speedup undone.
+VARIANTS = (("fixed_xla_keras_adam", True, "auto", True), ("fixed_graph_keras_adam", False, "auto", True),
+            ("fixed_graph_default_executor", False, "default", False),
+            ("fixed_xla_single_threaded", True, "single_threaded", False))
 
 
 def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int:
@@ -349,9 +371,11 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
   `repeats`), `<balancer>_steps_per_s` (the default mode), `ratio_fixed_vs_seed_fit`
   and `ratio_fixed_vs_tuned_fit` (default mode), `ratio_xla_vs_graph` (fixed),
   `<balancer>_time_vs_fixed` (step-time ratio in the default mode, for balancers
-  other than fixed) and `<balancer>_<mode>_time_vs_fixed`, the large
-  configuration's `flops_fraction_of_matmul` and its parts (`large_*`,
-  `matmul_*`), the wall-time runs (`default_run_*`, `long_run_*`), the
+  other than fixed) and `<balancer>_<mode>_time_vs_fixed`, the variants
+  (`<variant>_steps_per_s`, `<variant>_compile_s`) and their ratios
+  `adam_ours_vs_keras_<mode>`, `executor_auto_vs_default_graph` and
+  `executor_single_vs_default_xla`, the large configuration's
+  `flops_fraction_of_matmul` and its parts (`large_*`, `matmul_*`), the wall-time runs (`default_run_*`, `long_run_*`), the
   settings, and `samples` (every repetition's steps/s).
   """
   names = resolve_balancers(balancers)
@@ -382,6 +406,13 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
       timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
+  for key, xla, executor, keras_adam in VARIANTS:
+    log(f"compiling the variant {key.replace('_', ' ')}…")
+    config = make_config(BASELINE, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
+                         compilation.ON if xla else compilation.OFF, executor=executor)
+    timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=keras_adam)
+    timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
+
   samples: dict[str, list[float]] = {key: [] for key in timers}
   for r in range(repeats):
     for key, timer in timers.items():
@@ -396,6 +427,11 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
   result["ratio_fixed_vs_seed_fit"] = rate[f"{BASELINE}_{mode}"] / rate["seed_fit"]
   result["ratio_fixed_vs_tuned_fit"] = rate[f"{BASELINE}_{mode}"] / rate["tuned_fit"]
   result["ratio_xla_vs_graph"] = rate[f"{BASELINE}_xla"] / rate[f"{BASELINE}_graph"]
+  # > 1: the hand-written piece is faster than what it replaces.
+  result["adam_ours_vs_keras_xla"] = rate[f"{BASELINE}_xla"] / rate["fixed_xla_keras_adam"]
+  result["adam_ours_vs_keras_graph"] = rate[f"{BASELINE}_graph"] / rate["fixed_graph_keras_adam"]
+  result["executor_auto_vs_default_graph"] = rate[f"{BASELINE}_graph"] / rate["fixed_graph_default_executor"]
+  result["executor_single_vs_default_xla"] = rate["fixed_xla_single_threaded"] / rate[f"{BASELINE}_xla"]
   for name in names:
     if name == BASELINE:
       continue
@@ -431,6 +467,8 @@ def format_table(result: dict) -> str:
           (f"tuned fit (spe={TUNED_STEPS_PER_EXECUTION}, XLA)", result["tuned_fit_steps_per_s"], None)]
   rows += [(f"ours, {name}, {mode}", result[f"{name}_{mode}_steps_per_s"], result[f"{name}_{mode}_compile_s"])
            for name in result["balancers"] for mode in MODES]
+  rows += [(f"variant: {key.replace('_', ' ')}", result[f"{key}_steps_per_s"], result[f"{key}_compile_s"])
+           for key, *_ in VARIANTS]
   width = max(len(label) for label, _, _ in rows)
   lines = [f"{'measurement':<{width}}  {'steps/s':>10}  {'ms/step':>8}  {'vs seed fit':>11}  {'compile s':>9}",
            "-" * (width + 48)]
@@ -441,6 +479,10 @@ def format_table(result: dict) -> str:
                f"ratio_xla_vs_graph {result['ratio_xla_vs_graph']:.2f}, " + ", ".join(
                    f"{name}_time_vs_fixed {result[f'{name}_time_vs_fixed']:.2f}"
                    for name in result["balancers"] if name != BASELINE))
+  lines.append(f"hand-written speedups: our Adam vs Keras's {result['adam_ours_vs_keras_xla']:.2f}x (XLA), "
+               f"{result['adam_ours_vs_keras_graph']:.2f}x (graph); single-threaded vs default executor "
+               f"{result['executor_auto_vs_default_graph']:.2f}x (graph), "
+               f"{result['executor_single_vs_default_xla']:.2f}x (XLA)")
   if "flops_fraction_of_matmul" in result:
     lines.append(f"large (batch {LARGE_BATCH_SIZE}, trunk {','.join(map(str, LARGE_HIDDEN_UNITS))}, "
                  f"{result['large_mode']}): {result['large_steps_per_s']:.2f} steps/s, "

@@ -135,6 +135,8 @@ class Trainer:
           self._validate(step, eval_writer)
         if step % loop_cfg.checkpoint_every == 0 or step == total:
           self.checkpoints.save(step)
+          train_writer.flush()
+          eval_writer.flush()
     finally:
       train_writer.close()
       eval_writer.close()

@@ -172,24 +172,58 @@ class TrainStep:
     total = tf.add_n(self.model.losses)
     return total, tf.nn.scale_regularization_loss(total)
 
-  def _gradients(self, tape, objective, regularization, stats: StepStats) -> tuple[list, list]:
-    """Gradients for every trained variable: from the objective, or aggregated."""
+  def _gradients(self, tape, objective, regularization, stats: StepStats,
+                 local_task_grads=None) -> tuple[list, list]:
+    """Gradients for every trained variable: from the objective, or aggregated.
+
+    `local_task_grads`: this replica's per-task gradients of the scope
+    variables, when the step computed them. The objective's gradient for
+    those variables is then assembled from them by the chain rule,
+    ∇_W objective = Σ_t (∂objective/∂L_t)·∇_W L_t (+ regularization), instead
+    of a backward pass that would compute every ∇_W L_t again inside the sum:
+    with the loop under XLA the step is bound by its matrix products, and for
+    GradNorm this saves one of them per step (BUILD.md, the step).
+    """
     variables = self.trained_variables
     if not self.balancer.aggregates:
-      return self._share_joint(tape.gradient(objective, variables), variables), variables
+      if local_task_grads is None:
+        return self._share_joint(tape.gradient(objective, variables), variables), variables
+      return self._assembled(tape, objective, regularization, stats, local_task_grads)
     scope_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in variables if id(v) not in scope_ids]
     grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     with tf.name_scope("balancer"):
       shared = self.cross.share(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
-    # (Only when there is some: the gradient of a constant would be zeros of each
-    # variable's dtype, which a Keras 3 variable gives as a string.)
-    if self.model.losses:
-      reg = tape.gradient(regularization, list(stats.scope_variables),
-                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      shared = [s + r for s, r in zip(shared, reg)]
-    return self._share_joint(grads, others) + shared, others + list(stats.scope_variables)
+    return self._share_joint(grads, others) + self._plus_regularization(tape, regularization, stats.scope_variables,
+                                                                        shared), others + list(stats.scope_variables)
+
+  def _plus_regularization(self, tape, regularization, variables, grads: list) -> list:
+    """`grads` of `variables` plus the regularization's gradient.
+
+    Only when there is some: the gradient of a constant would be zeros of each
+    variable's dtype, which a Keras 3 variable gives as a string.
+    """
+    if not self.model.losses:
+      return list(grads)
+    reg = tape.gradient(regularization, list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return [g + r for g, r in zip(grads, reg)]
+
+  def _assembled(self, tape, objective, regularization, stats: StepStats, local_task_grads) -> tuple[list, list]:
+    """The objective's gradients, those of the (dense) scope variables from `local_task_grads`."""
+    # IndexedSlices (an embedding's rows) keep their sparse gradient from the tape.
+    dense = [i for i in range(len(stats.scope_variables))
+             if all(isinstance(grads[i], tf.Tensor) for grads in local_task_grads)]
+    dense_ids = {id(stats.scope_variables[i]) for i in dense}
+    others = [v for v in self.trained_variables if id(v) not in dense_ids]
+    grads = self._share_joint(tape.gradient(objective, others), others)
+    # ∂objective/∂L_t, taken at the global losses (under a strategy each replica's
+    # task gradients are its own share, so Keras's sum over replicas is global).
+    coefficients = tape.gradient(objective, stats.losses)
+    assembled = [tf.add_n([coefficients[t] * grads_t[i] for t, grads_t in enumerate(local_task_grads)])
+                 for i in dense]
+    scope = [stats.scope_variables[i] for i in dense]
+    return grads + self._plus_regularization(tape, regularization, scope, assembled), others + scope
 
   def _share_joint(self, grads: list, variables: list) -> list:
     """Joint-variable gradients are taken at the global losses: alike on every replica."""
@@ -255,16 +289,17 @@ class TrainStep:
       with tf.name_scope("balancer"):
         task_objective = self.balancer.objective(losses)
       objective = task_objective + regularization
-    task_grads = None
+    task_grads = local_task_grads = None
     if scope_variables:
-      task_grads = self.cross.sum(tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses))
+      local_task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
+      task_grads = self.cross.sum(local_task_grads)
     stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
     with tf.name_scope("balancer"):
       weights = self.balancer.weights()
     # Under a strategy each replica's objective holds only its share of the regularization.
     logged = task_objective + total_regularization if self.cross.active else objective
     result = {"losses": losses, "step": stats.step, "weights": weights, "objective": logged}
-    grads, variables = self._gradients(tape, objective, regularization, stats)
+    grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads)
 
     def apply() -> dict[str, tf.Tensor]:
       with tf.name_scope("optimizer"):
