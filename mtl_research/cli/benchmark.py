@@ -105,6 +105,8 @@ flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of ever
 flags.DEFINE_integer("bench_train_rows", DATASET_PARAMS["num_train"],
                      "Rows of the synthetic train split (an epoch of fit).", lower_bound=1)
 flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.")
+flags.DEFINE_list("bench_hidden_units", [str(units) for units in HIDDEN_UNITS],
+                  "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).")
 flags.DEFINE_integer("large_steps", DEFAULT_LARGE_STEPS,
                      "Steps per timed repetition of the large configuration (0: skip it).", lower_bound=0)
 flags.DEFINE_integer("wall_long_steps", DEFAULT_WALL_LONG_STEPS,
@@ -363,6 +365,7 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
             loop_calls: int = DEFAULT_LOOP_CALLS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
             batch_size: int = DEFAULT_BATCH_SIZE,
             num_train: int = DATASET_PARAMS["num_train"], seed: int = 0, large_steps: int = DEFAULT_LARGE_STEPS,
+            hidden_units: Sequence[int] = HIDDEN_UNITS,
             wall_long_steps: int = DEFAULT_WALL_LONG_STEPS, log: Callable[[str], None] = _stderr) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
 
@@ -402,14 +405,14 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       key = f"{name}_{loop_mode}"
       log(f"compiling our loop, balancer {name}, {loop_mode}, and warming up ({warmup_steps} steps)…")
       config = make_config(name, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                           compilation.ON if loop_mode == "xla" else compilation.OFF)
+                           compilation.ON if loop_mode == "xla" else compilation.OFF, hidden_units)
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
       timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
   for key, xla, executor, keras_adam in VARIANTS:
     log(f"compiling the variant {key.replace('_', ' ')}…")
     config = make_config(BASELINE, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                         compilation.ON if xla else compilation.OFF, executor=executor)
+                         compilation.ON if xla else compilation.OFF, hidden_units, executor=executor)
     timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=keras_adam)
     timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
@@ -445,6 +448,7 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
   result.update({
       "balancers": names,
       "batch_size": batch_size,
+      "hidden_units": list(hidden_units),
       "train_rows": len(bundle.train),
       "fit_steps_per_epoch": -(-len(bundle.train) // batch_size),
       "loop_steps_per_epoch": steps_per_epoch(len(bundle.train), batch_size),
@@ -494,10 +498,20 @@ def format_table(result: dict) -> str:
                  f"{result['default_run_auto_wall_s']:.2f} s ({result['default_run_auto_minus_off_wall_s']:+.2f} s); "
                  f"{result['long_run_steps']:,}-step run training time: off {result['long_run_off_train_s']:.2f} s, "
                  f"auto {result['long_run_auto_train_s']:.2f} s (x{result['long_run_auto_vs_off_train_time']:.2f})")
-  lines.append(f"batch {result['batch_size']}, {result['train_rows']} train rows, median of "
+  lines.append(f"batch {result['batch_size']}, trunk {','.join(map(str, result['hidden_units']))}, {result['train_rows']} train rows, median of "
                f"{result['repeats']} runs, {result['cpu_count']} CPUs, {result['gpus']} GPUs, "
                f"TensorFlow {result['tf_version']}")
   return "\n".join(lines)
+
+
+def _widths(values: Sequence[str]) -> tuple[int, ...]:
+  try:
+    widths = tuple(int(value) for value in values)
+  except ValueError:
+    widths = ()
+  if not widths or min(widths) < 1:
+    raise UserError(f"--bench_hidden_units={','.join(values)} must be positive integers, e.g. 128,64.")
+  return widths
 
 
 def _main() -> None:
@@ -506,7 +520,8 @@ def _main() -> None:
       balancers=FLAGS.balancers, repeats=FLAGS.repeats, fit_epochs=FLAGS.fit_epochs,
       loop_steps=FLAGS.loop_steps, loop_calls=FLAGS.loop_calls, warmup_steps=FLAGS.warmup_steps,
       batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed,
-      large_steps=FLAGS.large_steps, wall_long_steps=FLAGS.wall_long_steps)
+      large_steps=FLAGS.large_steps, wall_long_steps=FLAGS.wall_long_steps,
+      hidden_units=_widths(FLAGS.bench_hidden_units))
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))
   print(json.dumps(result, sort_keys=True), flush=True)
