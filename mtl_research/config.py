@@ -6,8 +6,63 @@ Nothing below this module knows about absl: components receive plain values.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 from typing import Any, Mapping
+
+
+# The choices a run's configuration accepts, one definition each: flags offer
+# their values, and the modules that act on them compare against the members
+# (a StrEnum member equals its string, so Config fields may hold either).
+
+
+class OptimizerName(enum.StrEnum):
+  ADAM = "adam"
+  SGD = "sgd"
+  ADAMW = "adamw"
+
+
+class LrSchedule(enum.StrEnum):
+  CONSTANT = "constant"
+  COSINE = "cosine"  # decay to 0 at the end of the run
+  STEP = "step"
+
+
+class Executor(enum.StrEnum):
+  """TensorFlow executor of the graph loop (train/step.py)."""
+
+  AUTO = "auto"
+  DEFAULT = "default"
+  SINGLE_THREADED = "single_threaded"
+
+
+class NanPolicy(enum.StrEnum):
+  """What a non-finite loss or gradient does (train/guard.py)."""
+
+  STOP = "stop"
+  SKIP_BATCH = "skip_batch"
+
+
+class StrategyName(enum.StrEnum):
+  """--strategy (train/distribution.py)."""
+
+  DEFAULT = "default"
+  MIRRORED = "mirrored"
+  MULTI_WORKER = "multi_worker"
+  TPU = "tpu"
+
+
+class JitMode(enum.StrEnum):
+  """--jit_compile (train/compilation.py)."""
+
+  AUTO = "auto"
+  ON = "on"
+  OFF = "off"
+
+
+def values(choices: type[enum.StrEnum]) -> list[str]:
+  """The string values of an enum of choices, in declaration order (for flags and messages)."""
+  return [member.value for member in choices]
 
 
 def frozen_mapping(values: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -24,9 +79,9 @@ class ComponentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  name: str = "adam"  # adam | sgd | adamw
+  name: str = OptimizerName.ADAM
   learning_rate: float = 1e-3
-  schedule: str = "constant"  # constant | cosine | step
+  schedule: str = LrSchedule.CONSTANT
   decay_steps: int = 0  # step schedule: steps between decays (0: a third of the run)
   decay_rate: float = 0.1  # step schedule: factor per decay
   weight_decay: float = 1e-4  # adamw only
@@ -44,11 +99,11 @@ class LoopConfig:
   checkpoint_every: int = 1000
   eval_batch_size: int = 1024
   log_grad_conflict: bool = False
-  executor: str = "auto"  # auto | default | single_threaded (see train/step.py)
-  nan_policy: str = "stop"  # stop | skip_batch (see train/guard.py)
-  strategy: str = "default"  # default | mirrored | multi_worker | tpu (see train/distribution.py)
+  executor: str = Executor.AUTO
+  nan_policy: str = NanPolicy.STOP
+  strategy: str = StrategyName.DEFAULT
   cpu_replicas: int = 0  # logical CPU devices for --strategy=mirrored on a machine without GPUs
-  jit_compile: str = "auto"  # auto | on | off: the train loop as one XLA program (see train/compilation.py)
+  jit_compile: str = JitMode.AUTO  # the train loop as one XLA program
 
 
 @dataclasses.dataclass(frozen=True)

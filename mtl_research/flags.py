@@ -20,7 +20,6 @@ from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.models import ARCHITECTURES
 from mtl_research.params import BOOL, ENUM, FLOAT, INT, Param
-from mtl_research.train import compilation
 
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.LoopConfig()
@@ -51,29 +50,29 @@ flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
 flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size, "Batch size of evaluation.", lower_bound=1)
 flags.DEFINE_bool("log_grad_conflict", False,
                   "At summary steps, log the cosine between task gradients on the shared variables.")
-flags.DEFINE_enum("executor", _DEFAULTS.executor, ["auto", "default", "single_threaded"],
+flags.DEFINE_enum("executor", _DEFAULTS.executor, config_lib.values(config_lib.Executor),
                   "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.")
-flags.DEFINE_enum("nan_policy", _DEFAULTS.nan_policy, ["stop", "skip_batch"],
+flags.DEFINE_enum("nan_policy", _DEFAULTS.nan_policy, config_lib.values(config_lib.NanPolicy),
                   "On a non-finite loss or gradient: stop (exit non-zero, keep the last good checkpoint) "
                   "or skip_batch (do not apply that batch's update; counted in TensorBoard).")
 flags.DEFINE_bool("deterministic", False,
                   "Deterministic TensorFlow kernels (op determinism): reruns give bit-identical results.")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["default", "mirrored", "multi_worker", "tpu"],
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, config_lib.values(config_lib.StrategyName),
                   "tf.distribute strategy: default (one device), mirrored (the GPUs, or --cpu_replicas logical "
                   "CPUs), multi_worker (the hosts of TF_CONFIG), tpu. --batch_size stays the global batch.")
 flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
                      "Split the CPU into N logical devices, one replica each (--strategy=mirrored without GPUs; "
                      "for tests and demos).", lower_bound=0)
-flags.DEFINE_enum("jit_compile", _DEFAULTS.jit_compile, list(compilation.JIT_MODES),
+flags.DEFINE_enum("jit_compile", _DEFAULTS.jit_compile, config_lib.values(config_lib.JitMode),
                   "Compile the train loop with XLA: auto (on one device, CPU or GPU; the graph loop under a "
                   "--strategy), on (refused where XLA cannot serve) or off. Changes only the last bits of results.")
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
                      lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
                      lower_bound=0)
-flags.DEFINE_enum("optimizer", _OPT.name, ["adam", "sgd", "adamw"], "Optimizer of the model.")
+flags.DEFINE_enum("optimizer", _OPT.name, config_lib.values(config_lib.OptimizerName), "Optimizer of the model.")
 flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Peak learning rate of the model.")
-flags.DEFINE_enum("lr_schedule", _OPT.schedule, ["constant", "cosine", "step"],
+flags.DEFINE_enum("lr_schedule", _OPT.schedule, config_lib.values(config_lib.LrSchedule),
                   "Learning-rate schedule: constant, cosine decay to 0 at the end, or step decay.")
 flags.DEFINE_integer("lr_decay_steps", _OPT.decay_steps,
                      "Step schedule: steps between decays (0: a third of the run).", lower_bound=0)
@@ -158,7 +157,8 @@ def balancer_owners() -> dict[str, frozenset[str]]:
   return {name: frozenset(names) for name, names in owners.items()}
 
 
-_OPTIMIZER_OPTIONS = {"weight_decay": ("optimizer", "adamw"), "momentum": ("optimizer", "sgd"),
+_OPTIMIZER_OPTIONS = {"weight_decay": ("optimizer", config_lib.OptimizerName.ADAMW),
+                      "momentum": ("optimizer", config_lib.OptimizerName.SGD),
                       "lr_decay_steps": ("lr_schedule", "step"), "lr_decay_rate": ("lr_schedule", "step")}
 
 

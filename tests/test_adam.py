@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_research import adam
+from mtl_research.optim import adam
 
 keras = tf.keras
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 from conftest import (LONG_RUN, SMALL_RUN_FLAGS, build_config, checkpoint_numbers, make_bundle, read_scalars,
                       run_train, start_train, wait_for_checkpoint)
 from mtl_research import tasks
+from mtl_research.config import NanPolicy
 from mtl_research.data.pipeline import TrainOrder
 from mtl_research.train import guard, loop
 from mtl_research.train import components as components_lib
@@ -163,7 +164,7 @@ class TestNonFiniteGuard:
 
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_stop_names_the_step_and_task_and_keeps_good_checkpoints(self, tmp_path, jit):
-    trainer, _, run, messages = guarded_run(tmp_path, guard.STOP, jit=jit)
+    trainer, _, run, messages = guarded_run(tmp_path, NanPolicy.STOP, jit=jit)
     bad_step = first_step_with_row(5, 256, 32, 0)
     assert bad_step <= 60
     with pytest.raises(guard.NonFiniteError) as raised:
@@ -187,7 +188,7 @@ class TestNonFiniteGuard:
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_skip_batch_skips_exactly_the_poisoned_batches(self, tmp_path, jit):
     steps = 60
-    trainer, parts, run, messages = guarded_run(tmp_path, guard.SKIP_BATCH, steps, jit)
+    trainer, parts, run, messages = guarded_run(tmp_path, NanPolicy.SKIP_BATCH, steps, jit)
     metrics = trainer.run()
     expected = steps_with_row(5, 256, 32, 0, steps)
     assert expected >= 2  # the row comes back every epoch of 8 steps
@@ -201,7 +202,7 @@ class TestNonFiniteGuard:
 
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_a_skipped_step_changes_no_state(self, tmp_path, jit):
-    config = build_config(loop={"nan_policy": guard.SKIP_BATCH, "jit_compile": jit})
+    config = build_config(loop={"nan_policy": NanPolicy.SKIP_BATCH, "jit_compile": jit})
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
     before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
@@ -227,7 +228,7 @@ def test_a_non_finite_update_from_finite_inputs_stops_even_under_skip_batch(tmp_
   """GradNorm with L(0) = 0: every loss and gradient is finite, but the ratio 0/0 makes w NaN."""
   config = build_config(str(tmp_path / "run"), balancer="gradnorm",
                         loop={"train_steps": 40, "steps_per_loop": 20, "checkpoint_every": 20, "eval_every": 0,
-                              "nan_policy": guard.SKIP_BATCH})
+                              "nan_policy": NanPolicy.SKIP_BATCH})
   bundle = make_bundle(SPECS, num_train=256)
   parts = components_lib.build(config, bundle)
   parts.balancer.initial_losses.assign([0.0, 0.0])

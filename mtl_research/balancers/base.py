@@ -25,7 +25,7 @@ losses, and `StepStats` holds all-reduced losses and task gradients. A
 balancer therefore computes the same values on every replica, and needs only
 two rules: create state with `state_variable` (the first replica's write is
 kept, so copies cannot drift), and train its own variables with plain
-assignments such as `state_adam.StateAdam`, not a Keras optimizer (Keras sums
+assignments such as `optim.state_adam.StateAdam`, not a Keras optimizer (Keras sums
 gradients over replicas, and cannot run inside `tf.cond`).
 """
 
@@ -38,6 +38,7 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.replicated import state_variable  # noqa: F401  (re-exported: balancers create state with it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +72,6 @@ class StepStats:
   task_grads: tuple[tuple[tf.Tensor, ...], ...] | None
   scope_variables: tuple[tf.Variable, ...]
   step: tf.Tensor
-
-
-def state_variable(initial, name: str, trainable: bool = False) -> tf.Variable:
-  """A balancer's state variable, kept identical on every replica under tf.distribute."""
-  return tf.Variable(initial, trainable=trainable, name=name,
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 class Balancer(tf.Module):

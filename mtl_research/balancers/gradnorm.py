@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats, state_variable
-from mtl_research.balancers.state_adam import StateAdam
+from mtl_research.optim.state_adam import StateAdam
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.errors import UserError
 from mtl_research.params import ENUM, FLOAT, INT, Param

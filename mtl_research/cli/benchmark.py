@@ -14,7 +14,7 @@ regression `price` + 3-class `kind`) and the same batch size:
               program (`--jit_compile=on`) and once as a TensorFlow graph (`off`), each
               with its first-call compile time;
   variants    the fixed loop with the hand-written speedups undone, to see whether
-              they still pay: Keras's own Adam instead of mtl_research/adam.py (XLA
+              they still pay: Keras's own Adam instead of mtl_research/optim/adam.py (XLA
               and graph), TensorFlow's default executor for the graph loop (whose
               `auto` is single-threaded on a CPU) and the single-threaded one under XLA;
   large       our loop in the default mode on a compute-bound configuration (batch 1024,
@@ -125,8 +125,8 @@ def balancer_params(name: str) -> config_lib.ComponentConfig:
 
 
 def make_config(balancer: str, batch_size: int, seed: int, num_train: int, train_steps: int,
-                steps_per_loop: int = DEFAULT_LOOP_STEPS, jit_compile: str = compilation.AUTO,
-                hidden_units: Sequence[int] = HIDDEN_UNITS, executor: str = "auto") -> config_lib.Config:
+                steps_per_loop: int = DEFAULT_LOOP_STEPS, jit_compile: str = config_lib.JitMode.AUTO,
+                hidden_units: Sequence[int] = HIDDEN_UNITS, executor: str = config_lib.Executor.AUTO) -> config_lib.Config:
   """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
       run_dir="",  # nothing is written
@@ -156,7 +156,7 @@ def resolve_balancers(names: Sequence[str] | None) -> list[str]:
 
 def default_mode() -> str:
   """The mode --jit_compile=auto chooses for one device on this machine."""
-  return "xla" if compilation.resolve(compilation.AUTO, None)[0] else "graph"
+  return "xla" if compilation.resolve(config_lib.JitMode.AUTO, None)[0] else "graph"
 
 
 def synthetic_bundle(num_train: int, seed: int):
@@ -240,8 +240,8 @@ def with_keras_adam(step: TrainStep, learning_rate: float) -> TrainStep:
 
 # (timer key, XLA?, executor, Keras's Adam?): the fixed loop with one speedup undone.
 VARIANTS = (("fixed_xla_keras_adam", True, "auto", True), ("fixed_graph_keras_adam", False, "auto", True),
-            ("fixed_graph_default_executor", False, "default", False),
-            ("fixed_xla_single_threaded", True, "single_threaded", False))
+            ("fixed_graph_default_executor", False, config_lib.Executor.DEFAULT, False),
+            ("fixed_xla_single_threaded", True, config_lib.Executor.SINGLE_THREADED, False))
 
 
 def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int:
@@ -293,7 +293,7 @@ def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None
   bundle = synthetic_bundle(LARGE_TRAIN_ROWS, seed)
   bundle.validate(LARGE_BATCH_SIZE)
   config = make_config(BASELINE, LARGE_BATCH_SIZE, seed, LARGE_TRAIN_ROWS, 2 * (repeats + 1) * steps, steps,
-                       compilation.ON if mode == "xla" else compilation.OFF, LARGE_HIDDEN_UNITS)
+                       config_lib.JitMode.ON if mode == "xla" else config_lib.JitMode.OFF, LARGE_HIDDEN_UNITS)
   log(f"large configuration: compiling our loop ({mode}) and bare matmuls…")
   loop = LoopTimer(config, bundle, 1, steps, 1)
   flops = dense_flops(model_dense_shapes(loop.parts.model), LARGE_BATCH_SIZE)
@@ -346,7 +346,7 @@ def measure_wall(long_steps: int, log: Callable[[str], None]) -> dict:
   result: dict = {}
   with tempfile.TemporaryDirectory() as scratch:
     for label, steps in (("default_run", None), ("long_run", long_steps)):
-      for mode in (compilation.OFF, compilation.AUTO):
+      for mode in (config_lib.JitMode.OFF, config_lib.JitMode.AUTO):
         log(f"wall time: {label.replace('_', ' ')} with --jit_compile={mode}…")
         wall, trained = _train_process(steps, mode, os.path.join(scratch, f"{label}-{mode}"))
         result[f"{label}_{mode}_wall_s"] = wall
@@ -405,14 +405,14 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       key = f"{name}_{loop_mode}"
       log(f"compiling our loop, balancer {name}, {loop_mode}, and warming up ({warmup_steps} steps)…")
       config = make_config(name, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                           compilation.ON if loop_mode == "xla" else compilation.OFF, hidden_units)
+                           config_lib.JitMode.ON if loop_mode == "xla" else config_lib.JitMode.OFF, hidden_units)
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
       timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
   for key, xla, executor, keras_adam in VARIANTS:
     log(f"compiling the variant {key.replace('_', ' ')}…")
     config = make_config(BASELINE, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                         compilation.ON if xla else compilation.OFF, hidden_units, executor=executor)
+                         config_lib.JitMode.ON if xla else config_lib.JitMode.OFF, hidden_units, executor=executor)
     timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=keras_adam)
     timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 

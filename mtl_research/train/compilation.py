@@ -23,12 +23,9 @@ from typing import Mapping
 
 import tensorflow as tf
 
+from mtl_research.config import JitMode, values
 from mtl_research.errors import UserError
 
-AUTO = "auto"
-ON = "on"
-OFF = "off"
-JIT_MODES = (AUTO, ON, OFF)
 
 
 def resolve(mode: str, strategy: str | None) -> tuple[bool, str]:
@@ -37,12 +34,12 @@ def resolve(mode: str, strategy: str | None) -> tuple[bool, str]:
   `strategy`: the --strategy of a distributed run, None on one device.
   Raises UserError for `on` where XLA cannot serve.
   """
-  if mode not in JIT_MODES:
-    raise UserError(f"--jit_compile={mode} is not one of {', '.join(JIT_MODES)}.")
-  if mode == OFF:
+  if mode not in values(JitMode):
+    raise UserError(f"--jit_compile={mode} is not one of {', '.join(values(JitMode))}.")
+  if mode == JitMode.OFF:
     return False, ""
   if strategy is not None:
-    if mode == ON:
+    if mode == JitMode.ON:
       raise UserError(f"--jit_compile=on cannot run under --strategy={strategy}: the XLA loop runs on one device; "
                       "use --jit_compile=auto or off.")
     return False, f"XLA off: --strategy={strategy} runs the graph loop (the XLA loop runs on one device)"

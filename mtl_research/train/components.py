@@ -13,14 +13,14 @@ import tensorflow as tf
 
 from mtl_research.balancers import BALANCERS
 from mtl_research.balancers.base import Balancer, Schedule
-from mtl_research.config import Config
+from mtl_research.config import Config, JitMode
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder, steps_per_epoch
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel, random_state
 from mtl_research.train import compilation
 from mtl_research.train import distribution
-from mtl_research.train import optimizers
+from mtl_research.optim import model_optimizer
 from mtl_research.train import selection as selection_lib
 from mtl_research.train.step import TrainStep
 
@@ -46,11 +46,11 @@ class Components:
   strategy: tf.distribute.Strategy | None = None  # None: one device, no tf.distribute
   origins: dict[str, str] = dataclasses.field(default_factory=dict)  # step.SCOPES → the flag that chose each
   jit_note: str = ""  # why --jit_compile=auto runs the graph loop ('' if it does not)
-  jit_mode: str = compilation.AUTO  # --jit_compile as given
+  jit_mode: str = JitMode.AUTO  # --jit_compile as given
 
   def compile_loop(self) -> str:
     """Compiles the train loop now (see TrainStep.compile); returns the line to log."""
-    line = self.train_step.compile(fall_back=self.jit_mode == compilation.AUTO, components=self.origins)
+    line = self.train_step.compile(fall_back=self.jit_mode == JitMode.AUTO, components=self.origins)
     return f"{self.jit_note}. {line}" if self.jit_note else line
 
 
@@ -86,7 +86,7 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
   steps = total_steps(config, bundle)
   schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
   balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params, schedule)
-  optimizer = optimizers.build(config.optimizer, steps)
+  optimizer = model_optimizer.build(config.optimizer, steps)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
   order = TrainOrder(len(bundle.train), config.loop.batch_size, config.seed)

@@ -17,10 +17,9 @@ import json
 import os
 import tensorflow as tf
 
-from mtl_research.config import LoopConfig
+from mtl_research.config import Executor, LoopConfig, NanPolicy, StrategyName, values
 from mtl_research.errors import UserError
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # A worker that lost its peers fails after this long instead of hanging forever.
 COLLECTIVE_TIMEOUT_SECONDS = 300.0
 
@@ -50,19 +49,19 @@ def _check_tf_config() -> None:
 
 def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy | None:
   """The strategy `name` (see the module docstring), None for `default`; call before any TensorFlow op."""
-  if name not in STRATEGIES:
-    raise UserError(f"--strategy={name} is not one of {', '.join(STRATEGIES)}.")
-  if cpu_replicas and name not in ("mirrored", "multi_worker"):
+  if name not in values(StrategyName):
+    raise UserError(f"--strategy={name} is not one of {', '.join(values(StrategyName))}.")
+  if cpu_replicas and name not in (StrategyName.MIRRORED, StrategyName.MULTI_WORKER):
     raise UserError(f"--cpu_replicas={cpu_replicas} needs --strategy=mirrored (or multi_worker).")
-  if name == "default":
+  if name == StrategyName.DEFAULT:
     return None  # one device: the step runs without tf.distribute machinery
-  if name == "mirrored":
+  if name == StrategyName.MIRRORED:
     if cpu_replicas:
       return tf.distribute.MirroredStrategy(devices=_split_cpu(cpu_replicas))
     # Every GPU; on a machine without one, the CPU as a single replica.
     gpus = tf.config.list_physical_devices("GPU")
     return tf.distribute.MirroredStrategy(devices=None if gpus else ["/cpu:0"])
-  if name == "multi_worker":
+  if name == StrategyName.MULTI_WORKER:
     _check_tf_config()
     if cpu_replicas:
       _split_cpu(cpu_replicas)
@@ -107,10 +106,10 @@ def check_config(strategy: tf.distribute.Strategy, loop: LoopConfig) -> None:
   if loop.batch_size % count:
     raise UserError(f"--batch_size={loop.batch_size} is the global batch and must be divisible by the {count} "
                     "replicas of the strategy.")
-  if loop.executor == "single_threaded":
+  if loop.executor == Executor.SINGLE_THREADED:
     raise UserError(f"--executor=single_threaded cannot run --strategy={loop.strategy}: "
                     "tf.distribute needs TensorFlow's default executor.")
-  if loop.nan_policy == "skip_batch":
+  if loop.nan_policy == NanPolicy.SKIP_BATCH:
     # Skipping wraps the model optimizer's update in tf.cond, and Keras's
     # cross-replica gradient sum cannot run inside one (TensorFlow: merge_call
     # inside control flow is not supported).

@@ -28,9 +28,6 @@ import tensorflow as tf
 
 from mtl_research.errors import UserError
 
-STOP = "stop"
-SKIP_BATCH = "skip_batch"
-NAN_POLICIES = (STOP, SKIP_BATCH)
 
 
 class NonFiniteError(UserError):

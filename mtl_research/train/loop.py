@@ -11,13 +11,13 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from mtl_research.config import Config
+from mtl_research.config import Config, NanPolicy
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.files import write_json_atomic
 from mtl_research.progress import format_duration
 from mtl_research.train import distribution
 from mtl_research.train import guard
-from mtl_research.train import optimizers
+from mtl_research.optim import model_optimizer
 from mtl_research.train.checkpoints import Checkpoints
 from mtl_research.train.components import Components
 from mtl_research.train.evaluate import Evaluator, mean_loss
@@ -177,7 +177,7 @@ class Trainer:
     if record.count == 0:
       self.log("warning: the replay met no non-finite value, so the run is not deterministic; "
                "it continues from the replayed state (--deterministic makes reruns exact).")
-    elif (self.config.loop.nan_policy == guard.STOP
+    elif (self.config.loop.nan_policy == NanPolicy.STOP
           or not bool(guard.variables_finite(self.parts.train_step.state_variables))):
       raise guard.NonFiniteError(guard.describe(record, self.task_names) + advice)
     else:
@@ -210,11 +210,11 @@ class Trainer:
   def _train_scalars(self, logs: dict, rate: float) -> dict[str, float]:
     names = self.task_names
     scalars = {"loss/total": float(logs["objective"]), "learning_rate":
-               optimizers.current_learning_rate(self.parts.optimizer), "steps_per_sec": rate}
+               model_optimizer.current_learning_rate(self.parts.optimizer), "steps_per_sec": rate}
     scalars.update(per_task("loss", names, logs["losses"]))
     scalars.update(per_task("weighted_loss", names, logs["weights"] * logs["losses"]))
     scalars.update(per_task("weight", names, logs["weights"]))
-    if self.config.loop.nan_policy == guard.SKIP_BATCH:
+    if self.config.loop.nan_policy == NanPolicy.SKIP_BATCH:
       scalars["nan_guard/skipped_batches"] = float(self.parts.skipped_batches.numpy())
     for tag, value in logs["diagnostics"].items():
       scalars.update(per_task(tag, names, value) if np.ndim(value) else {tag: float(value)})

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.config import Executor, NanPolicy, values
 from mtl_research.balancers.base import Balancer, GradientScope, StepStats
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder
 from mtl_research.errors import UserError
@@ -51,10 +52,6 @@ def conflict_stats(task_grads: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
   return tf.matmul(unit, unit, transpose_b=True), norms
 
 
-SINGLE_THREADED = "single_threaded"
-EXECUTORS = ("auto", "default", SINGLE_THREADED)
-
-
 def resolve_executor(executor: str, distributed: bool = False, jit_compile: bool = False) -> str:
   """`auto`: TensorFlow's single-threaded executor for the graph loop on a CPU-only machine.
 
@@ -64,9 +61,9 @@ def resolve_executor(executor: str, distributed: bool = False, jit_compile: bool
   one kernel, so the executor has nothing to schedule. GPUs and tf.distribute
   need asynchronous kernels, which that executor does not run, so they keep TF's default.
   """
-  if executor == "auto":
+  if executor == Executor.AUTO:
     cpu_only = not tf.config.list_physical_devices("GPU")
-    return SINGLE_THREADED if cpu_only and not distributed and not jit_compile else "default"
+    return Executor.SINGLE_THREADED if cpu_only and not distributed and not jit_compile else Executor.DEFAULT
   return executor
 
 
@@ -85,8 +82,8 @@ class TrainStep:
   """Owns the compiled loop that trains `model` under `balancer`."""
 
   def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit, order: TrainOrder,
-               step: tf.Variable, steps_per_call: int, log_grad_conflict: bool = False, executor: str = "default",
-               nan_policy: str = guard.STOP, strategy: tf.distribute.Strategy | None = None,
+               step: tf.Variable, steps_per_call: int, log_grad_conflict: bool = False, executor: str = Executor.DEFAULT,
+               nan_policy: str = NanPolicy.STOP, strategy: tf.distribute.Strategy | None = None,
                jit_compile: bool = False):
     self.model = model
     self.balancer = balancer
@@ -103,8 +100,8 @@ class TrainStep:
     self.strategy = strategy or tf.distribute.get_strategy()
     self.cross = CrossReplica(int(self.strategy.num_replicas_in_sync))
     self.requested_executor = executor
-    if nan_policy not in guard.NAN_POLICIES:
-      raise ValueError(f"nan_policy must be one of {guard.NAN_POLICIES}, not {nan_policy!r}")
+    if nan_policy not in values(NanPolicy):
+      raise ValueError(f"nan_policy must be one of {values(NanPolicy)}, not {nan_policy!r}")
     self.nan_policy = nan_policy
     # The fast loop's running sum of losses (≥ 0, so finite iff every loss was); not checkpointed.
     self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum",
@@ -249,7 +246,7 @@ class TrainStep:
 
     Returns the balancer's diagnostics; those of a skipped step are NaN.
     """
-    if self.nan_policy == guard.STOP:
+    if self.nan_policy == NanPolicy.STOP:
       return apply()  # a failing step ends the run; applying it changes nothing that is kept
     # cond_v2 traces the true branch first, so the skipped branch can mirror its outputs.
     structure = {}
@@ -413,7 +410,7 @@ class TrainStep:
     block = np.zeros([self.steps_per_call, self.global_batch_size], np.int32)
     block[:len(rows)] = rows
     args = (tf.constant(block), tf.constant(len(rows), tf.int32), tf.constant(diagnose))
-    if self.executor == SINGLE_THREADED:
+    if self.executor == Executor.SINGLE_THREADED:
       with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
         logs = loop(*args)
     else:

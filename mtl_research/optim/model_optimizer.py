@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mtl_research import adam
-from mtl_research.config import OptimizerConfig
+from mtl_research.optim import adam
+from mtl_research.config import LrSchedule, OptimizerConfig, OptimizerName
 
 keras = tf.keras
 
 
 def learning_rate(config: OptimizerConfig, total_steps: int):
   """A constant rate, a cosine decay to 0 over the run, or a step decay."""
-  if config.schedule == "cosine":
+  if config.schedule == LrSchedule.COSINE:
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
-  if config.schedule == "step":
+  if config.schedule == LrSchedule.STEP:
     every = config.decay_steps or max(total_steps // 3, 1)
     return keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=every, decay_rate=config.decay_rate, staircase=True)
@@ -23,9 +23,9 @@ def learning_rate(config: OptimizerConfig, total_steps: int):
 
 def build(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
   rate = learning_rate(config, total_steps)
-  if config.name == "sgd":
+  if config.name == OptimizerName.SGD:
     return keras.optimizers.SGD(rate, momentum=config.momentum)
-  if config.name == "adamw":
+  if config.name == OptimizerName.ADAMW:
     return adam.AdamW(rate, weight_decay=config.weight_decay)
   return adam.Adam(rate)
 

@@ -3,7 +3,7 @@
 Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1,
 in Keras's form (ε outside the square root, bias corrections folded into the
 step size α_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)); the arithmetic is that of
-`mtl_research.adam.Adam`, so a balancer gets the same numbers as with Keras.
+`mtl_research.optim.adam.Adam`, so a balancer gets the same numbers as with Keras.
 
 Why not a Keras optimizer: Keras synchronizes replicas inside
 `apply_gradients` (a merge_call), which TensorFlow forbids inside `tf.cond`
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from mtl_research.balancers.base import state_variable
+from mtl_research.replicated import state_variable
 
 
 class StateAdam(tf.Module):
