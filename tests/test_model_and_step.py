@@ -182,17 +182,6 @@ class TestCompiledLoop:
     np.testing.assert_array_equal(features["numeric"].numpy(), bundle.train.features["numeric"][[3, 0, 3]])
     np.testing.assert_array_equal(labels["kind"].numpy(), bundle.train.labels["kind"][[3, 0, 3]])
 
-  @pytest.mark.parametrize("step,expected", [
-      (0, 7),  # steps_per_loop
-      (7, 10),  # summary_every
-      (17, 20),
-      (35, 40),  # end of training
-      (40, 40),
-  ])
-  def test_next_stop(self, step, expected):
-    # pylint: disable=protected-access
-    assert loop._next_stop(step, 40, 7, 10, 20, 0) == expected
-
 
 def _all_close(a, b):
   return all(np.allclose(x, y) for x, y in zip(a, b))

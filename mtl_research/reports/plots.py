@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mtl_research import tags
 from mtl_research.reports.collect import RunRecord, Sweep
 from mtl_research.files import write_bytes_atomic
 from mtl_research.reports.events import read_scalars
@@ -55,7 +56,7 @@ class _Cache:
     key = (run.path, which)
     if key not in self._data:
       logdir = run.run_dir.train_logdir if which == "train" else run.run_dir.eval_logdir
-      prefix = ("weight/",) if which == "train" else ("eval/",)
+      prefix = (f"{tags.WEIGHT}/",) if which == "train" else (f"{tags.EVAL}/",)
       self._data[key] = read_scalars(logdir, prefix)
     return self._data[key]
 
@@ -98,7 +99,7 @@ def write_plots(sweep: Sweep, table: Table, out_dir: str | None = None) -> tuple
     for index, row in enumerate(rows):
       axes = figure.add_subplot(nrows, ncols, index + 1)
       for task in tasks:
-        band = seed_band([cache.scalars(run, "train").get(f"weight/{task}", []) for run in row.runs])
+        band = seed_band([cache.scalars(run, "train").get(tags.per_task(tags.WEIGHT, task), []) for run in row.runs])
         if band is None:
           continue
         steps, mean, low, high = band
@@ -121,7 +122,7 @@ def write_plots(sweep: Sweep, table: Table, out_dir: str | None = None) -> tuple
 
   # (b) Validation curves of each task's primary metric.
   for column in table.columns:
-    tag = f"eval/{column.task}/{column.metric}"
+    tag = tags.eval_metric(column.task, column.metric)
     figure = new_figure(6.0, 4.0)
     axes = figure.add_subplot(1, 1, 1)
     for row in rows:

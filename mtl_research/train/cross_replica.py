@@ -56,7 +56,7 @@ class CrossReplica:
       return local
     return self.sum(tf.stop_gradient(local)) + (local - tf.stop_gradient(local))
 
-  def share(self, grads: list) -> list:
+  def divide_among_replicas(self, grads: list) -> list:
     """Each replica's part of gradients that all replicas computed alike."""
     if not self.active:
       return grads

@@ -11,10 +11,12 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from mtl_research import tags
 from mtl_research.config import Config, NanPolicy
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.files import write_json_atomic
 from mtl_research.progress import format_duration
+from mtl_research.train import actions as actions_lib
 from mtl_research.train import distribution
 from mtl_research.train import guard
 from mtl_research.optim import model_optimizer
@@ -24,16 +26,7 @@ from mtl_research.train.evaluate import Evaluator, mean_loss
 from mtl_research.train.interrupt import Interrupted, StopRequest
 from mtl_research.train.run_dir import RunDir
 from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
-from mtl_research.train.writers import ScalarWriter, per_task
-
-
-def _next_stop(step: int, total: int, steps_per_loop: int, *periods: int) -> int:
-  """The first step after `step` where a loop must end for some periodic action."""
-  stop = min(total, step + steps_per_loop)
-  for period in periods:
-    if period > 0:
-      stop = min(stop, (step // period + 1) * period)
-  return stop
+from mtl_research.train.writers import MetricWriter, ScalarWriter, per_task
 
 
 class Trainer:
@@ -105,44 +98,64 @@ class Trainer:
     return self._finish()
 
   def _train(self, start: int, total: int) -> None:
-    loop_cfg = self.config.loop
     if not self.parts.train_step.compiled:
       self.compile()
     if start == 0 and self.hparams:
-      write_run_metadata(self.run_dir.train_logdir, self.hparams)
+      prefixes = [*tags.TASK_PREFIXES, *self.parts.train_step.per_task_diagnostics()]
+      if self.config.loop.log_grad_conflict:
+        prefixes.append(tags.CONFLICT_GRAD_NORM)
+      write_run_metadata(self.run_dir.train_logdir, self.hparams, prefixes)
     if self.checkpoints.latest_number is None:
       self.checkpoints.save(start)  # the last good state until the first periodic checkpoint
     train_writer = ScalarWriter(self.run_dir.train_logdir)
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
+    actions = self._actions(train_writer, eval_writer)
     step, began = start, time.perf_counter()
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
     try:
       while step < total:
         self._honour_stop(step, total)
-        stop = _next_stop(step, total, loop_cfg.steps_per_loop, loop_cfg.summary_every, loop_cfg.eval_every,
-                          loop_cfg.checkpoint_every)
-        summarize = stop % loop_cfg.summary_every == 0 or stop == total
+        stop = actions_lib.next_stop(step, total, self.config.loop.steps_per_loop, actions)
+        diagnose = actions_lib.needs_diagnostics(actions, stop, total)
         tick = time.perf_counter()
-        logs = self.parts.train_step.run(stop - step, summarize)
+        logs = self.parts.train_step.run(stop - step, diagnose)
         if not logs["healthy"]:
-          logs = self._recover(step, stop, summarize)
-        rate = (stop - step) / (time.perf_counter() - tick)
+          logs = self._recover(step, stop, diagnose)
+        end = actions_lib.LoopEnd(stop, total, logs, (stop - step) / (time.perf_counter() - tick))
         step = stop
         self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
-        if summarize:
-          train_writer.write(step, self._train_scalars(logs, rate))
-        if (loop_cfg.eval_every and step % loop_cfg.eval_every == 0) or step == total:
-          self._validate(step, eval_writer)
-        if step % loop_cfg.checkpoint_every == 0 or step == total:
-          self.checkpoints.save(step)
-          train_writer.flush()
-          eval_writer.flush()
+        for action in actions:
+          if action.due(step, total):
+            action.run(end)
     finally:
       train_writer.close()
       eval_writer.close()
     compiling = self.parts.train_step.compile_seconds
     self.log(f"Trained {total - start} steps in {time.perf_counter() - began + compiling:.2f} s, "
              f"{compiling:.2f} s of it compiling the loop.")
+
+  def _actions(self, train_writer: MetricWriter, eval_writer: MetricWriter) -> list[actions_lib.PeriodicAction]:
+    """Summaries, validation and checkpoints, in the order they run after a loop call."""
+    loop_cfg = self.config.loop
+
+    def summarize(end: actions_lib.LoopEnd) -> None:
+      train_writer.write_scalars(end.step, self._train_scalars(end.logs, end.steps_per_sec))
+
+    def validate(end: actions_lib.LoopEnd) -> None:
+      self._validate(end.step, eval_writer)
+
+    def checkpoint(end: actions_lib.LoopEnd) -> None:
+      self.checkpoints.save(end.step)
+      # A run killed later resumes from this checkpoint: its summaries must be on disk.
+      train_writer.flush()
+      eval_writer.flush()
+
+    return [
+        actions_lib.PeriodicAction("summaries", loop_cfg.summary_every, summarize,
+                                   needs_diagnostics=loop_cfg.log_grad_conflict),
+        actions_lib.PeriodicAction("validation", loop_cfg.eval_every, validate),
+        actions_lib.PeriodicAction("checkpoint", loop_cfg.checkpoint_every, checkpoint),
+    ]
 
   def _honour_stop(self, step: int, total: int) -> None:
     """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""
@@ -158,7 +171,7 @@ class Trainer:
     raise Interrupted(f"{name}: stopped at step {step} of {total} with checkpoint {path}; "
                       "run the same command again to resume.")
 
-  def _recover(self, first: int, stop: int, summarize: bool) -> dict:
+  def _recover(self, first: int, stop: int, diagnose: bool) -> dict:
     """Replays steps from the last checkpoint to `stop`, testing each one (guard.py).
 
     Called when the fast loop over steps (first, stop] saw a non-finite value.
@@ -169,7 +182,7 @@ class Trainer:
     begin = int(self.parts.step.numpy())
     self.log(f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
              f"{begin + 1}-{stop} from {path}, testing each one.")
-    logs = self.parts.train_step.run(stop - begin, summarize, careful=True)
+    logs = self.parts.train_step.run(stop - begin, diagnose, careful=True)
     record = guard.GuardState(**logs["guard"])
     skip = "" if self.parts.strategy is not None else " or pass --nan_policy=skip_batch"
     advice = (f"; the run stopped, keeping its last good checkpoint {path} "
@@ -186,11 +199,11 @@ class Trainer:
                f"{guard.describe(record, self.task_names)} ({int(self.parts.skipped_batches.numpy())} in all).")
     return logs
 
-  def _validate(self, step: int, writer: ScalarWriter) -> None:
+  def _validate(self, step: int, writer: MetricWriter) -> None:
     """Evaluates on the validation split, logs it, and keeps the best checkpoint."""
     results = self.evaluator.evaluate(self.bundle.val)
     losses = self.evaluator.training_losses(results)
-    writer.write(step, self._eval_scalars(results, losses))
+    writer.write_scalars(step, self._eval_scalars(results, losses))
     criterion = self.parts.criterion
     if criterion is None:
       return
@@ -209,28 +222,27 @@ class Trainer:
 
   def _train_scalars(self, logs: dict, rate: float) -> dict[str, float]:
     names = self.task_names
-    scalars = {"loss/total": float(logs["objective"]), "learning_rate":
-               model_optimizer.current_learning_rate(self.parts.optimizer), "steps_per_sec": rate}
-    scalars.update(per_task("loss", names, logs["losses"]))
-    scalars.update(per_task("weighted_loss", names, logs["weights"] * logs["losses"]))
-    scalars.update(per_task("weight", names, logs["weights"]))
+    scalars = {tags.TOTAL_LOSS: float(logs["objective"]), tags.STEPS_PER_SEC: rate,
+               tags.LEARNING_RATE: model_optimizer.current_learning_rate(self.parts.optimizer)}
+    scalars.update(per_task(tags.LOSS, names, logs["losses"]))
+    scalars.update(per_task(tags.WEIGHTED_LOSS, names, logs["weights"] * logs["losses"]))
+    scalars.update(per_task(tags.WEIGHT, names, logs["weights"]))
     if self.config.loop.nan_policy == NanPolicy.SKIP_BATCH:
-      scalars["nan_guard/skipped_batches"] = float(self.parts.skipped_batches.numpy())
+      scalars[tags.SKIPPED_BATCHES] = float(self.parts.skipped_batches.numpy())
     for tag, value in logs["diagnostics"].items():
       scalars.update(per_task(tag, names, value) if np.ndim(value) else {tag: float(value)})
     if "conflict_cos" in logs:
-      scalars.update(per_task("conflict/grad_norm", names, logs["conflict_norm"]))
-      for i, a in enumerate(names):
-        for j in range(i + 1, len(names)):
-          scalars[f"conflict/cos/{a}__{names[j]}"] = float(logs["conflict_cos"][i, j])
+      scalars.update(per_task(tags.CONFLICT_GRAD_NORM, names, logs["conflict_norm"]))
+      for i, j in tags.task_pairs(names):
+        scalars[tags.conflict_cos(names[i], names[j])] = float(logs["conflict_cos"][i, j])
     return scalars
 
   def _eval_scalars(self, results: dict, losses: dict) -> dict[str, float]:
-    scalars = {f"eval/{task}/{metric}": value for task, values in results.items()
+    scalars = {tags.eval_metric(task, metric): value for task, values in results.items()
                for metric, value in values.items()}
     # Validation losses (training units) under the train tags, so TensorBoard overlays the curves.
-    scalars.update({f"loss/{name}": loss for name, loss in losses.items()})
-    scalars["loss/mean"] = mean_loss(losses)
+    scalars.update({tags.per_task(tags.LOSS, name): loss for name, loss in losses.items()})
+    scalars[tags.MEAN_LOSS] = mean_loss(losses)
     return scalars
 
   def _select(self) -> dict:

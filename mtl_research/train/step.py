@@ -190,7 +190,7 @@ class TrainStep:
     others = [v for v in variables if id(v) not in scope_ids]
     grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     with tf.name_scope("balancer"):
-      shared = self.cross.share(self.balancer.aggregate(stats))
+      shared = self.cross.divide_among_replicas(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
     return self._share_joint(grads, others) + self._plus_regularization(tape, regularization, stats.scope_variables,
                                                                         shared), others + list(stats.scope_variables)
@@ -227,7 +227,7 @@ class TrainStep:
     if not self.cross.active:
       return grads
     joint = {id(v) for v in self.balancer.joint_variables}
-    return [self.cross.share([g])[0] if id(v) in joint else g for g, v in zip(grads, variables)]
+    return [self.cross.divide_among_replicas([g])[0] if id(v) in joint else g for g, v in zip(grads, variables)]
 
   def _conflict(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Cosines and norms of the per-task gradients on the shared variables, on `rows`."""
@@ -348,6 +348,11 @@ class TrainStep:
       self._diagnostic_specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
                                                      traced.structured_outputs)
     return tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), self._diagnostic_specs)
+
+  def per_task_diagnostics(self) -> list[str]:
+    """Names of the balancer's diagnostics (`update`'s and `summaries`') that hold one value per task."""
+    values = {**self._balancer_diagnostics(), **self.balancer.summaries()}
+    return [name for name, value in values.items() if value.shape.rank == 1]
 
   def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
     """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record)."""
