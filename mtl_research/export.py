@@ -4,9 +4,11 @@ The serving signature `serve` takes one 1-D tensor per feature column of the
 training table (numbers as float32 with NaN for missing, categories as
 strings) and returns, per task, `<task>` (regression value in original units,
 or the predicted class name) and, for classification, `<task>_probabilities`.
-The preprocessing of `tabular.py` is rebuilt from preprocessing.json in
-TensorFlow ops, so the model can be served or reloaded with plain TensorFlow
+The preprocessing of `tabular.py` is rebuilt from the run's
+`preprocessing.Preprocessing` (read from preprocessing.json) in TensorFlow ops,
+so the model can be served or reloaded with plain TensorFlow
 (`tf.saved_model.load(dir).signatures["serve"]`), without this package.
+The model comes restored from its run (`checkpoints.restore_model`).
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Mapping, Sequence
 
 import tensorflow as tf
 
 from mtl_research import files
-from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.data.csv_reader import MISSING_TOKENS
+from mtl_research.data.preprocessing import (CategoricalFeature, EMBEDDING, NumericFeature, Preprocessing,
+                                             RegressionTarget)
 from mtl_research.data.tabular import MISSING
 from mtl_research.models.base import MultiTaskModel
 
 
-def _lookup_table(vocabulary: list[str]) -> tf.lookup.StaticHashTable:
+def _lookup_table(vocabulary: Sequence[str]) -> tf.lookup.StaticHashTable:
   """Category → its index in `vocabulary` + 1; 0 for a category never seen in training."""
   return tf.lookup.StaticHashTable(
-      tf.lookup.KeyValueTensorInitializer(tf.constant(vocabulary), tf.range(1, len(vocabulary) + 1, dtype=tf.int64)),
+      tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocabulary)), tf.range(1, len(vocabulary) + 1, dtype=tf.int64)),
       default_value=0)
 
 
@@ -42,33 +45,33 @@ def _category_index(values: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.T
 class ServingModule(tf.Module):
   """Preprocessing + model + postprocessing, as one tf.function."""
 
-  def __init__(self, model: MultiTaskModel, state: Mapping[str, Any]):
+  def __init__(self, model: MultiTaskModel, state: Preprocessing):
     super().__init__()
     self.model = model
     self.state = state
     # Created here, not while tracing, so that the SavedModel tracks them.
-    self.lookups = {f["name"]: _lookup_table(f["vocabulary"]) for f in state["features"]
-                    if f["type"] == "categorical"}
-    signature = {f["name"]: tf.TensorSpec([None], tf.float32 if f["type"] == "numeric" else tf.string, f["name"])
-                 for f in state["features"]}
+    self.lookups = {f.name: _lookup_table(f.vocabulary) for f in state.features
+                    if isinstance(f, CategoricalFeature)}
+    signature = {f.name: tf.TensorSpec([None], tf.float32 if isinstance(f, NumericFeature) else tf.string, f.name)
+                 for f in state.features}
     self.serve = tf.function(self._serve, input_signature=[signature])
 
   def _features(self, columns: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     numeric, embedded = [], []
-    for feature in self.state["features"]:
-      column = columns[feature["name"]]
-      if feature["type"] == "numeric":
+    for feature in self.state.features:
+      column = columns[feature.name]
+      if isinstance(feature, NumericFeature):
         missing = tf.math.is_nan(column)
-        filled = tf.where(missing, tf.cast(feature["mean"], tf.float32), column)
-        numeric.append(((filled - feature["mean"]) / feature["std"])[:, None])
-        if feature["indicator"]:
+        filled = tf.where(missing, tf.cast(feature.mean, tf.float32), column)
+        numeric.append(((filled - feature.mean) / feature.std)[:, None])
+        if feature.indicator:
           numeric.append(tf.cast(missing, tf.float32)[:, None])
         continue
-      index = _category_index(column, self.lookups[feature["name"]])
-      if feature["encoding"] == "embedding":
+      index = _category_index(column, self.lookups[feature.name])
+      if feature.encoding == EMBEDDING:
         embedded.append(tf.cast(index, tf.int32))
       else:
-        numeric.append(tf.one_hot(index, len(feature["vocabulary"]) + 1, dtype=tf.float32))
+        numeric.append(tf.one_hot(index, len(feature.vocabulary) + 1, dtype=tf.float32))
     rows = tf.shape(next(iter(columns.values())))[0]
     features = {NUMERIC: tf.concat(numeric, axis=1) if numeric else tf.zeros([rows, 0])}
     if embedded:
@@ -79,18 +82,18 @@ class ServingModule(tf.Module):
     outputs = self.model(self._features(columns), training=False)
     result = {}
     for task in self.model.task_specs:
-      target = self.state["targets"][task.name]
+      target = self.state.target(task.name)
       out = outputs[task.name]
-      if task.kind == tasks_lib.REGRESSION:
-        result[task.name] = out[:, 0] * target["std"] + target["mean"]
+      if isinstance(target, RegressionTarget):
+        result[task.name] = out[:, 0] * target.std + target.mean
       else:
         probabilities = tf.nn.softmax(out)
-        result[task.name] = tf.gather(tf.constant(target["classes"]), tf.argmax(probabilities, axis=1))
+        result[task.name] = tf.gather(tf.constant(list(target.classes)), tf.argmax(probabilities, axis=1))
         result[f"{task.name}_probabilities"] = probabilities
     return result
 
 
-def export(model: MultiTaskModel, state: Mapping[str, Any], export_dir: str) -> None:
+def export(model: MultiTaskModel, state: Preprocessing, export_dir: str) -> None:
   """Writes the SavedModel with the `serve` signature into `export_dir` (missing or empty).
 
   Written beside it under a temporary name and renamed when complete, so a

@@ -170,7 +170,7 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
   only warn, because a sweep passes the same flags to every balancer's runs.
   """
   def given(name: str) -> bool:  # a flagfile (flags.txt) sets every flag, most to their defaults
-    return FLAGS[name].present and FLAGS[name].value != FLAGS[name].default
+    return bool(FLAGS[name].present) and FLAGS[name].value != FLAGS[name].default
 
   chosen = {DATASETS.family: FLAGS.dataset, ARCHITECTURES.family: FLAGS.model}
   used = {p.name for family in (DATASETS, ARCHITECTURES) for p in family.get(chosen[family.family]).params}

@@ -2,16 +2,37 @@
 
 Metrics are exact (AUC by ranks, R² from the whole split), not streaming
 approximations, so that a reported number is the number a paper should print.
+
+This module is the one home of the metric names (as metrics.json, TensorBoard
+tags, --selection and the reports spell them), of which a task of each kind
+reports, and of which way each one is better. It imports no TensorFlow and
+nothing of the package, so that tasks.py, the flags and reports/ can all take
+the names from here.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from mtl_research import tasks as tasks_lib
+if TYPE_CHECKING:  # tasks.py imports this module for the names; only the type is needed here
+  from mtl_research import tasks as tasks_lib
 
-HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "r2"})
-LOWER_IS_BETTER = frozenset({"mse", "mae", "cross_entropy"})
+MSE = "mse"
+MAE = "mae"
+R2 = "r2"
+ACCURACY = "accuracy"
+CROSS_ENTROPY = "cross_entropy"
+AUC = "auc"
+
+# What task_metrics() returns for each kind of task; AUC is defined for binary tasks only.
+REGRESSION_METRICS = (MSE, MAE, R2)
+CLASSIFICATION_METRICS = (ACCURACY, CROSS_ENTROPY)
+BINARY_METRICS = CLASSIFICATION_METRICS + (AUC,)
+
+HIGHER_IS_BETTER = frozenset({ACCURACY, AUC, R2})
+LOWER_IS_BETTER = frozenset({MSE, MAE, CROSS_ENTROPY})
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -22,7 +43,7 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str,
   total = float(np.sum((labels - labels.mean()) ** 2))
   # R² is undefined for a constant target; NaN says so instead of a fake number.
   r2 = 1.0 - float(np.sum(err**2)) / total if total > 0 else float("nan")
-  return {"mse": mse, "mae": float(np.mean(np.abs(err))), "r2": r2}
+  return {MSE: mse, MAE: float(np.mean(np.abs(err))), R2: r2}
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -51,16 +72,16 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, 
   labels = np.asarray(labels).reshape(-1).astype(np.int64)
   logp = log_softmax(logits)
   result = {
-      "accuracy": float(np.mean(np.argmax(logp, axis=-1) == labels)),
-      "cross_entropy": float(-np.mean(logp[np.arange(len(labels)), labels])),
+      ACCURACY: float(np.mean(np.argmax(logp, axis=-1) == labels)),
+      CROSS_ENTROPY: float(-np.mean(logp[np.arange(len(labels)), labels])),
   }
   if logp.shape[-1] == 2:
-    result["auc"] = binary_auc(labels, logp[:, 1] - logp[:, 0])
+    result[AUC] = binary_auc(labels, logp[:, 1] - logp[:, 0])
   return result
 
 
 def task_metrics(task: tasks_lib.TaskSpec, labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-  """All metrics of `task` for one split, from labels and the head's raw outputs."""
-  if task.kind == tasks_lib.REGRESSION:
+  """All metrics of `task` (`task.metrics`) for one split, from labels and the head's raw outputs."""
+  if task.is_regression:
     return regression_metrics(labels, outputs)
   return classification_metrics(labels, outputs)

@@ -71,7 +71,7 @@ def _number(param: Param, text: str) -> float:
 
 
 def _named_choices(param: Param, raw: str) -> tuple[tuple[str, str], ...]:
-  pairs = []
+  pairs: list[tuple[str, str]] = []
   for item in _items(param, raw):
     name, sep, choice = (part.strip() for part in item.partition(":"))
     if not sep or not name or choice not in param.choices:

@@ -11,15 +11,12 @@ import dataclasses
 
 import tensorflow as tf
 
+from mtl_research import metrics as metrics_lib
 from mtl_research.errors import UserError
 
 REGRESSION = "regression"
 CLASSIFICATION = "classification"
 KINDS = (REGRESSION, CLASSIFICATION)
-
-REGRESSION_METRICS = ("mse", "mae", "r2")
-CLASSIFICATION_METRICS = ("accuracy", "cross_entropy")
-BINARY_METRICS = CLASSIFICATION_METRICS + ("auc",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +34,11 @@ class TaskSpec:
       raise UserError(f"Classification task {self.name!r} needs at least 2 classes, got {self.num_classes}.")
 
   @property
+  def is_regression(self) -> bool:
+    """For metrics.py, which cannot import this module's REGRESSION (this module imports it)."""
+    return self.kind == REGRESSION
+
+  @property
   def output_units(self) -> int:
     """Width of the task head: 1 for regression, one logit per class otherwise."""
     return 1 if self.kind == REGRESSION else self.num_classes
@@ -48,13 +50,14 @@ class TaskSpec:
   @property
   def loss_metric(self) -> str:
     """The metric that equals this task's training loss on a split."""
-    return "mse" if self.kind == REGRESSION else "cross_entropy"
+    return metrics_lib.MSE if self.kind == REGRESSION else metrics_lib.CROSS_ENTROPY
 
   @property
   def metrics(self) -> tuple[str, ...]:
+    """The metrics evaluation reports for this task (metrics.task_metrics computes them)."""
     if self.kind == REGRESSION:
-      return REGRESSION_METRICS
-    return BINARY_METRICS if self.num_classes == 2 else CLASSIFICATION_METRICS
+      return metrics_lib.REGRESSION_METRICS
+    return metrics_lib.BINARY_METRICS if self.num_classes == 2 else metrics_lib.CLASSIFICATION_METRICS
 
 
 def per_example_loss(task: TaskSpec, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

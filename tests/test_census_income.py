@@ -19,6 +19,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 from mtl_research import tasks as tasks_lib
 from mtl_research.data import census_income
 from mtl_research.data.bundle import SPLITS
+from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature
 from mtl_research.errors import UserError
 
 NUM_TRAIN, NUM_TEST = 300, 200
@@ -128,25 +129,25 @@ def test_tasks(bundle):
 
 
 def test_features(bundle):
-  state = bundle.preprocessing
-  names = [feature["name"] for feature in state["features"]]
+  state = bundle.fitted
+  names = [feature.name for feature in state.features]
   expected = [c for c in census_income.COLUMNS
               if c not in ("age", "marital_status", "income_label", "instance_weight")]
   assert names == expected and len(names) == 38
   assert "instance_weight" not in names  # a sampling weight, not a feature
-  types = {feature["name"]: feature["type"] for feature in state["features"]}
+  types = {feature.name: type(feature) for feature in state.features}
   for name in census_income.CATEGORICAL_CODES:
-    assert types[name] == "categorical", name
-  assert helpers.feature_state(state, "year")["vocabulary"] == ["94", "95"]
-  assert helpers.feature_state(state, "veterans_benefits")["vocabulary"] == ["0", "1", "2"]
+    assert types[name] is CategoricalFeature, name
+  assert state.feature("year").vocabulary == ("94", "95")
+  assert state.feature("veterans_benefits").vocabulary == ("0", "1", "2")
   for name in NUMERIC:
-    assert types[name] == "numeric", name
-  assert sum(t == "numeric" for t in types.values()) == len(NUMERIC)
+    assert types[name] is NumericFeature, name
+  assert sum(t is NumericFeature for t in types.values()) == len(NUMERIC)
   # Values are stripped of their leading space; '?' is a category of its own.
-  assert helpers.feature_state(state, "class_of_worker")["vocabulary"] == sorted(TEXT_VALUES)
-  assert helpers.feature_state(state, "migration_msa")["vocabulary"] == sorted(TEXT_VALUES + ("<missing>",))
-  industry = helpers.feature_state(state, "industry_code")
-  assert len(industry["vocabulary"]) == 40 and industry["encoding"] == "embedding"
+  assert state.feature("class_of_worker").vocabulary == tuple(sorted(TEXT_VALUES))
+  assert state.feature("migration_msa").vocabulary == tuple(sorted(TEXT_VALUES + ("<missing>",)))
+  industry = state.feature("industry_code")
+  assert len(industry.vocabulary) == 40 and industry.encoding == "embedding"
   assert bundle.features.embedded_vocab_sizes == (41,)
 
 
@@ -190,7 +191,7 @@ def test_never_married_variant(data_dir):
 @pytest.mark.parametrize("suffixes", [(".gz", ".gz"), ("", ".gz")])
 def test_gzip_files(tmp_path, bundle, suffixes):
   packed = load(write_pair(tmp_path / "gz", *suffixes))
-  assert packed.preprocessing == bundle.preprocessing
+  assert packed.fitted == bundle.fitted
   for split in SPLITS:
     for key, value in bundle.split(split).features.items():
       np.testing.assert_array_equal(packed.split(split).features[key], value)

@@ -21,7 +21,9 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.data import DATASETS
+from mtl_research.data import preprocessing
 from mtl_research.data.bundle import EMBEDDED, NUMERIC, SPLITS
+from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature
 from mtl_research.errors import UserError
 
 TASKS = helpers.MIXED_TASKS
@@ -66,20 +68,20 @@ def test_tasks_and_class_names(bundle):
 
 
 def test_feature_types_are_inferred(bundle):
-  state = bundle.preprocessing
-  types = {f["name"]: f["type"] for f in state["features"]}
-  assert types == {"rid": "numeric", "num": "numeric", "color": "categorical", "zip": "numeric",
-                   "city": "categorical"}
-  assert helpers.feature_state(state, "num")["indicator"] is True
-  assert helpers.feature_state(state, "rid")["indicator"] is False
-  color = helpers.feature_state(state, "color")
-  assert color["vocabulary"] == sorted(["blue", "green", "red", "<missing>"])
-  assert color["encoding"] == "one_hot"
-  city = helpers.feature_state(state, "city")
-  assert city["encoding"] == "embedding" and len(city["vocabulary"]) > 32
+  state = bundle.fitted
+  types = {f.name: type(f) for f in state.features}
+  assert types == {"rid": NumericFeature, "num": NumericFeature, "color": CategoricalFeature, "zip": NumericFeature,
+                   "city": CategoricalFeature}
+  assert state.feature("num").indicator is True
+  assert state.feature("rid").indicator is False
+  color = state.feature("color")
+  assert color.vocabulary == tuple(sorted(["blue", "green", "red", "<missing>"]))
+  assert color.encoding == "one_hot"
+  city = state.feature("city")
+  assert city.encoding == "embedding" and len(city.vocabulary) > 32
   # Numeric: rid, num + indicator, zip; one-hot color: 4 + 1. Embedded: city.
   assert bundle.features.numeric_dim == 1 + 2 + 1 + 5
-  assert bundle.features.embedded_vocab_sizes == (len(city["vocabulary"]) + 1,)
+  assert bundle.features.embedded_vocab_sizes == (len(city.vocabulary) + 1,)
   for name in SPLITS:
     split = bundle.split(name)
     assert split.features[NUMERIC].dtype == np.float32
@@ -90,16 +92,16 @@ def test_feature_types_are_inferred(bundle):
 
 def test_categorical_columns_override(mixed):
   bundle = load_csv(mixed[0], categorical_columns=("zip",), embedding_threshold=64)
-  zip_code = helpers.feature_state(bundle.preprocessing, "zip")
-  assert zip_code["type"] == "categorical"
-  assert zip_code["vocabulary"] == ["00100", "00101", "00102", "00103", "00104"]  # spelling kept
-  assert helpers.feature_state(bundle.preprocessing, "city")["encoding"] == "one_hot"
+  zip_code = bundle.fitted.feature("zip")
+  assert isinstance(zip_code, CategoricalFeature)
+  assert zip_code.vocabulary == ("00100", "00101", "00102", "00103", "00104")  # spelling kept
+  assert bundle.fitted.feature("city").encoding == "one_hot"
   assert not bundle.features.embedded_vocab_sizes and EMBEDDED not in bundle.train.features
 
 
 def test_feature_columns_select_features(mixed):
   bundle = load_csv(mixed[0], feature_columns=("rid", "color"))
-  assert [f["name"] for f in bundle.preprocessing["features"]] == ["rid", "color"]
+  assert [f.name for f in bundle.fitted.features] == ["rid", "color"]
   assert bundle.features.numeric_dim == 1 + 5
 
 
@@ -123,8 +125,8 @@ def test_statistics_come_from_the_train_split(bundle, mixed):
   assert bundle.target_scale["y"] == (pytest.approx(y.mean()), pytest.approx(y.std()))
   assert 50 < y.std() < 200  # a target far from unit scale
   num = np.array([float(original[i][1]) for i in train_ids if original[i][1] not in ("", "NA")])
-  feature = helpers.feature_state(bundle.preprocessing, "num")
-  assert feature["mean"] == pytest.approx(num.mean()) and feature["std"] == pytest.approx(num.std())
+  feature = bundle.fitted.feature("num")
+  assert feature.mean == pytest.approx(num.mean()) and feature.std == pytest.approx(num.std())
   assert np.mean(bundle.train.labels["y"]) == pytest.approx(0.0, abs=1e-4)
   assert np.std(bundle.train.labels["y"]) == pytest.approx(1.0, abs=1e-4)
 
@@ -168,7 +170,7 @@ def test_dropped_rows_are_counted_in_the_log(mixed, capsys):
 def test_gzip_file_gives_the_same_bundle(tmp_path, mixed, bundle):
   path = helpers.write_text(tmp_path / "mixed.csv.gz", open(mixed[0], encoding="utf-8").read())
   packed = load_csv(path)
-  assert packed.preprocessing == bundle.preprocessing
+  assert packed.fitted == bundle.fitted
   for name in SPLITS:
     np.testing.assert_array_equal(packed.split(name).features[NUMERIC], bundle.split(name).features[NUMERIC])
 
@@ -188,8 +190,8 @@ def test_explicit_val_and_test_files(tmp_path):
     assert set(helpers.row_ids(bundle.split(name), bundle.preprocessing).tolist()) == kept_ids(part)
   kept = [row for row in train_rows if int(row[0]) in kept_ids(train_rows)]
   num = np.array([float(row[1]) for row in kept if row[1] not in ("", "NA")])
-  feature = helpers.feature_state(bundle.preprocessing, "num")
-  assert feature["mean"] == pytest.approx(num.mean()) and feature["std"] == pytest.approx(num.std())
+  feature = bundle.fitted.feature("num")
+  assert feature.mean == pytest.approx(num.mean()) and feature.std == pytest.approx(num.std())
   y = np.array([float(row[5]) for row in kept])
   assert bundle.target_scale["y"] == (pytest.approx(y.mean()), pytest.approx(y.std()))
   np.testing.assert_allclose(helpers.numeric_values(bundle.val, bundle.preprocessing, "num").max(), 1e6, rtol=1e-5)
@@ -211,8 +213,10 @@ def test_val_file_types_follow_the_train_file(tmp_path):
   np.testing.assert_array_equal(bundle.val.features[NUMERIC][:, where].argmax(axis=1), [0, 0, 2])
 
 
-def test_saved_preprocessing_is_reused(tmp_path, mixed, bundle):
-  # A resumed run reads preprocessing.json back and passes it as `fitted`: the
+@pytest.mark.parametrize("as_document", [True, False])
+def test_saved_preprocessing_is_reused(tmp_path, mixed, bundle, as_document):
+  # A resumed run reads preprocessing.json back and passes it as `fitted` (the
+  # trainer passes the JSON document; a Preprocessing is accepted too): the
   # data must be encoded with it, not refitted, even if the file changed.
   saved = json.loads(json.dumps(bundle.preprocessing, indent=2, sort_keys=True))  # as in the run dir
   rows = [list(row) for row in mixed[1]]
@@ -221,21 +225,21 @@ def test_saved_preprocessing_is_reused(tmp_path, mixed, bundle):
       row[1] = f"{float(row[1]) + 1000.0:.4f}"
     row[5] = f"{float(row[5]) + 1e4:.3f}" if row[5] else ""
   changed = helpers.write_csv(tmp_path / "changed.csv", helpers.MIXED_HEADER, rows)
-  reused = load_csv(changed, fitted=saved)
-  assert reused.preprocessing == saved
+  reused = load_csv(changed, fitted=saved if as_document else bundle.fitted)
+  assert reused.fitted == bundle.fitted and reused.preprocessing == saved
   assert reused.target_scale == bundle.target_scale
-  num = helpers.feature_state(saved, "num")
+  num = bundle.fitted.feature("num")
   where = helpers.feature_columns(saved)["num"][1]
   for name in SPLITS:
     before, after = bundle.split(name).features[NUMERIC], reused.split(name).features[NUMERIC]
     present = after[:, where][:, 1] == 0
-    np.testing.assert_allclose(after[present, where.start] - before[present, where.start], 1000.0 / num["std"],
+    np.testing.assert_allclose(after[present, where.start] - before[present, where.start], 1000.0 / num.std,
                                rtol=1e-4)
     mean, std = bundle.target_scale["y"]
     np.testing.assert_allclose((reused.split(name).labels["y"] - bundle.split(name).labels["y"]) * std, 1e4,
                                rtol=1e-4)
   refitted = load_csv(changed)
-  assert helpers.feature_state(refitted.preprocessing, "num")["mean"] == pytest.approx(num["mean"] + 1000.0)
+  assert refitted.fitted.feature("num").mean == pytest.approx(num.mean + 1000.0)
 
 
 # Validation: one UserError naming the culprit.
@@ -469,16 +473,21 @@ def test_cli_writes_metrics_in_original_units(cli_run):
 
 def test_cli_saves_the_fitted_preprocessing(cli_run):
   run_dir, csv_path, _ = cli_run
-  saved = _read_json(os.path.join(run_dir, "preprocessing.json"))
+  path = os.path.join(run_dir, "preprocessing.json")
   fresh = load_csv(csv_path, tasks=(("b", "classification"), ("c", "classification"), ("y", "regression")))
-  assert saved == json.loads(json.dumps(fresh.preprocessing))
-  assert saved["targets"]["c"]["classes"] == ["2", "7", "10"]
+  assert preprocessing.read(path) == fresh.fitted
+  assert fresh.fitted.target("c").classes == ("2", "7", "10")
+  # The file's bytes are those of the writer (sorted keys, "version": 1).
+  with open(path, encoding="utf-8") as handle:
+    text = handle.read()
+  assert text == json.dumps(fresh.preprocessing, indent=2, sort_keys=True) + "\n"
+  assert json.loads(text)["version"] == 1
 
 
 def test_cli_resume_reuses_the_saved_preprocessing(cli_run, train_cli):
   run_dir, csv_path, _ = cli_run
-  preprocessing = os.path.join(run_dir, "preprocessing.json")
-  with open(preprocessing, "rb") as handle:
+  preprocessing_file = os.path.join(run_dir, "preprocessing.json")
+  with open(preprocessing_file, "rb") as handle:
     before = handle.read()
   # Change the training values: refitting would change the saved means.
   rows = helpers.mixed_rows(ROWS)
@@ -488,10 +497,10 @@ def test_cli_resume_reuses_the_saved_preprocessing(cli_run, train_cli):
   proc = train_cli(f"--run_dir={run_dir}", f"--csv_path={csv_path}", TASKS_FLAG, *CLI_FLAGS)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed from" in proc.stdout
-  with open(preprocessing, "rb") as handle:
+  with open(preprocessing_file, "rb") as handle:
     assert handle.read() == before
   saved = json.loads(before)
-  assert helpers.feature_state(saved, "rid")["mean"] < 1000
+  assert preprocessing.Preprocessing.from_json(saved, preprocessing_file).feature("rid").mean < 1000
   # The saved state, applied to the changed file, encodes rid with the old mean.
   reused = load_csv(csv_path, fitted=saved)
   assert helpers.row_ids(reused.train, saved).min() >= 5000

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_train
+from mtl_research import tasks as tasks_lib
+from mtl_research.errors import UserError
+from mtl_research.features import FeatureSpec
+from mtl_research.models import ARCHITECTURES
+from mtl_research.train import checkpoints
+from mtl_research.train.run_dir import RunDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,3 +114,96 @@ def test_evaluate_refuses_runs_without_preprocessing_and_used_export_dirs(traine
   proc = run_evaluate(f"--run_dir={run}", f"--export_dir={used}")
   assert proc.returncode != 0 and "--export_dir" in proc.stderr
   assert (used / "keep.txt").read_text() == "mine"
+
+
+def damage(prefix: str) -> None:
+  """Truncates every data file of checkpoint `prefix` to half its size."""
+  for name in tf.io.gfile.glob(f"{prefix}.data-*"):
+    with open(name, "r+b") as handle:
+      handle.truncate(os.fstat(handle.fileno()).st_size // 2)
+
+
+def small_model():
+  specs = (tasks_lib.TaskSpec("price", tasks_lib.REGRESSION), tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3))
+  entry = ARCHITECTURES.get("shared_bottom")
+  params = {**{p.name: p.parse(p.default) for p in entry.params}, "hidden_units": (4,)}
+  model = entry.component(specs, FeatureSpec(3), params)
+  model({"numeric": tf.zeros([1, 3])}, training=False)
+  return model
+
+
+def fill(model, value: float) -> None:
+  for variable in model.variables:
+    variable.assign(tf.fill(variable.shape, tf.cast(value, variable.dtype)))
+
+
+def values(model) -> set[float]:
+  return {float(v) for variable in model.variables for v in np.ravel(variable.numpy())}
+
+
+def test_restore_model_falls_back_past_damaged_checkpoints(tmp_path):
+  run = RunDir(str(tmp_path / "run"))
+  model = small_model()
+  # Like a run's: the model plus state restore_model must leave alone.
+  saver = checkpoints.Checkpoints(tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
+                                  run.checkpoint_dir, run.best_checkpoint_dir, warn=print)
+  for step, value in ((10, 1.0), (20, 2.0)):
+    fill(model, value)
+    saver.save(step)
+  fill(model, 3.0)
+  best = saver.save_best(10)
+  warnings = []
+  restored = small_model()
+  # The selected checkpoint first.
+  assert checkpoints.restore_model(restored, run.path, warnings.append) == best
+  assert values(restored) == {3.0} and not warnings
+  # Damaged: the newest periodic one, with a warning naming the damaged one.
+  damage(best)
+  path = checkpoints.restore_model(restored, run.path, warnings.append)
+  assert path.endswith("ckpt-20") and values(restored) == {2.0}
+  assert len(warnings) == 1 and best in warnings[0]
+  # Periodic ones newest first, listed from the directory: the `checkpoint` state file still names ckpt-20.
+  damage(path)
+  assert checkpoints.restore_model(restored, run.path, warnings.append).endswith("ckpt-10")
+  assert values(restored) == {1.0} and len(warnings) == 3
+  # None readable: one sentence naming the run.
+  damage(os.path.join(run.checkpoint_dir, "ckpt-10"))
+  with pytest.raises(UserError) as error:
+    checkpoints.restore_model(small_model(), run.path, warnings.append)
+  message = str(error.value)
+  assert f"--run_dir={run.path}" in message and "can be read" in message and "\n" not in message
+  # No checkpoint at all.
+  with pytest.raises(UserError, match="has no checkpoint"):
+    checkpoints.restore_model(small_model(), str(tmp_path / "empty"), warnings.append)
+
+
+def test_the_architecture_comes_from_flags_txt_without_touching_global_flags(trained):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from mtl_research.cli import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
+  _, run, _ = trained
+  flag = flags.FLAGS["hidden_units"]
+  before = (flag.value, flag.present)
+  config = evaluate_cli.architecture(RunDir(run))
+  assert config.name == "shared_bottom" and config.params["hidden_units"] == (16,)  # the run's --hidden_units=16
+  assert (flag.value, flag.present) == before
+
+
+def test_evaluate_survives_a_damaged_selected_checkpoint_and_refuses_a_newer_preprocessing(trained, tmp_path):
+  _, run, paths = trained
+  copy = str(tmp_path / "run")
+  shutil.copytree(run, copy)
+  best = checkpoints.candidates(RunDir(copy).best_checkpoint_dir, checkpoints.BEST_PREFIX)[0][1]
+  damage(best)
+  proc = run_evaluate(f"--run_dir={copy}", f"--csv_path={paths['test']}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"warning: checkpoint {best} cannot be read" in proc.stderr
+  file = os.path.join(copy, "preprocessing.json")
+  with open(file, encoding="utf-8") as handle:
+    document = json.load(handle)
+  document["version"] = 2
+  with open(file, "w", encoding="utf-8") as handle:
+    json.dump(document, handle)
+  proc = run_evaluate(f"--run_dir={copy}", f"--csv_path={paths['test']}")
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(errors) == 1 and file in errors[0] and "version 2" in errors[0], proc.stderr[-2000:]

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT, read_scalars
+from mtl_research import metrics
 from mtl_research.errors import UserError
 from mtl_research.reports import aggregation, collect, delta_m, hparams, plots, results_csv, results_md, results_tex
 from mtl_research.reports import summarize
@@ -204,6 +205,13 @@ def test_auc_for_binary_tasks_and_accuracy_fallback_with_a_note(tmp_path):
     aggregation.build_table(collect.collect(sweep_dir), "r2", "auc")
 
 
+def test_primary_metric_choices_are_metrics_of_their_kind():
+  assert set(aggregation.PRIMARY_REGRESSION_METRICS) <= set(metrics.REGRESSION_METRICS)
+  assert set(aggregation.PRIMARY_CLASSIFICATION_METRICS) <= set(metrics.BINARY_METRICS)
+  assert aggregation.DEFAULT_REGRESSION_METRIC == aggregation.PRIMARY_REGRESSION_METRICS[0]
+  assert aggregation.DEFAULT_CLASSIFICATION_METRIC == aggregation.PRIMARY_CLASSIFICATION_METRICS[0]
+
+
 def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
   """Structural checks always; the compile check runs only where pdflatex is on PATH (no skip)."""
   sweep_dir = os.path.join(str(tmp_path), "s")
@@ -277,6 +285,20 @@ def test_collect_skips_unfinished_and_failed_and_refuses_empty(tmp_path):
   write_run(empty, "a", finished=False)
   with pytest.raises(UserError, match="no finished run"):
     collect.collect(empty)
+
+
+def test_reports_import_neither_the_trainer_nor_the_sweep_runner():
+  """BUILD.md, "Reports": of the rest of the package, reports/ imports file and metric names only."""
+  code = ("import sys\n"
+          "from mtl_research.reports import (aggregation, cells, collect, delta_m, events, hparams, plots, "
+          "results_csv, results_md, results_tex, summarize, table)\n"
+          "print(' '.join(sorted(sys.modules)))")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                        check=True)
+  modules = set(done.stdout.split())
+  assert "tensorflow" not in modules and "mtl_research.sweep.runner" not in modules
+  assert {m for m in modules if m.startswith("mtl_research.train.")} == {"mtl_research.train.run_dir"}
+  assert "mtl_research.reports.summarize" in modules
 
 
 # Plots and HParams need event files.

@@ -20,6 +20,7 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.data import tabular
 from mtl_research.data.bundle import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.data.csv_reader import Table
+from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature, Preprocessing, RegressionTarget
 from mtl_research.errors import UserError
 
 NAN = np.nan
@@ -47,11 +48,11 @@ def fit(tab: Table, features, train_rows=None, tasks=None, threshold: int = 32, 
 def test_standardization_uses_train_rows_only():
   tab = table(x=[1.0, 2.0, 3.0, 6.0, 1000.0, -500.0])
   state = fit(tab, ["x"], train_rows=[0, 1, 2, 3])
-  feature = helpers.feature_state(state, "x")
-  assert feature["type"] == "numeric"
-  assert feature["mean"] == pytest.approx(3.0)
-  assert feature["std"] == pytest.approx(np.sqrt((4 + 1 + 0 + 9) / 4))  # population std of 1, 2, 3, 6
-  assert feature["indicator"] is False
+  feature = state.feature("x")
+  assert isinstance(feature, NumericFeature)
+  assert feature.mean == pytest.approx(3.0)
+  assert feature.std == pytest.approx(np.sqrt((4 + 1 + 0 + 9) / 4))  # population std of 1, 2, 3, 6
+  assert feature.indicator is False
   encoded = tabular.encode_features(tab, state)
   assert set(encoded) == {NUMERIC}
   assert encoded[NUMERIC].dtype == np.float32 and encoded[NUMERIC].shape == (6, 1)
@@ -71,12 +72,12 @@ def test_statistics_do_not_leak_from_val_and_test_rows():
   tab = table(x=x, y=y, cat=list(labels))
   train_rows = np.flatnonzero(np.argsort(order) < 4)
   state = fit(tab, ["x", "cat"], train_rows=train_rows, tasks={"y": REG})
-  feature = helpers.feature_state(state, "x")
-  assert feature["mean"] == pytest.approx(25.0)
-  assert feature["std"] == pytest.approx(np.sqrt(125.0))
-  assert helpers.feature_state(state, "cat")["vocabulary"] == ["a", "b"]  # no "z": seen only outside train
-  assert state["targets"]["y"]["mean"] == pytest.approx(2.5)
-  assert state["targets"]["y"]["std"] == pytest.approx(np.sqrt(1.25))
+  feature = state.feature("x")
+  assert feature.mean == pytest.approx(25.0)
+  assert feature.std == pytest.approx(np.sqrt(125.0))
+  assert state.feature("cat").vocabulary == ("a", "b")  # no "z": seen only outside train
+  assert state.target("y").mean == pytest.approx(2.5)
+  assert state.target("y").std == pytest.approx(np.sqrt(1.25))
   # Encoded train rows have mean 0 and std 1; held-out rows are far out.
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   np.testing.assert_allclose(encoded[train_rows, 0].mean(), 0.0, atol=1e-6)
@@ -86,11 +87,11 @@ def test_statistics_do_not_leak_from_val_and_test_rows():
 def test_missing_numbers_get_the_train_mean_and_an_indicator():
   tab = table(x=[2.0, NAN, 4.0, 9.0, NAN, 100.0])
   state = fit(tab, ["x"], train_rows=[0, 1, 2, 3])
-  feature = helpers.feature_state(state, "x")
-  assert feature["mean"] == pytest.approx(5.0)  # of the present train values 2, 4, 9
+  feature = state.feature("x")
+  assert feature.mean == pytest.approx(5.0)  # of the present train values 2, 4, 9
   std = np.std([2.0, 4.0, 9.0])
-  assert feature["std"] == pytest.approx(std)
-  assert feature["indicator"] is True
+  assert feature.std == pytest.approx(std)
+  assert feature.indicator is True
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   assert encoded.shape == (6, 2)
   np.testing.assert_allclose(encoded[:, 0], [(2 - 5) / std, 0.0, (4 - 5) / std, (9 - 5) / std, 0.0,
@@ -102,7 +103,7 @@ def test_missing_numbers_get_the_train_mean_and_an_indicator():
 def test_no_indicator_when_train_has_no_missing_values():
   tab = table(x=[1.0, 3.0, NAN])  # missing only in a held-out row
   state = fit(tab, ["x"], train_rows=[0, 1])
-  assert helpers.feature_state(state, "x")["indicator"] is False
+  assert state.feature("x").indicator is False
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   assert encoded.shape == (3, 1)
   np.testing.assert_allclose(encoded[:, 0], [-1.0, 1.0, 0.0])  # imputed with the train mean 2
@@ -111,8 +112,8 @@ def test_no_indicator_when_train_has_no_missing_values():
 def test_constant_column_is_not_divided_by_zero():
   tab = table(x=[7.0, 7.0, 7.0, 8.0])
   state = fit(tab, ["x"], train_rows=[0, 1, 2])
-  feature = helpers.feature_state(state, "x")
-  assert feature["mean"] == 7.0 and feature["std"] == 1.0
+  feature = state.feature("x")
+  assert feature.mean == 7.0 and feature.std == 1.0
   np.testing.assert_allclose(tabular.encode_features(tab, state)[NUMERIC][:, 0], [0, 0, 0, 1])
 
 
@@ -131,9 +132,9 @@ def test_non_finite_numbers_name_the_column_and_line():
 def test_one_hot_layout_with_an_unseen_slot():
   tab = table(color=["red", "blue", "green", "blue", "purple"])
   state = fit(tab, ["color"], train_rows=[0, 1, 2, 3])
-  feature = helpers.feature_state(state, "color")
-  assert feature["type"] == "categorical" and feature["encoding"] == "one_hot"
-  assert feature["vocabulary"] == ["blue", "green", "red"]  # sorted, train rows only
+  feature = state.feature("color")
+  assert isinstance(feature, CategoricalFeature) and feature.encoding == "one_hot"
+  assert feature.vocabulary == ("blue", "green", "red")  # sorted, train rows only
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   expected = np.array([[0, 0, 0, 1],  # red
                        [0, 1, 0, 0],  # blue
@@ -148,8 +149,8 @@ def test_one_hot_layout_with_an_unseen_slot():
 def test_missing_is_a_category_of_its_own():
   tab = table(c=["a", "", "?", "NA", "NaN", "b", "a"])
   state = fit(tab, ["c"])
-  vocabulary = helpers.feature_state(state, "c")["vocabulary"]
-  assert vocabulary == sorted(["a", "b", tabular.MISSING])
+  vocabulary = state.feature("c").vocabulary
+  assert vocabulary == tuple(sorted(["a", "b", tabular.MISSING]))
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   index = encoded.argmax(axis=1)
   missing_slot = 1 + vocabulary.index(tabular.MISSING)
@@ -160,7 +161,7 @@ def test_missing_is_a_category_of_its_own():
 def test_missing_seen_only_outside_train_is_unseen():
   tab = table(c=["a", "b", "?"])
   state = fit(tab, ["c"], train_rows=[0, 1])
-  assert helpers.feature_state(state, "c")["vocabulary"] == ["a", "b"]
+  assert state.feature("c").vocabulary == ("a", "b")
   np.testing.assert_array_equal(tabular.encode_features(tab, state)[NUMERIC].argmax(axis=1), [1, 2, 0])
 
 
@@ -169,7 +170,7 @@ def test_embedding_switch_at_the_threshold(threshold, encoding):
   # Vocabulary of 3 -> cardinality 4 (with the unseen slot): embedded when 4 > threshold.
   tab = table(n=[1.0, 2.0, 3.0, 4.0], c=["x", "y", "z", "q"])
   state = fit(tab, ["n", "c"], train_rows=[0, 1, 2], threshold=threshold)
-  assert helpers.feature_state(state, "c")["encoding"] == encoding
+  assert state.feature("c").encoding == encoding
   encoded = tabular.encode_features(tab, state)
   if encoding == "one_hot":
     assert tabular.feature_spec(state) == FeatureSpec(1 + 4, ())
@@ -188,7 +189,7 @@ def test_feature_spec_of_every_kind_together():
   assert tabular.feature_spec(state) == FeatureSpec(2 + 1 + 3, (4, 4))
   encoded = tabular.encode_features(tab, state)
   assert encoded[NUMERIC].shape == (3, 6) and encoded[EMBEDDED].shape == (3, 2)
-  where = helpers.feature_columns(state)
+  where = helpers.feature_columns(state.to_json())  # the helper reads the file's layout
   np.testing.assert_array_equal(encoded[NUMERIC][:, where["c"][1]], [[0, 1, 0], [0, 0, 1], [0, 1, 0]])
   np.testing.assert_array_equal(encoded[EMBEDDED][:, where["e"][1]], [1, 2, 3])
 
@@ -196,8 +197,9 @@ def test_feature_spec_of_every_kind_together():
 def test_state_is_json_and_encodes_the_same_after_a_round_trip():
   tab = table(a=[1.0, NAN, 3.0, 5.0], c=["x", "?", "y", "x"], y=[1.0, 2.0, 4.0, 8.0], k=["u", "v", "u", "v"])
   state = fit(tab, ["a", "c"], tasks={"y": REG, "k": CLS})
-  loaded = json.loads(json.dumps(state))
+  loaded = Preprocessing.from_json(json.loads(json.dumps(state.to_json(), sort_keys=True)), "hand.json")
   assert loaded == state
+  assert loaded.task_names == ["y", "k"]  # the order of the tasks, not the file's sorted keys
   for key, value in tabular.encode_features(tab, state).items():
     np.testing.assert_array_equal(tabular.encode_features(tab, loaded)[key], value)
   for key, value in tabular.encode_targets(tab, state).items():
@@ -267,7 +269,9 @@ def test_regression_targets_standardized_with_train_statistics():
   tab = table(x=[0.0] * 5, y=y)
   state = fit(tab, ["x"], train_rows=[0, 1, 2, 3], tasks={"y": REG})
   mean, std = 25.0, np.sqrt(125.0)
-  assert state["targets"]["y"] == {"kind": REG, "mean": pytest.approx(mean), "std": pytest.approx(std)}
+  target = state.target("y")
+  assert isinstance(target, RegressionTarget) and target.kind == REG
+  assert (target.mean, target.std) == (pytest.approx(mean), pytest.approx(std))
   assert tabular.target_scale(state) == {"y": (pytest.approx(mean), pytest.approx(std))}
   labels = tabular.encode_targets(tab, state)["y"]
   assert labels.dtype == np.float32
@@ -288,8 +292,8 @@ def test_regression_targets_kept_raw_without_standardization():
 def test_regression_target_ignores_missing_values_in_statistics():
   tab = table(x=[0.0] * 4, y=[1.0, NAN, 3.0, 5.0])
   state = fit(tab, ["x"], tasks={"y": REG})
-  assert state["targets"]["y"]["mean"] == pytest.approx(3.0)
-  assert state["targets"]["y"]["std"] == pytest.approx(np.std([1.0, 3.0, 5.0]))
+  assert state.target("y").mean == pytest.approx(3.0)
+  assert state.target("y").std == pytest.approx(np.std([1.0, 3.0, 5.0]))
 
 
 def test_regression_target_must_be_numeric_naming_the_line():
@@ -300,9 +304,8 @@ def test_regression_target_must_be_numeric_naming_the_line():
 
 def test_target_rows_drops_rows_with_any_missing_target():
   tab = table(x=[0.0] * 6, y=[1.0, NAN, 3.0, 4.0, 5.0, 6.0], k=["a", "b", "?", "", "b", "NA"])
-  state = {"targets": {"y": {"kind": REG}, "k": {"kind": CLS}}}
-  np.testing.assert_array_equal(tabular.target_rows(tab, state), [True, False, False, False, True, False])
-  np.testing.assert_array_equal(tabular.target_rows(tab, {"targets": {"y": {}}}),
+  np.testing.assert_array_equal(tabular.target_rows(tab, ["y", "k"]), [True, False, False, False, True, False])
+  np.testing.assert_array_equal(tabular.target_rows(tab, ["y"]),
                                 [True, False, True, True, True, True])
 
 

@@ -47,6 +47,12 @@ class TestTaskSpec:
     assert THREE.metrics == ("accuracy", "cross_entropy")
     assert BINARY.metrics == ("accuracy", "cross_entropy", "auc")
 
+  def test_every_metric_a_task_reports_has_one_direction(self):
+    """Model selection and Δm look each metric up in metrics.py: none may be missing or in both sets."""
+    reported = set(REG.metrics) | set(BINARY.metrics) | set(THREE.metrics)
+    assert reported == metrics.HIGHER_IS_BETTER | metrics.LOWER_IS_BETTER
+    assert not metrics.HIGHER_IS_BETTER & metrics.LOWER_IS_BETTER
+
 
 class TestPerExampleLoss:
 

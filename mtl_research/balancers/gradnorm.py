@@ -91,6 +91,8 @@ class GradNorm(Balancer):
   def update(self, stats: StepStats) -> dict[str, tf.Tensor]:
     losses = tf.stop_gradient(stats.losses)
     initial = self._record_initial_losses(losses, stats.step)
+    # gradient_scope is LAST_SHARED or SHARED (never NONE), so the step computed the per-task gradients.
+    assert stats.task_grads is not None
     grad_norms = tf.stack([tf.linalg.global_norm(list(grads)) for grads in stats.task_grads])
     loss_ratio = losses / initial
     relative_rate = loss_ratio / tf.reduce_mean(loss_ratio)

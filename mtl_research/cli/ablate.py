@@ -24,6 +24,7 @@ from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.balancers import BALANCERS
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
+from mtl_research.reports import aggregation
 from mtl_research.reports import summarize as summarize_lib
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
@@ -33,27 +34,44 @@ FLAGS = flags.FLAGS
 DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
 LOCK_FILE = ".lock"
 
-# Names chosen not to clash with mtl_research.flags (the trainer's flags and every component Param).
-flags.DEFINE_string("sweep_dir", None, "Directory of the sweep: sweep.json and runs/<name>/ per run.")
-flags.DEFINE_list("balancers", list(DEFAULT_BALANCERS),
-                  f"Balancers of the multi-task runs (registered: {', '.join(BALANCERS.names())}).")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every configuration is trained once per seed.")
-flags.DEFINE_multi_string("grid", [],
-                          "FLAG=V1,V2,...: a training flag and its values; repeat for more flags (their "
-                          "cartesian product is trained). Values are separated by ';' instead when one "
-                          "holds a comma: --grid='hidden_units=64,32;128,64'.")
-flags.DEFINE_bool("with_single_task", False,
-                  "Also train one single-task baseline per task and seed (--balancer=fixed, no grid).")
-flags.DEFINE_integer("parallel", 1, "Runs trained at once; each gets cores/parallel TensorFlow threads.",
-                     lower_bound=1)
-# The summarizer's metric choices (cli/summarize.py), checked here before any training.
-flags.DEFINE_enum("regression_metric", None, ["mae", "mse"],
-                  "Test metric of regression tasks in the summary table (default: the summarizer's).")
-flags.DEFINE_enum("classification_metric", None, ["accuracy", "auc"],
-                  "Test metric of classification tasks in the summary table (default: the summarizer's).")
 
-class Sweep:
-  """A validated sweep: its definition (sweep.json), runs and passthrough flags."""
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines the sweep's own flags in `flag_values`; run() calls it when the program starts.
+
+  Not on import: mtl-benchmark has a --balancers of its own, and a process that
+  imports both modules (a test session) must not define a flag twice. The
+  training flags are another matter: importing mtl_research.flags above defines
+  them, so that every training flag is also an ablate flag. The names here are
+  chosen not to clash with those (the trainer's flags and every component Param).
+  """
+  flags.DEFINE_string("sweep_dir", None, "Directory of the sweep: sweep.json and runs/<name>/ per run.",
+                      flag_values=flag_values)
+  flags.DEFINE_list("balancers", list(DEFAULT_BALANCERS),
+                    f"Balancers of the multi-task runs (registered: {', '.join(BALANCERS.names())}).",
+                    flag_values=flag_values)
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every configuration is trained once per seed.",
+                    flag_values=flag_values)
+  flags.DEFINE_multi_string("grid", [],
+                            "FLAG=V1,V2,...: a training flag and its values; repeat for more flags (their "
+                            "cartesian product is trained). Values are separated by ';' instead when one "
+                            "holds a comma: --grid='hidden_units=64,32;128,64'.", flag_values=flag_values)
+  flags.DEFINE_bool("with_single_task", False,
+                    "Also train one single-task baseline per task and seed (--balancer=fixed, no grid).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("parallel", 1, "Runs trained at once; each gets cores/parallel TensorFlow threads.",
+                       lower_bound=1, flag_values=flag_values)
+  # The summarizer's metric choices (reports/aggregation.py), checked here before any training;
+  # None leaves the choice to the summarizer's default.
+  flags.DEFINE_enum("regression_metric", None, aggregation.PRIMARY_REGRESSION_METRICS,
+                    "Test metric of regression tasks in the summary table (default: the summarizer's).",
+                    flag_values=flag_values)
+  flags.DEFINE_enum("classification_metric", None, aggregation.PRIMARY_CLASSIFICATION_METRICS,
+                    "Test metric of classification tasks in the summary table (default: the summarizer's).",
+                    flag_values=flag_values)
+
+
+class SweepPlan:
+  """A validated sweep, ready to run: its directory, definition (sweep.json), runs and passthrough flags."""
 
   def __init__(self, directory: str, definition: dict, specs: list[plan_lib.RunSpec], passthrough: list[str]):
     self.directory = directory
@@ -129,7 +147,7 @@ def _task_names(seed: int) -> list[str]:
   return list(bundle.task_names)
 
 
-def plan_from_flags() -> Sweep:
+def plan_from_flags() -> SweepPlan:
   """Validates every ablate flag and builds the sweep; raises UserError, writes nothing."""
   if not FLAGS.sweep_dir:
     raise UserError("--sweep_dir is required: the directory the sweep is written to.")
@@ -143,18 +161,18 @@ def plan_from_flags() -> Sweep:
   specs = plan_lib.expand(balancers, seeds, grid, tasks, flags_lib.balancer_owners())
   definition = plan_lib.definition(balancers, seeds, grid, passthrough, FLAGS.with_single_task)
   _check_sweep_dir(FLAGS.sweep_dir, definition)
-  return Sweep(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough)
+  return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough)
 
 
 def _check_sweep_dir(path: str, definition: dict) -> None:
   """Read-only: a new or empty directory, or one that holds this very sweep (to resume)."""
-  sweep_file = os.path.join(path, runner_lib.SWEEP_FILE)
+  sweep_file = os.path.join(path, plan_lib.SWEEP_FILE)
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f"--sweep_dir={path} exists and is not a directory.")
   if not os.path.isdir(path) or not os.listdir(path):
     return
   if not os.path.isfile(sweep_file):
-    raise UserError(f"--sweep_dir={path} is not empty and has no {runner_lib.SWEEP_FILE}, so it is not a sweep; "
+    raise UserError(f"--sweep_dir={path} is not empty and has no {plan_lib.SWEEP_FILE}, so it is not a sweep; "
                     "choose another --sweep_dir.")
   try:
     with open(sweep_file, encoding="utf-8") as handle:
@@ -167,15 +185,15 @@ def _check_sweep_dir(path: str, definition: dict) -> None:
                     "or run it with its own flags to resume it.")
 
 
-def _write(sweep: Sweep) -> None:
+def _write(sweep: SweepPlan) -> None:
   try:
-    os.makedirs(os.path.join(sweep.directory, runner_lib.RUNS_DIR), exist_ok=True)
-    write_json_atomic(os.path.join(sweep.directory, runner_lib.SWEEP_FILE), sweep.definition)
+    os.makedirs(os.path.join(sweep.directory, plan_lib.RUNS_DIR), exist_ok=True)
+    write_json_atomic(os.path.join(sweep.directory, plan_lib.SWEEP_FILE), sweep.definition)
   except OSError as error:
     raise UserError(f"--sweep_dir={sweep.directory} cannot be written: {error.strerror}.") from None
 
 
-def _lock(sweep: Sweep):
+def _lock(sweep: SweepPlan):
   """Holds SWEEP_DIR/.lock for this process's lifetime, so two invocations never train the same runs.
 
   The kernel drops the lock when the process dies, however it dies.
@@ -196,8 +214,10 @@ def _lock(sweep: Sweep):
 
 def _summarize(directory: str) -> None:
   """Writes the sweep's tables, plots and HParams data (mtl_research.reports)."""
-  kwargs = {name: FLAGS[name].value for name in ("regression_metric", "classification_metric")
-            if FLAGS[name].value is not None}
+  kwargs: dict[str, str] = {}
+  for name in ("regression_metric", "classification_metric"):
+    if (value := FLAGS[name].value) is not None:
+      kwargs[name] = value
   try:
     result = summarize_lib.summarize(directory, plots=True, **kwargs)
   except UserError as error:
@@ -219,7 +239,7 @@ def _main() -> None:
         f"({outcome.skipped} skipped as already finished, {len(outcome.finished)} trained now), "
         f"{len(outcome.failed)} failed.")
   for name in outcome.failed:
-    print(f"  failed: {os.path.join(sweep.directory, runner_lib.RUNS_DIR, name, runner_lib.FAILED_FILE)}")
+    print(f"  failed: {os.path.join(sweep.directory, plan_lib.RUNS_DIR, name, runner_lib.FAILED_FILE)}")
   _summarize(sweep.directory)
   if not outcome.complete:
     sys.exit(1)
@@ -230,6 +250,7 @@ main = entry_point(_main)
 
 def run() -> None:
   """Console-script entry point."""
+  define_flags()
   app.run(main, flags_parser=parse_flags)
 
 

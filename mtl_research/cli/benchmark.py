@@ -70,7 +70,8 @@ ARCHITECTURE = "shared_bottom"
 BASELINE = "fixed"  # the balancer every other one is compared with
 MODES = ("xla", "graph")  # our loop's two forms: --jit_compile=on and off
 HIDDEN_UNITS = (128, 64)  # the seed recipe's trunk; ours is built with the same widths
-DATASET_PARAMS = {"num_train": 8000, "num_val": 1000, "num_test": 1000, "synthetic_noise": 0.3}
+DEFAULT_TRAIN_ROWS = 8000  # the synthetic dataset's default
+DATASET_PARAMS = {"num_train": DEFAULT_TRAIN_ROWS, "num_val": 1000, "num_test": 1000, "synthetic_noise": 0.3}
 MODEL_PARAMS = {"hidden_units": HIDDEN_UNITS, "dropout": 0.0, "l2": 0.0, "embedding_dim": 8}
 TUNED_STEPS_PER_EXECUTION = 100
 LARGE_HIDDEN_UNITS = (1024, 1024, 1024)
@@ -87,31 +88,47 @@ DEFAULT_LARGE_STEPS = 10
 DEFAULT_WALL_LONG_STEPS = 20000
 TRAINED_LINE = re.compile(r"^Trained (\d+) steps in ([0-9.]+) s", re.MULTILINE)
 
-# Names chosen not to clash with mtl_research.flags (the trainer's flags and every
-# component Param), so both modules can be imported into one process.
 FLAGS = flags.FLAGS
-flags.DEFINE_list("balancers", None,
-                  f"Balancers whose loop is timed; default: every registered one "
-                  f"(now: {','.join(BALANCERS.names())}). '{BASELINE}' is always included.")
-flags.DEFINE_integer("repeats", DEFAULT_REPEATS, "Timed repetitions of every measurement; the median is reported.",
-                     lower_bound=1)
-flags.DEFINE_integer("fit_epochs", DEFAULT_FIT_EPOCHS,
-                     "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).", lower_bound=1)
-flags.DEFINE_integer("loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1)
-flags.DEFINE_integer("loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1)
-flags.DEFINE_integer("warmup_steps", DEFAULT_WARMUP_STEPS,
-                     "Steps of the untimed warm-up call of our loop (after its compilation).", lower_bound=1)
-flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1)
-flags.DEFINE_integer("bench_train_rows", DATASET_PARAMS["num_train"],
-                     "Rows of the synthetic train split (an epoch of fit).", lower_bound=1)
-flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.")
-flags.DEFINE_list("bench_hidden_units", [str(units) for units in HIDDEN_UNITS],
-                  "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).")
-flags.DEFINE_integer("large_steps", DEFAULT_LARGE_STEPS,
-                     "Steps per timed repetition of the large configuration (0: skip it).", lower_bound=0)
-flags.DEFINE_integer("wall_long_steps", DEFAULT_WALL_LONG_STEPS,
-                     "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
-                     lower_bound=0)
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines the benchmark's flags in `flag_values`; run() calls it when the program starts.
+
+  Not on import: mtl-ablate has a --balancers of its own, and a process that
+  imports both modules (a test session) must not define a flag twice. The
+  other names are chosen not to clash with mtl_research.flags (the trainer's
+  flags and every component Param).
+  """
+  flags.DEFINE_list("balancers", None,
+                    f"Balancers whose loop is timed; default: every registered one "
+                    f"(now: {','.join(BALANCERS.names())}). '{BASELINE}' is always included.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("repeats", DEFAULT_REPEATS, "Timed repetitions of every measurement; the median is reported.",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("fit_epochs", DEFAULT_FIT_EPOCHS,
+                       "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("warmup_steps", DEFAULT_WARMUP_STEPS,
+                       "Steps of the untimed warm-up call of our loop (after its compilation).", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("bench_train_rows", DEFAULT_TRAIN_ROWS,
+                       "Rows of the synthetic train split (an epoch of fit).", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.", flag_values=flag_values)
+  flags.DEFINE_list("bench_hidden_units", [str(units) for units in HIDDEN_UNITS],
+                    "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("large_steps", DEFAULT_LARGE_STEPS,
+                       "Steps per timed repetition of the large configuration (0: skip it).", lower_bound=0,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("wall_long_steps", DEFAULT_WALL_LONG_STEPS,
+                       "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
+                       lower_bound=0, flag_values=flag_values)
 
 
 def _stderr(message: str) -> None:
@@ -166,7 +183,7 @@ def synthetic_bundle(num_train: int, seed: int):
 # --- the seed recipe ---------------------------------------------------------
 
 
-def seed_model(num_features: int, num_classes: int, seed: int, **compile_args) -> keras.Model:
+def seed_model(num_features: int, num_classes: int, seed: int, **compile_args) -> tf.keras.Model:
   """The tutorial's functional two-head model, compiled as the tutorial does."""
   keras.utils.set_random_seed(seed)
   inputs = keras.Input(shape=(num_features,))
@@ -183,7 +200,7 @@ def seed_model(num_features: int, num_classes: int, seed: int, **compile_args) -
 class FitTimer:
   """Times `model.fit` epochs; the first (warm-up) epoch builds and traces."""
 
-  def __init__(self, model: keras.Model, x: np.ndarray, ys: list[np.ndarray], batch_size: int, epochs: int):
+  def __init__(self, model: tf.keras.Model, x: np.ndarray, ys: list[np.ndarray], batch_size: int, epochs: int):
     self.model, self.x, self.ys = model, x, ys
     self.batch_size, self.epochs = batch_size, epochs
     self.batches = epochs * -(-len(x) // batch_size)  # fit keeps the short last batch
@@ -260,7 +277,7 @@ def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int
 def model_dense_shapes(model) -> list[tuple[int, int]]:
   """(inputs, units) of every Dense layer of a shared-bottom model: trunk first, then the heads."""
   layers = list(model.trunk) + list(model.heads.values())
-  return [tuple(int(d) for d in layer.kernel.shape) for layer in layers]
+  return [(int(layer.kernel.shape[0]), int(layer.kernel.shape[1])) for layer in layers]
 
 
 class MatmulTimer:
@@ -298,7 +315,8 @@ def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None
   loop = LoopTimer(config, bundle, 1, steps, 1)
   flops = dense_flops(model_dense_shapes(loop.parts.model), LARGE_BATCH_SIZE)
   matmuls = {jit: MatmulTimer(LARGE_BATCH_SIZE, LARGE_HIDDEN_UNITS[-1], flops, jit, seed) for jit in (True, False)}
-  ours, bare = [], {jit: [] for jit in matmuls}
+  ours: list[float] = []
+  bare: dict[bool, list[float]] = {jit: [] for jit in matmuls}
   for r in range(repeats):
     log(f"timing the large configuration {r + 1}/{repeats}…")
     ours.append(loop.steps_per_s() * flops)
@@ -364,7 +382,7 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
             fit_epochs: int = DEFAULT_FIT_EPOCHS, loop_steps: int = DEFAULT_LOOP_STEPS,
             loop_calls: int = DEFAULT_LOOP_CALLS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
             batch_size: int = DEFAULT_BATCH_SIZE,
-            num_train: int = DATASET_PARAMS["num_train"], seed: int = 0, large_steps: int = DEFAULT_LARGE_STEPS,
+            num_train: int = DEFAULT_TRAIN_ROWS, seed: int = 0, large_steps: int = DEFAULT_LARGE_STEPS,
             hidden_units: Sequence[int] = HIDDEN_UNITS,
             wall_long_steps: int = DEFAULT_WALL_LONG_STEPS, log: Callable[[str], None] = _stderr) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
@@ -418,9 +436,9 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
 
   samples: dict[str, list[float]] = {key: [] for key in timers}
   for r in range(repeats):
-    for key, timer in timers.items():
+    for key, steps_per_s in timers.items():
       log(f"timing {key.replace('_', ' ')} {r + 1}/{repeats}…")
-      samples[key].append(timer())
+      samples[key].append(steps_per_s())
 
   rate = {key: statistics.median(values) for key, values in samples.items()}
   result: dict = {f"{key}_steps_per_s": value for key, value in rate.items()}
@@ -532,6 +550,7 @@ main = entry_point(_main)
 
 def run() -> None:
   """Console-script entry point."""
+  define_flags()
   app.run(main, flags_parser=parse_flags)
 
 

@@ -2,11 +2,13 @@
 
   python scripts/evaluate.py --run_dir=DIR --csv_path=FILE [--predictions_out=FILE] [--export_dir=DIR]
 
-Restores the run's model from its checkpoint and its saved preprocessing
-(preprocessing.json: the run must have been trained on tabular data), encodes
-FILE exactly as training did, prints per-task metrics (for the target columns
-FILE has) in original units and writes them to --metrics_out (default
-<run_dir>/evaluations/<file name>.json).
+Rebuilds the run's architecture from its flags.txt (parsed with the flags'
+own parsers: the global FLAGS keep this command's values), restores its
+weights (`checkpoints.restore_model`: the selected checkpoint, else the newest
+readable periodic one) and reads its preprocessing.json (the run must have
+been trained on tabular data); then encodes FILE exactly as training did,
+prints per-task metrics (for the target columns FILE has) in original units
+and writes them to --metrics_out (default <run_dir>/evaluations/<file name>.json).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -21,15 +24,20 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from mtl_research import config as config_lib
 from mtl_research import export as export_lib
-from mtl_research import flags as flags_lib
+from mtl_research import flags as flags_lib  # noqa: F401  (defines --run_dir, --csv_path and the model's flags)
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research import metrics as metrics_lib
 from mtl_research import tasks as tasks_lib
-from mtl_research.data import csv_reader, tabular
+from mtl_research.data import csv_reader, preprocessing, tabular
 from mtl_research.data.bundle import Split
+from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature, Preprocessing, RegressionTarget
 from mtl_research.errors import UserError
 from mtl_research.models import ARCHITECTURES
+from mtl_research.models.base import MultiTaskModel
+from mtl_research.params import Param
+from mtl_research.train import checkpoints
 from mtl_research.train import run_dir as run_dir_lib
 from mtl_research.train.evaluate import Evaluator
 from mtl_research.files import write_json_atomic, write_text_atomic
@@ -40,37 +48,55 @@ flags.DEFINE_string("export_dir", None, "Write a SavedModel serving raw feature 
 flags.DEFINE_string("metrics_out", None, "Metrics file (default <run_dir>/evaluations/<csv name>.json).")
 
 
-def restore_model(run: run_dir_lib.RunDir, state: dict):
-  """The run's architecture, built for its preprocessing and restored from its checkpoint."""
+def _warn(line: str) -> None:
+  print(line, file=sys.stderr)
+
+
+def architecture(run: run_dir_lib.RunDir) -> config_lib.ComponentConfig:
+  """The run's --model and its Params as its flags.txt gives them.
+
+  Each value is parsed by its flag's own parser without being set, so the
+  global FLAGS (this command's own flags) stay as parsed. A flag that an
+  older flags.txt lacks takes its default, as on resume.
+  """
   with open(run.flags_file, encoding="utf-8") as handle:
     saved = run_dir_lib.parse_flagfile(handle)
-  for name in ("model", *[p.name for entry in ARCHITECTURES.entries() for p in entry.params]):
-    if name in saved:
-      FLAGS[name].parse(saved[name])
-  config = flags_lib.config_from_flags()
-  model = ARCHITECTURES.get(config.model.name).component(
-      tabular.task_specs(state), tabular.feature_spec(state), config.model.params)
+
+  def value(name: str, param: Param | None = None):
+    flag = FLAGS[name]
+    try:
+      raw = flag.parser.parse(saved[name]) if name in saved else flag.default
+      return param.parse(raw) if param else raw
+    except (UserError, ValueError, TypeError) as error:
+      raise UserError(f"{run.flags_file} gives --{name}={saved.get(name)}, which this version of mtl_research "
+                      f"cannot use ({str(error).rstrip('.')}).") from None
+
+  name = value("model")
+  params = {param.name: value(param.name, param) for param in ARCHITECTURES.get(name).params}
+  return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
+
+
+def load_model(run: run_dir_lib.RunDir, state: Preprocessing) -> MultiTaskModel:
+  """The run's architecture, built for its preprocessing, with the weights of its checkpoint."""
+  config = architecture(run)
   spec = tabular.feature_spec(state)
+  model = ARCHITECTURES.get(config.name).component(tabular.task_specs(state), spec, config.params)
   example = {"numeric": tf.zeros([1, spec.numeric_dim])}
   if spec.embedded_vocab_sizes:
     example["embedded"] = tf.zeros([1, len(spec.embedded_vocab_sizes)], tf.int32)
-  model(example, training=False)
-  # The checkpoint selected by the run's --selection, else the last one.
-  latest = tf.train.latest_checkpoint(run.best_checkpoint_dir) or tf.train.latest_checkpoint(run.checkpoint_dir)
-  if not latest:
-    raise UserError(f"--run_dir={run.path} has no checkpoint in {run.checkpoint_dir}.")
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  model(example, training=False)  # creates the variables the checkpoint fills
+  checkpoints.restore_model(model, run.path, _warn)
   return model
 
 
-def _read(path: str, state: dict) -> csv_reader.Table:
-  strings = [f["name"] for f in state["features"] if f["type"] == "categorical"]
-  strings += [name for name, t in state["targets"].items() if t["kind"] == tasks_lib.CLASSIFICATION]
-  numeric = [f["name"] for f in state["features"] if f["type"] == "numeric"]
+def _read(path: str, state: Preprocessing) -> csv_reader.Table:
+  strings = [f.name for f in state.features if isinstance(f, CategoricalFeature)]
+  strings += [t.name for t in state.targets if t.kind == tasks_lib.CLASSIFICATION]
+  numeric = [f.name for f in state.features if isinstance(f, NumericFeature)]
   return csv_reader.read_table(path, string_columns=strings, numeric_columns=numeric)
 
 
-def evaluate_file(model, state: dict, table: csv_reader.Table) -> tuple[dict, dict]:
+def evaluate_file(model, state: Preprocessing, table: csv_reader.Table) -> tuple[dict, dict]:
   """(metrics for the tasks whose target column the table has, raw outputs for every row)."""
   features = tabular.encode_features(table, state)
   tasks = [t for t in model.task_specs if t.name in table.columns]
@@ -79,8 +105,8 @@ def evaluate_file(model, state: dict, table: csv_reader.Table) -> tuple[dict, di
   outputs = evaluator.predict(Split(features, dummy))
   if not tasks:
     return {}, outputs
-  scored = {"targets": {t.name: state["targets"][t.name] for t in tasks}}
-  rows = np.flatnonzero(tabular.target_rows(table, scored))
+  scored = state.with_tasks(t.name for t in tasks)
+  rows = np.flatnonzero(tabular.target_rows(table, scored.task_names))
   labels = tabular.encode_targets(table.take(rows), scored)
   metrics = {}
   for task in tasks:
@@ -92,19 +118,19 @@ def evaluate_file(model, state: dict, table: csv_reader.Table) -> tuple[dict, di
   return metrics, outputs
 
 
-def predictions_csv(model, state: dict, outputs: dict) -> str:
+def predictions_csv(model, state: Preprocessing, outputs: dict) -> str:
   """One row per input row: regression values in original units, class names and their probability."""
   columns, header = [], []
   for task in model.task_specs:
-    target = state["targets"][task.name]
+    target = state.target(task.name)
     out = outputs[task.name]
-    if task.kind == tasks_lib.REGRESSION:
+    if isinstance(target, RegressionTarget):
       header.append(task.name)
-      columns.append(out[:, 0] * target["std"] + target["mean"])
+      columns.append(out[:, 0] * target.std + target.mean)
     else:
       probabilities = np.exp(metrics_lib.log_softmax(out))
       header += [task.name, f"{task.name}_probability"]
-      columns += [np.array(target["classes"], dtype=object)[probabilities.argmax(axis=1)], probabilities.max(axis=1)]
+      columns += [np.array(target.classes, dtype=object)[probabilities.argmax(axis=1)], probabilities.max(axis=1)]
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(header)
@@ -121,10 +147,10 @@ def run_evaluate() -> dict:
   run = run_dir_lib.RunDir(FLAGS.run_dir)
   if not os.path.isfile(run.flags_file):
     raise UserError(f"--run_dir={run.path} is not a run directory (no flags.txt).")
-  state = run_dir_lib.read_preprocessing(run.path)
-  if state is None:
+  if not os.path.isfile(run.preprocessing_file):
     raise UserError(f"--run_dir={run.path} has no preprocessing.json: only runs trained on tabular data "
                     "(--dataset=csv, npz or census_income) can be applied to a CSV file or exported.")
+  state = preprocessing.read(run.preprocessing_file)
   if export_dir and os.path.exists(export_dir) and os.listdir(export_dir):
     raise UserError(f"--export_dir={export_dir} exists and is not empty; choose a new directory.")
   for flag, path in (("predictions_out", FLAGS.predictions_out), ("metrics_out", FLAGS.metrics_out),
@@ -133,8 +159,8 @@ def run_evaluate() -> dict:
     if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
       raise UserError(f"--{flag}={path} cannot be written: {parent} is not a writable directory.")
   table = _read(csv_path, state) if csv_path else None
-  model = restore_model(run, state)
-  metrics = {}
+  model = load_model(run, state)
+  metrics: dict = {}
   if table is not None:
     metrics, outputs = evaluate_file(model, state, table)
     for task, values in metrics.items():

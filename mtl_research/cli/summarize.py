@@ -17,25 +17,33 @@ from absl import flags
 
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.errors import UserError
+from mtl_research.reports import aggregation
 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Defined when the program starts, not on import: mtl-ablate defines a --sweep_dir of its own, and a
-  process that imports both modules (a test session) must not define a flag twice."""
-  if "sweep_dir" not in FLAGS:
-    flags.DEFINE_string("sweep_dir", None, "Sweep directory written by mtl-ablate (holds runs/).")
-  if "regression_metric" not in FLAGS:
-    flags.DEFINE_enum("regression_metric", "mae", ["mae", "mse"],
-                      "Primary metric of regression tasks (lower is better).")
-  if "classification_metric" not in FLAGS:
-    flags.DEFINE_enum("classification_metric", "accuracy", ["accuracy", "auc"],
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines this command's flags in `flag_values`; run() calls it when the program starts.
+
+  Not on import: mtl-ablate defines a --sweep_dir of its own, and a process
+  that imports both modules (a test session) must not define a flag twice. A
+  flag already defined is left as it is, so calling this twice is harmless.
+  """
+  if "sweep_dir" not in flag_values:
+    flags.DEFINE_string("sweep_dir", None, "Sweep directory written by mtl-ablate (holds runs/).",
+                        flag_values=flag_values)
+  if "regression_metric" not in flag_values:
+    flags.DEFINE_enum("regression_metric", aggregation.DEFAULT_REGRESSION_METRIC,
+                      aggregation.PRIMARY_REGRESSION_METRICS,
+                      "Primary metric of regression tasks (lower is better).", flag_values=flag_values)
+  if "classification_metric" not in flag_values:
+    flags.DEFINE_enum("classification_metric", aggregation.DEFAULT_CLASSIFICATION_METRIC,
+                      aggregation.PRIMARY_CLASSIFICATION_METRICS,
                       "Primary metric of classification tasks (higher is better); auc applies to binary tasks "
-                      "only, the others show accuracy.")
-  if "plots" not in FLAGS:
+                      "only, the others show accuracy.", flag_values=flag_values)
+  if "plots" not in flag_values:
     flags.DEFINE_bool("plots", True, "Write PNG plots into <sweep_dir>/plots (needs matplotlib); --noplots skips "
-                      "them.")
+                      "them.", flag_values=flag_values)
 
 
 def _main() -> None:
@@ -44,8 +52,9 @@ def _main() -> None:
   from mtl_research.reports import collect  # pylint: disable=g-import-not-at-top
   collect.collect(FLAGS.sweep_dir)  # a bad directory fails here, before TensorFlow is imported
   from mtl_research.reports import summarize as summarize_lib  # pylint: disable=g-import-not-at-top
-  result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or "mae",
-                                   FLAGS.classification_metric or "accuracy", FLAGS.plots)
+  result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or aggregation.DEFAULT_REGRESSION_METRIC,
+                                   FLAGS.classification_metric or aggregation.DEFAULT_CLASSIFICATION_METRIC,
+                                   FLAGS.plots)
   print(result["markdown"], end="")
   print(f"\nResults: {result['results_md']}, {result['results_tex']}, {result['results_csv']}")
   if result["plots"]:

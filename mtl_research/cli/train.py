@@ -61,7 +61,7 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
       trainer.restore()  # before anything is written: damaged checkpoints are refused here
     trainer.compile()  # before anything is written too: --jit_compile=on is refused here if XLA cannot serve
     if chief:
-      run_dir.prepare(*contract, preprocessing=bundle.preprocessing)
+      run_dir.prepare(*contract, preprocessing=bundle.fitted)
     metrics = trainer.run()
   finally:
     if scratch:

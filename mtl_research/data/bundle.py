@@ -8,11 +8,12 @@ Features come in two groups: "numeric", a float32 matrix the model reads as is
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.errors import UserError
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec  # noqa: F401  (re-exported)
 
@@ -41,9 +42,18 @@ class DatasetBundle:
   # Metrics are reported in original units by undoing this.
   target_scale: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
   class_names: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-  # JSON-serializable fitted preprocessing (vocabularies, means, label maps), saved
+  # The fitted preprocessing of a tabular source (vocabularies, means, label maps), saved
   # in the run dir so that a resumed or evaluated run encodes data the same way.
-  preprocessing: Mapping | None = None
+  fitted: Preprocessing | None = None
+
+  @property
+  def preprocessing(self) -> dict[str, Any] | None:
+    """The JSON document of `fitted`: what preprocessing.json holds.
+
+    For code that stores or compares the document rather than reading it:
+    `run_dir.prepare` writes it. Read `fitted` instead.
+    """
+    return self.fitted.to_json() if self.fitted is not None else None
 
   @property
   def features(self) -> FeatureSpec:
@@ -56,14 +66,10 @@ class DatasetBundle:
                       f"{', '.join(self.task_names)}).")
     keep = lambda mapping: {k: v for k, v in mapping.items() if k == task_name}  # noqa: E731
     splits = [Split(s.features, keep(s.labels)) for s in (self.train, self.val, self.test)]
-    preprocessing = None
-    if self.preprocessing is not None:
-      preprocessing = {**self.preprocessing, "targets": keep(self.preprocessing["targets"]),
-                       "task_order": [task_name]}
     return dataclasses.replace(
         self, tasks=tuple(t for t in self.tasks if t.name == task_name), train=splits[0], val=splits[1],
         test=splits[2], target_scale=keep(self.target_scale), class_names=keep(self.class_names),
-        preprocessing=preprocessing)
+        fitted=self.fitted.with_tasks([task_name]) if self.fitted is not None else None)
 
   @property
   def task_names(self) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mtl_research.data import csv_reader, table_source
+from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.params import ENUM, INT, STRING, Param
@@ -62,8 +63,9 @@ def _find(data_dir: str, name: str) -> str | None:
 
 
 def _read(data_dir: str) -> list[csv_reader.Table]:
-  paths = [_find(data_dir, name) for name in FILES]
-  if not data_dir or None in paths:
+  found = [_find(data_dir, name) for name in FILES]
+  paths = [path for path in found if path is not None]
+  if not data_dir or len(paths) < len(FILES):
     raise UserError(f"--dataset=census_income needs {FILES[0]} and {FILES[1]} (from the UCI census-income (KDD) "
                     f"data, plain or .gz) in --data_dir={data_dir or '<unset>'}; nothing is downloaded.")
   return [csv_reader.read_table(path, string_columns=CATEGORICAL_CODES, names=COLUMNS) for path in paths]
@@ -81,7 +83,7 @@ def _with_tasks(table: csv_reader.Table, marital: str) -> csv_reader.Table:
 
 
 @DATASETS.register("census_income", params=PARAMS)
-def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None):
+def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping | None = None):
   """UCI census-income (KDD) from --data_dir: income, marital status, age (MMoE paper)."""
   train, test = (_with_tasks(t, params["census_marital"]) for t in _read(params["data_dir"]))
   halves = np.array_split(np.random.default_rng(seed).permutation(test.num_rows), 2)

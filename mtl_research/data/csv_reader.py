@@ -3,8 +3,8 @@
 Lines are parsed by TensorFlow's C++ CSV decoder in chunks, one pass over the
 file: a column is numeric until one of its non-missing values fails to parse,
 then it is kept as strings (categorical). 1 million rows × 50 columns read in
-about 12 s on 2 cores (tests/test_csv.py measures a smaller file; the figure
-comes from `python -m mtl_research.data.csv_reader FILE`).
+about 12 s on 2 cores (the figure comes from `python -m mtl_research.data.csv_reader
+FILE`; tests/test_csv_reader.py checks the reader on small files and times nothing).
 
 Limits: the first line is the header (unless `names` is given); a quoted field
 may not contain a newline; blank lines are skipped, and line numbers in messages
@@ -136,7 +136,7 @@ def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: I
       first line that does not).
   """
   header = names is None
-  names = read_header(path) if header else list(names)
+  names = read_header(path) if names is None else list(names)
   if not header and not os.path.isfile(path):
     raise UserError(f"Data file {path} does not exist.")
   if path.endswith(".gz"):

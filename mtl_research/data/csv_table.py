@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mtl_research.data import csv_reader, table_source
+from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.params import INT, STRING, STRINGS, Param
@@ -43,7 +44,7 @@ def read(params: Mapping[str, Any]) -> list[csv_reader.Table]:
 
 
 @DATASETS.register("csv", params=PARAMS)
-def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None):
+def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping | None = None):
   """Your own table from a CSV file: --csv_path, --tasks, optional splits and column lists."""
   kinds = table_source.task_kinds(params, "csv")
   tables = read(params)

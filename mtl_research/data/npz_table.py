@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mtl_research.data import table_source
+from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.csv_reader import Table
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
@@ -53,7 +54,7 @@ def read(path: str, task_names: list[str]) -> Table:
 
 
 @DATASETS.register("npz", params=PARAMS)
-def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None):
+def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping | None = None):
   """Arrays from a NumPy .npz file: --npz_path, --tasks, --split."""
   kinds = table_source.task_kinds(params, "npz")
   table = read(params["npz_path"], list(kinds))

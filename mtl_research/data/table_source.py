@@ -5,12 +5,13 @@ Shared by the `csv` and `npz` sources, which only differ in how they read files.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data import tabular
+from mtl_research.data import preprocessing, tabular
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.data.csv_reader import Table
 from mtl_research.errors import UserError
@@ -62,7 +63,7 @@ def _split_rows(num_rows: int, fractions: Sequence[float], seed: int) -> list[np
 
 
 def _drop_missing_targets(table: Table, kinds: Mapping[str, str], log: Callable[[str], None]) -> Table:
-  keep = tabular.target_rows(table, {"targets": kinds})
+  keep = tabular.target_rows(table, kinds)
   if not keep.all():
     log(f"Dropped {int((~keep).sum())} of {table.num_rows} rows of {table.path} with a missing target.")
     table = table.take(np.flatnonzero(keep))
@@ -70,9 +71,15 @@ def _drop_missing_targets(table: Table, kinds: Mapping[str, str], log: Callable[
 
 
 def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Sequence[str],
-                 params: Mapping[str, Any], seed: int, fitted: Mapping | None, embedding_threshold: int,
-                 log: Callable[[str], None] = print) -> DatasetBundle:
-  """A bundle from one table (split by --split) or three (train, val, test)."""
+                 params: Mapping[str, Any], seed: int, fitted: preprocessing.Preprocessing | Mapping | None,
+                 embedding_threshold: int, log: Callable[[str], None] = print) -> DatasetBundle:
+  """A bundle from one table (split by --split) or three (train, val, test).
+
+  `fitted`: the preprocessing of the run being resumed, used instead of
+  fitting anew (a Preprocessing, or its JSON document as the trainer reads it).
+  """
+  # Checked first: a file this code cannot read refuses the resume, whatever the tables hold.
+  fitted = preprocessing.coerce(fitted, "The resumed run's preprocessing.json")
   for table in tables:
     check_columns(table, kinds, features)
     tabular.check_targets(table, kinds)
@@ -82,21 +89,22 @@ def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Se
   else:
     splits = list(tables)
   state = fitted or _fit(splits, kinds, features, embedding_threshold, params["standardize_targets"])
-  encoded = [Split(tabular.encode_features(t, state), tabular.encode_targets(t, state)) for t in splits]
-  return DatasetBundle(tabular.task_specs(state), *encoded, feature_spec=tabular.feature_spec(state),
+  # Three splits: --split has three fractions (checked by _split_rows), or the tables are train, val and test.
+  train, val, test = (Split(tabular.encode_features(t, state), tabular.encode_targets(t, state)) for t in splits)
+  return DatasetBundle(tabular.task_specs(state), train, val, test, feature_spec=tabular.feature_spec(state),
                        target_scale=tabular.target_scale(state), class_names=tabular.class_names(state),
-                       preprocessing=state)
+                       fitted=state)
 
 
-def _fit(splits: Sequence[Table], kinds, features, embedding_threshold: int, standardize: bool) -> dict:
+def _fit(splits: Sequence[Table], kinds, features, embedding_threshold: int,
+         standardize: bool) -> preprocessing.Preprocessing:
   # Class lists come from every split (a class absent from train is still a class);
   # every statistic comes from the train split only.
   train = splits[0]
   merged = Table(train.path, {name: np.concatenate([t.columns[name] for t in splits]) for name in kinds},
                  np.concatenate([t.lines if t.lines is not None else np.arange(t.num_rows) + 2 for t in splits]))
   state = tabular.fit(train, kinds, features, np.arange(train.num_rows), embedding_threshold, standardize)
-  for name, kind in kinds.items():
-    if kind == tasks_lib.CLASSIFICATION:
-      state["targets"][name] = tabular.fit(merged, {name: kind}, [], np.arange(merged.num_rows), 0, False)[
-          "targets"][name]
-  return state
+  classes = tabular.fit(merged, {name: kind for name, kind in kinds.items() if kind == tasks_lib.CLASSIFICATION}, [],
+                        np.arange(merged.num_rows), 0, False)
+  return dataclasses.replace(state, targets=tuple(
+      classes.target(t.name) if t.kind == tasks_lib.CLASSIFICATION else t for t in state.targets))

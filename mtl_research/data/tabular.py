@@ -16,24 +16,26 @@ Targets:
                   names are kept for reporting.
 Rows with a missing target are dropped.
 
-The fitted state is plain JSON (`preprocessing.json` in the run dir), so a
-resumed, evaluated or exported run encodes data exactly as training did.
+The fitted state is a `preprocessing.Preprocessing`, stored as
+`preprocessing.json` in the run dir, so a resumed, evaluated or exported run
+encodes data exactly as training did.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.data.csv_reader import MISSING_TOKENS, Table, first_non_number
+from mtl_research.data.preprocessing import (CategoricalFeature, ClassificationTarget, EMBEDDING, Feature,
+                                             NumericFeature, ONE_HOT, Preprocessing, RegressionTarget, Target)
 from mtl_research.errors import UserError
 
 MISSING = "<missing>"
 _MISSING_BYTES = tuple(token.encode() for token in MISSING_TOKENS)
-VERSION = 1
 
 
 def missing_mask(column: np.ndarray) -> np.ndarray:
@@ -80,16 +82,15 @@ def _index(texts: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndar
 
 
 def fit(table: Table, task_kinds: Mapping[str, str], feature_columns: Sequence[str], train_rows: np.ndarray,
-        embedding_threshold: int, standardize_targets: bool) -> dict[str, Any]:
-  """Fits the preprocessing on the rows `train_rows` of `table`."""
-  features = [_fit_feature(table, name, train_rows, embedding_threshold) for name in feature_columns]
-  targets = {name: _fit_target(table, name, kind, train_rows, standardize_targets)
-             for name, kind in task_kinds.items()}
-  # JSON files are written with sorted keys, so the task order is kept explicitly.
-  return {"version": VERSION, "features": features, "targets": targets, "task_order": list(task_kinds)}
+        embedding_threshold: int, standardize_targets: bool) -> Preprocessing:
+  """Fits the preprocessing on the rows `train_rows` of `table`; targets in the order of `task_kinds`."""
+  features = tuple(_fit_feature(table, name, train_rows, embedding_threshold) for name in feature_columns)
+  targets = tuple(_fit_target(table, name, kind, train_rows, standardize_targets)
+                  for name, kind in task_kinds.items())
+  return Preprocessing(features, targets)
 
 
-def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold: int) -> dict[str, Any]:
+def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold: int) -> Feature:
   column = table.columns[name]
   if table.is_numeric(name):
     _check_finite(table, name)
@@ -97,12 +98,10 @@ def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold:
     present = values[~np.isnan(values)]
     mean = float(present.mean()) if present.size else 0.0
     std = float(present.std()) if present.size else 0.0
-    return {"name": name, "type": "numeric", "mean": mean, "std": std if std > 0 else 1.0,
-            "indicator": bool(np.isnan(values).any())}
+    return NumericFeature(name, mean, std if std > 0 else 1.0, bool(np.isnan(values).any()))
   texts = _texts(column[rows])
-  vocabulary = sorted(set(texts.tolist()))
-  encoding = "embedding" if len(vocabulary) + 1 > embedding_threshold else "one_hot"
-  return {"name": name, "type": "categorical", "vocabulary": vocabulary, "encoding": encoding}
+  vocabulary = tuple(sorted(set(texts.tolist())))
+  return CategoricalFeature(name, vocabulary, EMBEDDING if len(vocabulary) + 1 > embedding_threshold else ONE_HOT)
 
 
 def check_targets(table: Table, task_kinds: Mapping[str, str]) -> None:
@@ -126,62 +125,57 @@ def _check_finite(table: Table, name: str) -> None:
                     f"at line {table.line_of(row)}.")
 
 
-def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> dict[str, Any]:
+def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> Target:
   column = table.columns[name]
   if kind == tasks_lib.REGRESSION:
     check_targets(table, {name: kind})
     values = column[rows]
     values = values[~np.isnan(values)]
     mean, std = (float(values.mean()), float(values.std())) if standardize and values.size else (0.0, 1.0)
-    return {"kind": kind, "mean": mean, "std": std if std > 0 else 1.0}
+    return RegressionTarget(name, mean, std if std > 0 else 1.0)
   classes = _sorted_names(_texts(column))
   if len(classes) < 2:
     raise UserError(f"Classification target {name!r} of {table.path} has {len(classes)} class(es) "
                     f"({', '.join(classes) or 'none'}); it needs at least 2.")
-  return {"kind": kind, "classes": classes}
+  return ClassificationTarget(name, tuple(classes))
 
 
-def task_order(state: Mapping[str, Any]) -> list[str]:
-  """Task names in the order of --tasks (the order of the model's heads)."""
-  return [name for name in state.get("task_order", state["targets"]) if name in state["targets"]]
+def task_specs(state: Preprocessing) -> tuple[tasks_lib.TaskSpec, ...]:
+  """The model's heads, in the order of --tasks."""
+  return tuple(tasks_lib.TaskSpec(t.name, t.kind, len(t.classes) if isinstance(t, ClassificationTarget) else 0)
+               for t in state.targets)
 
 
-def task_specs(state: Mapping[str, Any]) -> tuple[tasks_lib.TaskSpec, ...]:
-  targets = state["targets"]
-  return tuple(tasks_lib.TaskSpec(name, targets[name]["kind"], len(targets[name].get("classes", [])))
-               for name in task_order(state))
-
-
-def feature_spec(state: Mapping[str, Any]) -> FeatureSpec:
+def feature_spec(state: Preprocessing) -> FeatureSpec:
   numeric = 0
   embedded = []
-  for feature in state["features"]:
-    if feature["type"] == "numeric":
-      numeric += 2 if feature["indicator"] else 1
-    elif feature["encoding"] == "one_hot":
-      numeric += len(feature["vocabulary"]) + 1
+  for feature in state.features:
+    if isinstance(feature, NumericFeature):
+      numeric += 2 if feature.indicator else 1
+    elif feature.encoding == ONE_HOT:
+      numeric += len(feature.vocabulary) + 1
     else:
-      embedded.append(len(feature["vocabulary"]) + 1)
+      embedded.append(len(feature.vocabulary) + 1)
   return FeatureSpec(numeric, tuple(embedded))
 
 
-def encode_features(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def encode_features(table: Table, state: Preprocessing) -> dict[str, np.ndarray]:
   """The model's input for every row of `table`."""
   numeric, embedded = [], []
-  for feature in state["features"]:
-    name = feature["name"]
+  for feature in state.features:
+    name = feature.name
     if name not in table.columns:
       raise UserError(f"{table.path} has no column {name!r}, which the model was trained with.")
     column = table.columns[name]
-    if feature["type"] == "numeric":
-      numeric += _encode_numeric(table, name, feature)
+    if isinstance(feature, NumericFeature):
+      numeric += _encode_numeric(table, feature)
       continue
-    index = _index(_texts(column), feature["vocabulary"], offset=1)
+    index = _index(_texts(column), feature.vocabulary, offset=1)
     index[index < 0] = 0  # never seen in training
-    if feature["encoding"] == "embedding":
+    if feature.encoding == EMBEDDING:
       embedded.append(index.astype(np.int32))
     else:
-      numeric.append(np.eye(len(feature["vocabulary"]) + 1, dtype=np.float32)[index])
+      numeric.append(np.eye(len(feature.vocabulary) + 1, dtype=np.float32)[index])
   rows = table.num_rows
   result = {NUMERIC: np.concatenate([c.reshape(rows, -1) for c in numeric], axis=1).astype(np.float32)
             if numeric else np.zeros([rows, 0], np.float32)}
@@ -190,7 +184,8 @@ def encode_features(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndar
   return result
 
 
-def _encode_numeric(table: Table, name: str, feature: Mapping[str, Any]) -> list[np.ndarray]:
+def _encode_numeric(table: Table, feature: NumericFeature) -> list[np.ndarray]:
+  name = feature.name
   if not table.is_numeric(name):
     row = first_non_number(table.columns[name])
     where = f"line {table.line_of(row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}" \
@@ -199,42 +194,43 @@ def _encode_numeric(table: Table, name: str, feature: Mapping[str, Any]) -> list
   _check_finite(table, name)
   values = table.columns[name]
   missing = np.isnan(values)
-  standardized = (np.where(missing, feature["mean"], values) - feature["mean"]) / feature["std"]
+  standardized = (np.where(missing, feature.mean, values) - feature.mean) / feature.std
   parts = [standardized.astype(np.float32)]
-  if feature["indicator"]:
+  if feature.indicator:
     parts.append(missing.astype(np.float32))
   return parts
 
 
-def target_rows(table: Table, state: Mapping[str, Any]) -> np.ndarray:
-  """Boolean mask of the rows whose every target is present."""
+def target_rows(table: Table, names: Iterable[str]) -> np.ndarray:
+  """Boolean mask of the rows whose every target column of `names` is present."""
   keep = np.ones(table.num_rows, bool)
-  for name in state["targets"]:
+  for name in names:
     keep &= ~missing_mask(table.columns[name])
   return keep
 
 
-def encode_targets(table: Table, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def encode_targets(table: Table, state: Preprocessing) -> dict[str, np.ndarray]:
   """Training labels: standardized regression targets, class indices."""
   labels = {}
-  for name, target in state["targets"].items():
+  for target in state.targets:
+    name = target.name
     column = table.columns[name]
-    if target["kind"] == tasks_lib.REGRESSION:
-      labels[name] = ((column - target["mean"]) / target["std"]).astype(np.float32)
+    if isinstance(target, RegressionTarget):
+      labels[name] = ((column - target.mean) / target.std).astype(np.float32)
       continue
-    index = _index(_texts(column), target["classes"], offset=0)
+    index = _index(_texts(column), target.classes, offset=0)
     unknown = (index < 0) & ~missing_mask(column)
     if unknown.any():
       row = int(np.argmax(unknown))
       raise UserError(f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at line "
-                      f"{table.line_of(row)}, which the model does not know ({', '.join(target['classes'])}).")
+                      f"{table.line_of(row)}, which the model does not know ({', '.join(target.classes)}).")
     labels[name] = index.astype(np.int32)
   return labels
 
 
-def target_scale(state: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-  return {name: (t["mean"], t["std"]) for name, t in state["targets"].items() if t["kind"] == tasks_lib.REGRESSION}
+def target_scale(state: Preprocessing) -> dict[str, tuple[float, float]]:
+  return {t.name: (t.mean, t.std) for t in state.targets if isinstance(t, RegressionTarget)}
 
 
-def class_names(state: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-  return {name: tuple(t["classes"]) for name, t in state["targets"].items() if "classes" in t}
+def class_names(state: Preprocessing) -> dict[str, tuple[str, ...]]:
+  return {t.name: t.classes for t in state.targets if isinstance(t, ClassificationTarget)}

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-keras = tf.keras
-
 
 class _OncePerStep:
   """Mixin for keras Adam-family optimizers (float32 variables, no amsgrad)."""
@@ -47,9 +45,9 @@ class _OncePerStep:
     return None
 
 
-class Adam(_OncePerStep, keras.optimizers.Adam):
+class Adam(_OncePerStep, tf.keras.optimizers.Adam):
   """keras.optimizers.Adam, with the bias corrections computed once per step."""
 
 
-class AdamW(_OncePerStep, keras.optimizers.AdamW):
+class AdamW(_OncePerStep, tf.keras.optimizers.AdamW):
   """keras.optimizers.AdamW, with the bias corrections computed once per step."""

@@ -21,7 +21,7 @@ def learning_rate(config: OptimizerConfig, total_steps: int):
   return config.learning_rate
 
 
-def build(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
+def build(config: OptimizerConfig, total_steps: int) -> tf.keras.optimizers.Optimizer:
   rate = learning_rate(config, total_steps)
   if config.name == OptimizerName.SGD:
     return keras.optimizers.SGD(rate, momentum=config.momentum)
@@ -30,5 +30,5 @@ def build(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimiz
   return adam.Adam(rate)
 
 
-def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+def current_learning_rate(optimizer: tf.keras.optimizers.Optimizer) -> float:
   return float(optimizer.learning_rate.numpy())

@@ -15,21 +15,29 @@ import math
 import os
 from typing import Iterable, Mapping, Sequence
 
+from mtl_research import metrics as metrics_lib
 from mtl_research.errors import UserError
 from mtl_research.reports import delta_m as delta_m_lib
-from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.reports.collect import RunRecord, SweepRecords
 from mtl_research.reports.table import Column, Row, Stat, Table, aggregate
 
-REGRESSION_METRICS = ("mae", "mse")
-CLASSIFICATION_METRICS = ("accuracy", "auc")
+# The primary metric a table may show per task kind: the choices and defaults of --regression_metric and
+# --classification_metric (mtl-summarize, mtl-ablate), which define their flags from these.
+PRIMARY_REGRESSION_METRICS = (metrics_lib.MAE, metrics_lib.MSE)
+PRIMARY_CLASSIFICATION_METRICS = (metrics_lib.ACCURACY, metrics_lib.AUC)
+DEFAULT_REGRESSION_METRIC = metrics_lib.MAE
+DEFAULT_CLASSIFICATION_METRIC = metrics_lib.ACCURACY
 BASELINE_LABEL = "single-task"
-METRIC_ORDER = ("mse", "mae", "r2", "accuracy", "auc", "cross_entropy")
+# The order of a task's other metrics after its primary one (Table.metrics: the CSV, the HParams data).
+METRIC_ORDER = (metrics_lib.MSE, metrics_lib.MAE, metrics_lib.R2, metrics_lib.ACCURACY, metrics_lib.AUC,
+                metrics_lib.CROSS_ENTROPY)
 
 
-def build_table(sweep: Sweep, regression_metric: str = "mae", classification_metric: str = "accuracy") -> Table:
+def build_table(sweep: SweepRecords, regression_metric: str = DEFAULT_REGRESSION_METRIC,
+                classification_metric: str = DEFAULT_CLASSIFICATION_METRIC) -> Table:
   """Aggregates the sweep's finished runs; UserError for an unknown metric choice."""
-  _check_choice("regression_metric", regression_metric, REGRESSION_METRICS)
-  _check_choice("classification_metric", classification_metric, CLASSIFICATION_METRICS)
+  _check_choice("regression_metric", regression_metric, PRIMARY_REGRESSION_METRICS)
+  _check_choice("classification_metric", classification_metric, PRIMARY_CLASSIFICATION_METRICS)
   notes = list(sweep.notes)
   infos = _task_infos(sweep.multi_task_runs or sweep.baseline_runs)
   tasks = list(infos)
@@ -42,6 +50,7 @@ def build_table(sweep: Sweep, regression_metric: str = "mae", classification_met
   table.has_delta_m = _delta_m_available(columns, baseline, rows, notes)
   if table.has_delta_m:
     means = table.baseline_means()
+    assert means is not None  # has_delta_m: there is a baseline row
     for row in rows:
       row.delta_m = aggregate(run_delta_m(run, columns, means) for run in row.runs)
   _note_missing_seeds(sweep, rows, baseline, tasks, notes)
@@ -69,10 +78,10 @@ def _primary_metric(task: str, info: Mapping, regression_metric: str, classifica
                     notes: list[str]) -> str:
   if info.get("kind") == "regression":
     return regression_metric
-  if classification_metric == "auc" and int(info.get("num_classes", 0)) != 2:
+  if classification_metric == metrics_lib.AUC and int(info.get("num_classes", 0)) != 2:
     notes.append(f"Task {task} has {info.get('num_classes')} classes and AUC is defined here for binary tasks "
                  "only, so its column shows accuracy.")
-    return "accuracy"
+    return metrics_lib.ACCURACY
   return classification_metric
 
 
@@ -86,7 +95,7 @@ def _task_infos(runs: Sequence[RunRecord]) -> dict[str, Mapping]:
   return infos
 
 
-def _metrics_seen(sweep: Sweep, columns: Sequence[Column]) -> dict[str, list[str]]:
+def _metrics_seen(sweep: SweepRecords, columns: Sequence[Column]) -> dict[str, list[str]]:
   """Task -> every test metric of any run: the primary metric first, then METRIC_ORDER, then by name."""
   metrics = {}
   for column in columns:
@@ -98,7 +107,8 @@ def _metrics_seen(sweep: Sweep, columns: Sequence[Column]) -> dict[str, list[str
 
 
 def _stats(runs: Sequence[RunRecord], tasks: Iterable[str]) -> tuple[dict[tuple[str, str], Stat], dict[str, int]]:
-  stats, seeds = {}, {}
+  stats: dict[tuple[str, str], Stat] = {}
+  seeds: dict[str, int] = {}
   for task in tasks:
     values: dict[str, list[float]] = {}
     with_task = [run for run in runs if task in run.metrics.get("test", {})]
@@ -106,12 +116,14 @@ def _stats(runs: Sequence[RunRecord], tasks: Iterable[str]) -> tuple[dict[tuple[
       for metric, value in run.test_metrics(task).items():
         values.setdefault(metric, []).append(float(value) if value is not None else math.nan)
     for metric, vals in values.items():
-      stats[(task, metric)] = aggregate(vals)
+      stat = aggregate(vals)
+      assert stat is not None  # every metric in `values` has at least one value
+      stats[(task, metric)] = stat
     seeds[task] = len({run.seed for run in with_task})
   return stats, seeds
 
 
-def _method_rows(sweep: Sweep, tasks: Sequence[str], grid_flags: Sequence[str]) -> list[Row]:
+def _method_rows(sweep: SweepRecords, tasks: Sequence[str], grid_flags: Sequence[str]) -> list[Row]:
   """One row per (balancer, grid point) of the multi-task runs, in the sweep's declared order."""
   groups: dict[tuple, list[RunRecord]] = {}
   for run in sweep.multi_task_runs:
@@ -125,7 +137,7 @@ def _method_rows(sweep: Sweep, tasks: Sequence[str], grid_flags: Sequence[str]) 
   return rows
 
 
-def _order_key(sweep: Sweep, grid_flags: Sequence[str]):
+def _order_key(sweep: SweepRecords, grid_flags: Sequence[str]):
   balancers = list(sweep.spec.get("balancers") or [])
   grid = sweep.spec.get("grid") or {}
 
@@ -166,6 +178,7 @@ def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Se
     notes.append(f"The Δm column is omitted: no finished single-task baseline for task(s) {', '.join(missing)} "
                  "(Δm needs a baseline for every task; sweep with single-task baselines to get it).")
     return False
+  assert baseline is not None  # without one every column is missing above
   bad = [c.task for c in columns if not (math.isfinite(baseline.stats[(c.task, c.metric)].mean)
                                          and baseline.stats[(c.task, c.metric)].mean != 0.0)]
   if bad:
@@ -175,7 +188,7 @@ def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Se
   return True
 
 
-def _note_missing_seeds(sweep: Sweep, rows: Sequence[Row], baseline: Row | None, tasks: Sequence[str],
+def _note_missing_seeds(sweep: SweepRecords, rows: Sequence[Row], baseline: Row | None, tasks: Sequence[str],
                         notes: list[str]) -> None:
   expected = len(sweep.spec.get("seeds") or [])
   if not expected:

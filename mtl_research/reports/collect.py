@@ -18,9 +18,8 @@ import os
 from typing import Any, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.sweep.runner import RUNS_DIR, SWEEP_FILE
+from mtl_research.sweep.plan import RUNS_DIR, SWEEP_FILE
 from mtl_research.train.run_dir import FAILED_FILE, RUN_FILE, RunDir, parse_flagfile
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +47,9 @@ class RunRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sweep:
+class SweepRecords:
+  """What a sweep directory holds: its sweep.json, its finished runs, and the runs skipped and why."""
+
   path: str
   spec: Mapping[str, Any]  # sweep.json, {} if absent
   runs: tuple[RunRecord, ...]
@@ -108,7 +109,9 @@ def _record(name: str, path: str, spec: Mapping[str, Any], metrics: Mapping[str,
                    metrics=metrics)
 
 
-def collect(sweep_dir: str) -> Sweep:
+
+
+def collect(sweep_dir: str) -> SweepRecords:
   """Every finished run of `sweep_dir`; UserError if it has no runs/ or no finished run."""
   runs_dir = os.path.join(sweep_dir, RUNS_DIR)
   if not os.path.isdir(runs_dir):
@@ -121,7 +124,7 @@ def collect(sweep_dir: str) -> Sweep:
     raise UserError(f"--sweep_dir={sweep_dir} has no finished run yet ({len(unfinished)} unfinished, "
                     f"{len(failed)} failed; a finished run has metrics.json).")
   notes = _notes(spec, failed, unfinished, no_run_json)
-  return Sweep(sweep_dir, spec, tuple(runs), tuple(unfinished), tuple(failed), tuple(notes))
+  return SweepRecords(sweep_dir, spec, tuple(runs), tuple(unfinished), tuple(failed), tuple(notes))
 
 
 def _scan(runs_dir: str, spec: Mapping[str, Any]) -> tuple[list[RunRecord], list[str], list[str], list[str]]:

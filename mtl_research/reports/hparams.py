@@ -30,7 +30,7 @@ import shutil
 from typing import Mapping, Sequence
 
 from mtl_research.reports.aggregation import run_delta_m
-from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.reports.collect import RunRecord, SweepRecords
 from mtl_research.reports.events import read_session_hparams
 from mtl_research.reports.table import Table
 
@@ -78,7 +78,7 @@ def _domain(values: Sequence):
   return None  # mixed types: the dashboard infers nothing wrong from no domain
 
 
-def write_hparams(sweep: Sweep, table: Table) -> tuple[dict[str, object], list[str]]:
+def write_hparams(sweep: SweepRecords, table: Table) -> tuple[dict[str, object], list[str]]:
   """Writes the experiment config and every finished run's final metrics; returns (paths, notes)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
@@ -88,7 +88,8 @@ def write_hparams(sweep: Sweep, table: Table) -> tuple[dict[str, object], list[s
   sessions = {run.path: read_session_hparams(run.run_dir.train_logdir) for run in sweep.runs}
   values: dict[str, list] = {name: [] for name in names}
   for run in sweep.runs:
-    logged = sessions[run.path][0] if sessions[run.path] else _swept(run, names)
+    session = sessions[run.path]
+    logged = session[0] if session else _swept(run, names)
     for name in names:
       if name in logged:
         values[name].append(logged[name])

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from mtl_research import tags
-from mtl_research.reports.collect import RunRecord, Sweep
+from mtl_research.reports.collect import RunRecord, SweepRecords
 from mtl_research.files import write_bytes_atomic
 from mtl_research.reports.events import read_scalars
 from mtl_research.reports.table import Row, Table
@@ -36,20 +36,20 @@ def _safe(name: str) -> str:
 
 def seed_band(series: Sequence[Sequence[tuple[int, float]]]):
   """(steps, mean, min, max) over seeds at the steps every series has; None if there is none."""
-  series = [dict(s) for s in series if s]
-  if not series:
+  by_step = [dict(s) for s in series if s]
+  if not by_step:
     return None
-  steps = sorted(set.intersection(*(set(s) for s in series)))
+  steps = sorted(set.intersection(*(set(s) for s in by_step)))
   if not steps:
     return None
-  values = np.array([[s[step] for step in steps] for s in series], np.float64)
+  values = np.array([[s[step] for step in steps] for s in by_step], np.float64)
   return np.array(steps), values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
 class _Cache:
   """Each run's event files are read once."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._data: dict[tuple[str, str], dict] = {}
 
   def scalars(self, run: RunRecord, which: str) -> dict[str, list[tuple[int, float]]]:
@@ -71,7 +71,7 @@ def _row_title(row: Row) -> str:
   return row.description
 
 
-def write_plots(sweep: Sweep, table: Table, out_dir: str | None = None) -> tuple[list[str], list[str]]:
+def write_plots(sweep: SweepRecords, table: Table, out_dir: str | None = None) -> tuple[list[str], list[str]]:
   """Writes the PNGs into SWEEP_DIR/plots; returns (paths, notes). Without matplotlib: no file, one note."""
   try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top

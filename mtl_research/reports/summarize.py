@@ -16,8 +16,8 @@ from mtl_research.files import write_text_atomic
 _RESULTS = (("results_md", results_md), ("results_tex", results_tex), ("results_csv", results_csv))
 
 
-def summarize(sweep_dir: str, regression_metric: str = "mae", classification_metric: str = "accuracy",
-              plots: bool = True) -> dict:
+def summarize(sweep_dir: str, regression_metric: str = aggregation_lib.DEFAULT_REGRESSION_METRIC,
+              classification_metric: str = aggregation_lib.DEFAULT_CLASSIFICATION_METRIC, plots: bool = True) -> dict:
   """Writes results.{md,tex,csv}, plots/*.png (if matplotlib is importable) and the HParams data.
 
   Raises UserError (one sentence) if `sweep_dir` has no runs/ or no finished

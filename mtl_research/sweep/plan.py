@@ -21,6 +21,12 @@ from typing import Iterable, Mapping, Sequence
 
 from mtl_research.errors import UserError
 
+# The sweep directory's layout, here (pure, no imports of the trainer or the runner) so that
+# reports/ can read a sweep directory without importing the runner:
+# SWEEP_DIR/SWEEP_FILE holds definition(); SWEEP_DIR/RUNS_DIR/<RunSpec.name>/ is each run's directory.
+SWEEP_FILE = "sweep.json"
+RUNS_DIR = "runs"
+
 # Training flags the sweep sets itself, and the ablate flag to use instead.
 SWEEP_CONTROLLED = {
     "run_dir": "--sweep_dir (each run is written to SWEEP_DIR/runs/<name>)",

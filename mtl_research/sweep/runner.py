@@ -10,7 +10,8 @@ A finished run (one with metrics.json) is skipped without starting a process,
 so running a finished sweep again takes seconds. Any other run is started with
 the same command again: the trainer resumes an interrupted run from its last
 checkpoint. A failed run is recorded and retried by the next invocation; it
-never stops the others.
+never stops the others. SIGINT or SIGTERM (caught by signals.StopSignals) stops
+every running attempt and ends the sweep; the stopped runs stay resumable.
 
 run.json and log.txt are written into the run directory before the trainer
 starts; the trainer treats them (and FAILED) as no part of the run
@@ -24,20 +25,17 @@ import dataclasses
 import datetime
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Sequence, TextIO
 
-from mtl_research.sweep.plan import NOT_FOR_BASELINES, THREAD_FLAGS, RunSpec
+from mtl_research import signals
+from mtl_research.sweep.plan import NOT_FOR_BASELINES, RUNS_DIR, THREAD_FLAGS, RunSpec
 from mtl_research.train.run_dir import FAILED_FILE, LOG_FILE, METRICS_FILE, RUN_FILE
 from mtl_research.progress import format_duration
 from mtl_research.files import write_json_atomic, write_text_atomic
 
-SWEEP_FILE = "sweep.json"
-RUNS_DIR = "runs"
 TRAIN_MODULE = "mtl_research.cli.train"
 TAIL_LINES = 20
 STOP_GRACE_SECONDS = 10.0
@@ -120,7 +118,8 @@ class Runner:
     self._active: list[_Attempt] = []
     self._queue: collections.deque[RunSpec] = collections.deque()
     self._durations: list[float] = []
-    self._stop: int | None = None
+    # The first SIGINT/SIGTERM while run() runs: every attempt is stopped, the sweep ends.
+    self._stop = signals.StopSignals()
     self._outcome = Outcome(len(self.specs))
 
   # Paths.
@@ -142,20 +141,17 @@ class Runner:
         self._queue.append(spec)
     self._say(f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
               f"{len(self._queue)} to train, {self.parallel} at a time with {self.threads} thread(s) each.")
-    previous = self._install_handlers()
-    try:
-      while (self._queue or self._active) and self._stop is None:
-        while self._queue and len(self._active) < self.parallel and self._stop is None:
+    with self._stop:
+      while (self._queue or self._active) and not self._stop.requested:
+        while self._queue and len(self._active) < self.parallel and not self._stop.requested:
           self._start(self._queue.popleft())
         time.sleep(self.poll_seconds)
         for attempt in list(self._active):
-          if self._stop is not None:
+          if self._stop.requested:
             break
           self._check(attempt)
-      if self._stop is not None:
+      if self._stop.requested:
         self._interrupt()
-    finally:
-      self._restore_handlers(previous)
     return outcome
 
   def _start(self, spec: RunSpec) -> None:
@@ -199,7 +195,7 @@ class Runner:
 
   def _interrupt(self) -> None:
     """Stops every running attempt; each run stays resumable (no FAILED marker)."""
-    name = signal.Signals(self._stop).name
+    name = self._stop.name
     self._say(f"{name}: stopping {len(self._active)} running run(s)...")
     for attempt in self._active:
       if attempt.process.poll() is None:
@@ -214,7 +210,7 @@ class Runner:
       with open(attempt.log_path, "a", encoding="utf-8") as handle:
         handle.write(f"==== interrupted by {name}; the next invocation of the sweep resumes this run\n")
     self._active.clear()
-    self._outcome.interrupted = self._stop
+    self._outcome.interrupted = self._stop.signal
 
   # Files.
 
@@ -223,7 +219,7 @@ class Runner:
     os.makedirs(path, exist_ok=True)
     write_json_atomic(os.path.join(path, RUN_FILE), spec.to_json())
 
-  # Reporting and signals.
+  # Reporting.
 
   def _say(self, line: str) -> None:
     self.out.write(line + "\n")
@@ -238,21 +234,6 @@ class Runner:
       eta = work / self.parallel
     self._say(f"done {self._outcome.done} / running {len(self._active)} / failed {len(self._outcome.failed)} / "
               f"left {len(self._queue)} | ETA {format_duration(eta)}")
-
-  def _install_handlers(self) -> dict:
-    if threading.current_thread() is not threading.main_thread():
-      return {}
-
-    def handle(signum, frame):  # pylint: disable=unused-argument
-      if self._stop is None:
-        self._stop = signum
-
-    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-  @staticmethod
-  def _restore_handlers(previous: dict) -> None:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
 
 
 def _tail(path: str, offset: int, lines: int = TAIL_LINES) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Callable
 import tensorflow as tf
 
 from mtl_research.errors import UserError
+from mtl_research.train.run_dir import RunDir
 
 PREFIX = "ckpt"
 BEST_PREFIX = "best"
@@ -143,3 +144,27 @@ class Checkpoints:
     """Restores the selected checkpoint into `checkpoint` (partial); None if unreadable or absent."""
     paths = [path for _, path in candidates(self.best_directory, BEST_PREFIX)]
     return restore_first_readable(checkpoint, paths, True, self.warn) if paths else None
+
+
+def restore_model(model: tf.Module, run_dir: str, warn: Callable[[str], None]) -> str:
+  """Restores the weights of `model` (built) from run directory `run_dir`; returns the checkpoint read.
+
+  The selected checkpoint (ckpt/best/) first, whose metrics metrics.json
+  reports; then the periodic ones in ckpt/, newest first. Candidates are
+  listed from the directories, not from TensorFlow's `checkpoint` state file;
+  each one that cannot be read or does not match `model` is reported through
+  `warn`, and the next is tried. Only the model is read (optimizer and
+  balancer state are left in the file). Raises UserError if there is no
+  checkpoint or none can be read.
+  """
+  run = RunDir(run_dir)
+  paths = ([path for _, path in candidates(run.best_checkpoint_dir, BEST_PREFIX)]
+           + [path for _, path in candidates(run.checkpoint_dir)])
+  if not paths:
+    raise UserError(f"--run_dir={run_dir} has no checkpoint in {run.checkpoint_dir}.")
+  restored = restore_first_readable(tf.train.Checkpoint(model=model), paths, True, warn)
+  if restored is None:
+    raise UserError(f"no checkpoint of --run_dir={run_dir} can be read and matches its model (tried {len(paths)} "
+                    f"in {run.checkpoint_dir} and {run.best_checkpoint_dir}: damaged, or written by another "
+                    "version of mtl_research).")
+  return restored

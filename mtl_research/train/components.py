@@ -33,7 +33,7 @@ class Components:
 
   model: MultiTaskModel
   balancer: Balancer
-  optimizer: keras.optimizers.Optimizer
+  optimizer: tf.keras.optimizers.Optimizer
   step: tf.Variable
   train_step: TrainStep
   checkpoint: tf.train.Checkpoint  # everything: the training state and the selection record

@@ -20,13 +20,15 @@ directory is not a run directory, and it is refused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from mtl_research.errors import UserError
-from mtl_research.files import is_partial_write, write_json_atomic, write_text_atomic
+from mtl_research.files import is_partial_write, write_text_atomic
+
+if TYPE_CHECKING:  # reports/ read run directories without TensorFlow; mtl_research.data imports it
+  from mtl_research.data.preprocessing import Preprocessing
 
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
@@ -138,20 +140,16 @@ def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operationa
   return True
 
 
-def read_preprocessing(path: str) -> dict | None:
-  """The fitted preprocessing saved in run dir `path`, if any."""
+def read_preprocessing(path: str) -> Preprocessing | None:
+  """The fitted preprocessing saved in run dir `path`, if any (UserError naming the file if unreadable)."""
+  from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
+
   file = RunDir(path).preprocessing_file
-  if not os.path.isfile(file):
-    return None
-  try:
-    with open(file, encoding="utf-8") as handle:
-      return json.load(handle)
-  except (OSError, ValueError) as error:
-    raise UserError(f"{file} cannot be read ({error}); pass --overwrite to start the run again.") from None
+  return preprocessing_lib.read(file) if os.path.isfile(file) else None
 
 
 def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
-            defaults: Mapping[str, str] | None = None, preprocessing: Mapping | None = None) -> RunDir:
+            defaults: Mapping[str, str] | None = None, preprocessing: Preprocessing | None = None) -> RunDir:
   """Creates or reopens a run directory; refuses one written with other flags.
 
   Raises UserError before changing anything on disk when the directory cannot
@@ -174,7 +172,9 @@ def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operatio
         os.unlink(os.path.join(path, name))
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
     if preprocessing is not None:
-      write_json_atomic(run.preprocessing_file, preprocessing)
+      from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
+
+      preprocessing_lib.write(run.preprocessing_file, preprocessing)
   except OSError as error:
     raise UserError(f"--run_dir={path} cannot be written: {error.strerror}.") from None
   return run

@@ -465,7 +465,8 @@ class TrainStep:
     if len(rows) != num_steps:
       raise ValueError(f"{len(rows)} batches of rows for {num_steps} steps")
     loop = self.careful_loop if careful else self.loop
-    logs, healthy, record = {}, True, None
+    logs, healthy = {}, True
+    record: guard.GuardState | None = None
     for begin in range(0, num_steps, self.steps_per_call):
       end = min(begin + self.steps_per_call, num_steps)
       logs = self._call(loop, rows[begin:end], diagnose and end == num_steps)
@@ -475,6 +476,7 @@ class TrainStep:
       else:
         healthy = healthy and bool(logs["healthy"])
     if careful:
+      assert record is not None  # num_steps ≥ 1: the loop above ran at least once
       logs["guard"] = record._asdict()
     else:
       logs["healthy"] = np.bool_(healthy)

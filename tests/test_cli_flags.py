@@ -1,0 +1,98 @@
+"""The command-line entry points define their own flags when they start, not on import.
+
+mtl-ablate and mtl-benchmark both have a --balancers: defined on import, the two
+modules could not share a process (absl's DuplicateFlagError). Each CLI's
+flags are parsed here in a FlagValues of their own, and by the scripts
+themselves in fresh processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+
+# All in one process: importing them must not define a flag twice.
+from mtl_research.cli import ablate, benchmark, summarize
+from mtl_research.reports import aggregation
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OWN_FLAGS = {
+    ablate: ("sweep_dir", "balancers", "seeds", "grid", "with_single_task", "parallel", "regression_metric",
+             "classification_metric"),
+    benchmark: ("balancers", "repeats", "fit_epochs", "loop_steps", "loop_calls", "warmup_steps",
+                "bench_batch_size", "bench_train_rows", "bench_seed", "bench_hidden_units", "large_steps",
+                "wall_long_steps"),
+    summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots"),
+}
+
+
+def defined(module) -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  module.define_flags(flag_values)
+  return flag_values
+
+
+@pytest.mark.parametrize("module", list(OWN_FLAGS), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
+def test_import_defines_none_of_a_clis_own_flags_and_define_flags_all_of_them(module):
+  assert not set(OWN_FLAGS[module]) & set(flags.FLAGS)
+  flag_values = defined(module)
+  assert set(OWN_FLAGS[module]) <= set(flag_values)
+  # ablate passes on the flags mtl_research.flags defines; its own must not look like those.
+  assert {flag_values.find_module_defining_flag(name) for name in OWN_FLAGS[module]} == {module.__name__}
+
+
+def test_ablate_parses_its_flags():
+  flag_values = defined(ablate)
+  flag_values(["mtl-ablate", "--sweep_dir=/tmp/s", "--balancers=fixed,gradnorm", "--seeds=0,1",
+               "--grid=learning_rate=0.1,0.01", "--grid=hidden_units=64,32;16", "--with_single_task",
+               "--parallel=2", "--classification_metric=auc"])
+  assert flag_values.sweep_dir == "/tmp/s" and flag_values.balancers == ["fixed", "gradnorm"]
+  assert flag_values.seeds == ["0", "1"] and flag_values.parallel == 2 and flag_values.with_single_task
+  assert flag_values.grid == ["learning_rate=0.1,0.01", "hidden_units=64,32;16"]
+  # No metric given: the summarizer's default applies.
+  assert flag_values.regression_metric is None and flag_values.classification_metric == "auc"
+  with pytest.raises(flags.IllegalFlagValueError, match=r"<mae\|mse>"):
+    flag_values(["mtl-ablate", "--regression_metric=r2"])
+
+
+def test_benchmark_parses_its_flags():
+  flag_values = defined(benchmark)
+  flag_values(["mtl-benchmark", "--balancers=gradnorm", "--repeats=2", "--bench_hidden_units=32,16",
+               "--large_steps=0"])
+  assert flag_values.balancers == ["gradnorm"] and flag_values.repeats == 2
+  assert flag_values.bench_hidden_units == ["32", "16"] and flag_values.large_steps == 0
+  assert flag_values.wall_long_steps == benchmark.DEFAULT_WALL_LONG_STEPS
+  with pytest.raises(flags.IllegalFlagValueError, match="repeats"):
+    flag_values(["mtl-benchmark", "--repeats=0"])
+
+
+def test_summarize_parses_its_flags_with_the_tables_metric_choices():
+  flag_values = defined(summarize)
+  flag_values(["mtl-summarize", "--sweep_dir=/tmp/s", "--noplots"])
+  assert flag_values.sweep_dir == "/tmp/s" and not flag_values.plots
+  assert flag_values.regression_metric == aggregation.DEFAULT_REGRESSION_METRIC == "mae"
+  assert flag_values.classification_metric == aggregation.DEFAULT_CLASSIFICATION_METRIC == "accuracy"
+  for name, choices in (("regression_metric", aggregation.PRIMARY_REGRESSION_METRICS),
+                        ("classification_metric", aggregation.PRIMARY_CLASSIFICATION_METRICS)):
+    assert list(flag_values[name].parser.enum_values) == list(choices)
+    assert list(defined(ablate)[name].parser.enum_values) == list(choices)
+  summarize.define_flags(flag_values)  # a second call leaves the flags as they are
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args], cwd=REPO_ROOT,
+                        env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("benchmark", ("--repeats=0",), "error: flag --repeats=0: 0 is not a positive integer"),
+    ("ablate", ("--sweep_dir=unused", "--parallel=0"), "error: flag --parallel=0: 0 is not a positive integer"),
+])
+def test_each_script_defines_its_flags_before_parsing(name, args, message):
+  done = run_script(name, *args)
+  assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == message, done.stderr[-2000:]
