@@ -5,11 +5,11 @@ Nothing below this module knows about absl: components receive plain values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import enum
 import types
-from typing import Any, Mapping
-
+from typing import Any
 
 # The choices a run's configuration accepts, one definition each: flags offer
 # their values, and the modules that act on them compare against the members
@@ -29,7 +29,7 @@ class LrSchedule(enum.StrEnum):
 
 
 class Executor(enum.StrEnum):
-  """TensorFlow executor of the graph loop (train/step.py)."""
+  """TensorFlow executor of the graph loop (train/train_loop.py)."""
 
   AUTO = "auto"
   DEFAULT = "default"

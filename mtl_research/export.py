@@ -13,27 +13,35 @@ The model comes restored from its run (`checkpoints.restore_model`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import os
 import shutil
 import tempfile
-from typing import Mapping, Sequence
 
 import tensorflow as tf
 
 from mtl_research import files
-from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.data.csv_reader import MISSING_TOKENS
-from mtl_research.data.preprocessing import (CategoricalFeature, EMBEDDING, NumericFeature, Preprocessing,
-                                             RegressionTarget)
+from mtl_research.data.preprocessing import (
+  EMBEDDING,
+  CategoricalFeature,
+  NumericFeature,
+  Preprocessing,
+  RegressionTarget,
+)
 from mtl_research.data.tabular import MISSING
+from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.models.base import MultiTaskModel
 
 
 def _lookup_table(vocabulary: Sequence[str]) -> tf.lookup.StaticHashTable:
   """Category → its index in `vocabulary` + 1; 0 for a category never seen in training."""
   return tf.lookup.StaticHashTable(
-      tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocabulary)), tf.range(1, len(vocabulary) + 1, dtype=tf.int64)),
-      default_value=0)
+    tf.lookup.KeyValueTensorInitializer(
+      tf.constant(list(vocabulary)), tf.range(1, len(vocabulary) + 1, dtype=tf.int64)
+    ),
+    default_value=0,
+  )
 
 
 def _category_index(values: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
@@ -50,10 +58,11 @@ class ServingModule(tf.Module):
     self.model = model
     self.state = state
     # Created here, not while tracing, so that the SavedModel tracks them.
-    self.lookups = {f.name: _lookup_table(f.vocabulary) for f in state.features
-                    if isinstance(f, CategoricalFeature)}
-    signature = {f.name: tf.TensorSpec([None], tf.float32 if isinstance(f, NumericFeature) else tf.string, f.name)
-                 for f in state.features}
+    self.lookups = {f.name: _lookup_table(f.vocabulary) for f in state.features if isinstance(f, CategoricalFeature)}
+    signature = {
+      f.name: tf.TensorSpec([None], tf.float32 if isinstance(f, NumericFeature) else tf.string, f.name)
+      for f in state.features
+    }
     self.serve = tf.function(self._serve, input_signature=[signature])
 
   def _features(self, columns: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -19,6 +19,6 @@ class FeatureSpec:
   embedded_vocab_sizes: tuple[int, ...] = ()  # per embedded column; index 0 = missing or unseen
 
   @classmethod
-  def of_numeric(cls, features) -> "FeatureSpec":
+  def of_numeric(cls, features) -> FeatureSpec:
     """The spec of features with only a numeric group."""
     return cls(int(features[NUMERIC].shape[1]))

@@ -10,7 +10,6 @@ import os
 import tempfile
 from typing import Any
 
-
 _PARTIAL_SUFFIX = ".tmp"
 # Read once, at import (single-threaded): reading it means setting it, which
 # would race with files other threads create.

@@ -32,53 +32,95 @@ flags.DEFINE_enum("dataset", "synthetic", DATASETS.names(), "Dataset source.")
 flags.DEFINE_enum("model", "shared_bottom", ARCHITECTURES.names(), "Architecture.")
 flags.DEFINE_enum("balancer", "fixed", BALANCERS.names(), "Loss balancer.")
 flags.DEFINE_string("single_task", "", "Train only this task (a single-task baseline with the same data and model).")
-flags.DEFINE_string("selection", "mean_loss",
-                    "Checkpoint whose test metrics are reported: mean_loss (lowest mean validation loss over "
-                    "tasks), last, or TASK:METRIC (e.g. income:auc; the better direction is the metric's).")
+flags.DEFINE_string(
+  "selection",
+  "mean_loss",
+  "Checkpoint whose test metrics are reported: mean_loss (lowest mean validation loss over "
+  "tasks), last, or TASK:METRIC (e.g. income:auc; the better direction is the metric's).",
+)
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global training batch size.", lower_bound=1)
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (ignored when --train_steps > 0).", lower_bound=1)
-flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps, "Training steps; wins over --epochs when > 0.",
-                     lower_bound=0)
-flags.DEFINE_integer("steps_per_loop", _DEFAULTS.steps_per_loop,
-                     "Steps per call of the compiled train loop (one progress line each).", lower_bound=1)
-flags.DEFINE_integer("eval_every", _DEFAULTS.eval_every,
-                     "Evaluate on the validation split every N steps (0: only at the end).", lower_bound=0)
-flags.DEFINE_integer("summary_every", _DEFAULTS.summary_every, "Write train summaries every N steps.",
-                     lower_bound=1)
-flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
-                     "Save a checkpoint every N steps (and always at the end).", lower_bound=1)
+flags.DEFINE_integer(
+  "train_steps", _DEFAULTS.train_steps, "Training steps; wins over --epochs when > 0.", lower_bound=0
+)
+flags.DEFINE_integer(
+  "steps_per_loop",
+  _DEFAULTS.steps_per_loop,
+  "Steps per call of the compiled train loop (one progress line each).",
+  lower_bound=1,
+)
+flags.DEFINE_integer(
+  "eval_every",
+  _DEFAULTS.eval_every,
+  "Evaluate on the validation split every N steps (0: only at the end).",
+  lower_bound=0,
+)
+flags.DEFINE_integer("summary_every", _DEFAULTS.summary_every, "Write train summaries every N steps.", lower_bound=1)
+flags.DEFINE_integer(
+  "checkpoint_every",
+  _DEFAULTS.checkpoint_every,
+  "Save a checkpoint every N steps (and always at the end).",
+  lower_bound=1,
+)
 flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size, "Batch size of evaluation.", lower_bound=1)
-flags.DEFINE_bool("log_grad_conflict", False,
-                  "At summary steps, log the cosine between task gradients on the shared variables.")
-flags.DEFINE_enum("executor", _DEFAULTS.executor, config_lib.values(config_lib.Executor),
-                  "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.")
-flags.DEFINE_enum("nan_policy", _DEFAULTS.nan_policy, config_lib.values(config_lib.NanPolicy),
-                  "On a non-finite loss or gradient: stop (exit non-zero, keep the last good checkpoint) "
-                  "or skip_batch (do not apply that batch's update; counted in TensorBoard).")
-flags.DEFINE_bool("deterministic", False,
-                  "Deterministic TensorFlow kernels (op determinism): reruns give bit-identical results.")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, config_lib.values(config_lib.StrategyName),
-                  "tf.distribute strategy: default (one device), mirrored (the GPUs, or --cpu_replicas logical "
-                  "CPUs), multi_worker (the hosts of TF_CONFIG), tpu. --batch_size stays the global batch.")
-flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
-                     "Split the CPU into N logical devices, one replica each (--strategy=mirrored without GPUs; "
-                     "for tests and demos).", lower_bound=0)
-flags.DEFINE_enum("jit_compile", _DEFAULTS.jit_compile, config_lib.values(config_lib.JitMode),
-                  "Compile the train loop with XLA: auto (on one device, CPU or GPU; the graph loop under a "
-                  "--strategy), on (refused where XLA cannot serve) or off. Changes only the last bits of results.")
-flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).",
-                     lower_bound=0)
-flags.DEFINE_integer("inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).",
-                     lower_bound=0)
+flags.DEFINE_bool(
+  "log_grad_conflict", False, "At summary steps, log the cosine between task gradients on the shared variables."
+)
+flags.DEFINE_enum(
+  "executor",
+  _DEFAULTS.executor,
+  config_lib.values(config_lib.Executor),
+  "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.",
+)
+flags.DEFINE_enum(
+  "nan_policy",
+  _DEFAULTS.nan_policy,
+  config_lib.values(config_lib.NanPolicy),
+  "On a non-finite loss or gradient: stop (exit non-zero, keep the last good checkpoint) "
+  "or skip_batch (do not apply that batch's update; counted in TensorBoard).",
+)
+flags.DEFINE_bool(
+  "deterministic", False, "Deterministic TensorFlow kernels (op determinism): reruns give bit-identical results."
+)
+flags.DEFINE_enum(
+  "strategy",
+  _DEFAULTS.strategy,
+  config_lib.values(config_lib.StrategyName),
+  "tf.distribute strategy: default (one device), mirrored (the GPUs, or --cpu_replicas logical "
+  "CPUs), multi_worker (the hosts of TF_CONFIG), tpu. --batch_size stays the global batch.",
+)
+flags.DEFINE_integer(
+  "cpu_replicas",
+  _DEFAULTS.cpu_replicas,
+  "Split the CPU into N logical devices, one replica each (--strategy=mirrored without GPUs; for tests and demos).",
+  lower_bound=0,
+)
+flags.DEFINE_enum(
+  "jit_compile",
+  _DEFAULTS.jit_compile,
+  config_lib.values(config_lib.JitMode),
+  "Compile the train loop with XLA: auto (on one device, CPU or GPU; the graph loop under a "
+  "--strategy), on (refused where XLA cannot serve) or off. Changes only the last bits of results.",
+)
+flags.DEFINE_integer(
+  "intra_op_threads", 0, "Threads inside one TensorFlow op (0: TensorFlow's default).", lower_bound=0
+)
+flags.DEFINE_integer(
+  "inter_op_threads", 0, "Threads running independent TensorFlow ops (0: TensorFlow's default).", lower_bound=0
+)
 flags.DEFINE_enum("optimizer", _OPT.name, config_lib.values(config_lib.OptimizerName), "Optimizer of the model.")
 flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Peak learning rate of the model.")
-flags.DEFINE_enum("lr_schedule", _OPT.schedule, config_lib.values(config_lib.LrSchedule),
-                  "Learning-rate schedule: constant, cosine decay to 0 at the end, or step decay.")
-flags.DEFINE_integer("lr_decay_steps", _OPT.decay_steps,
-                     "Step schedule: steps between decays (0: a third of the run).", lower_bound=0)
+flags.DEFINE_enum(
+  "lr_schedule",
+  _OPT.schedule,
+  config_lib.values(config_lib.LrSchedule),
+  "Learning-rate schedule: constant, cosine decay to 0 at the end, or step decay.",
+)
+flags.DEFINE_integer(
+  "lr_decay_steps", _OPT.decay_steps, "Step schedule: steps between decays (0: a third of the run).", lower_bound=0
+)
 flags.DEFINE_float("lr_decay_rate", _OPT.decay_rate, "Step schedule: factor per decay.", lower_bound=0.0)
-flags.DEFINE_float("weight_decay", _OPT.weight_decay, "Decoupled weight decay of --optimizer=adamw.",
-                   lower_bound=0.0)
+flags.DEFINE_float("weight_decay", _OPT.weight_decay, "Decoupled weight decay of --optimizer=adamw.", lower_bound=0.0)
 flags.DEFINE_float("momentum", _OPT.momentum, "Momentum of --optimizer=sgd.", lower_bound=0.0)
 
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive.")
@@ -87,13 +129,25 @@ flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate
 # Flags that change how a run is observed, not what it computes: a run dir may
 # be resumed with different values of these. (--eval_every is not one: model
 # selection chooses among the evaluated checkpoints.)
-OPERATIONAL = frozenset({
-    "run_dir", "overwrite", "steps_per_loop", "summary_every", "checkpoint_every",
-    "eval_batch_size", "log_grad_conflict", "executor", "intra_op_threads", "inter_op_threads",
+OPERATIONAL = frozenset(
+  {
+    "run_dir",
+    "overwrite",
+    "steps_per_loop",
+    "summary_every",
+    "checkpoint_every",
+    "eval_batch_size",
+    "log_grad_conflict",
+    "executor",
+    "intra_op_threads",
+    "inter_op_threads",
     # Where a run executes: a checkpoint written under one strategy, or with or
     # without XLA, resumes under another (only the last bits differ).
-    "strategy", "cpu_replicas", "jit_compile",
-})
+    "strategy",
+    "cpu_replicas",
+    "jit_compile",
+  }
+)
 
 
 def _define_param(param: Param, owner: str) -> None:
@@ -157,9 +211,12 @@ def balancer_owners() -> dict[str, frozenset[str]]:
   return {name: frozenset(names) for name, names in owners.items()}
 
 
-_OPTIMIZER_OPTIONS = {"weight_decay": ("optimizer", config_lib.OptimizerName.ADAMW),
-                      "momentum": ("optimizer", config_lib.OptimizerName.SGD),
-                      "lr_decay_steps": ("lr_schedule", "step"), "lr_decay_rate": ("lr_schedule", "step")}
+_OPTIMIZER_OPTIONS = {
+  "weight_decay": ("optimizer", config_lib.OptimizerName.ADAMW),
+  "momentum": ("optimizer", config_lib.OptimizerName.SGD),
+  "lr_decay_steps": ("lr_schedule", "step"),
+  "lr_decay_rate": ("lr_schedule", "step"),
+}
 
 
 def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
@@ -169,6 +226,7 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
   --dataset=csv would otherwise train the toy data); another balancer's options
   only warn, because a sweep passes the same flags to every balancer's runs.
   """
+
   def given(name: str) -> bool:  # a flagfile (flags.txt) sets every flag, most to their defaults
     return bool(FLAGS[name].present) and FLAGS[name].value != FLAGS[name].default
 
@@ -178,8 +236,10 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
     for entry in family.entries():
       for param in entry.params:
         if given(param.name) and param.name not in used:
-          raise UserError(f"--{param.name} belongs to {family.family} {entry.name}, but this run uses "
-                          f"--{'dataset' if family is DATASETS else 'model'}={chosen[family.family]}.")
+          raise UserError(
+            f"--{param.name} belongs to {family.family} {entry.name}, but this run uses "
+            f"--{'dataset' if family is DATASETS else 'model'}={chosen[family.family]}."
+          )
   for name, (flag, value) in _OPTIMIZER_OPTIONS.items():
     if given(name) and FLAGS[flag].value != value:
       raise UserError(f"--{name} applies only with --{flag}={value}, and this run uses --{flag}={FLAGS[flag].value}.")
@@ -191,28 +251,52 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
 def config_from_flags() -> config_lib.Config:
   """Builds the run's Config from the parsed flags (raises UserError)."""
   loop = config_lib.LoopConfig(
-      batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps, epochs=FLAGS.epochs,
-      steps_per_loop=FLAGS.steps_per_loop, eval_every=FLAGS.eval_every,
-      summary_every=FLAGS.summary_every, checkpoint_every=FLAGS.checkpoint_every,
-      eval_batch_size=FLAGS.eval_batch_size, log_grad_conflict=FLAGS.log_grad_conflict,
-      executor=FLAGS.executor, nan_policy=FLAGS.nan_policy, strategy=FLAGS.strategy,
-      cpu_replicas=FLAGS.cpu_replicas, jit_compile=FLAGS.jit_compile)
+    batch_size=FLAGS.batch_size,
+    train_steps=FLAGS.train_steps,
+    epochs=FLAGS.epochs,
+    steps_per_loop=FLAGS.steps_per_loop,
+    eval_every=FLAGS.eval_every,
+    summary_every=FLAGS.summary_every,
+    checkpoint_every=FLAGS.checkpoint_every,
+    eval_batch_size=FLAGS.eval_batch_size,
+    log_grad_conflict=FLAGS.log_grad_conflict,
+    executor=FLAGS.executor,
+    nan_policy=FLAGS.nan_policy,
+    strategy=FLAGS.strategy,
+    cpu_replicas=FLAGS.cpu_replicas,
+    jit_compile=FLAGS.jit_compile,
+  )
   optimizer = config_lib.OptimizerConfig(
-      name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, schedule=FLAGS.lr_schedule,
-      decay_steps=FLAGS.lr_decay_steps, decay_rate=FLAGS.lr_decay_rate,
-      weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum)
+    name=FLAGS.optimizer,
+    learning_rate=FLAGS.learning_rate,
+    schedule=FLAGS.lr_schedule,
+    decay_steps=FLAGS.lr_decay_steps,
+    decay_rate=FLAGS.lr_decay_rate,
+    weight_decay=FLAGS.weight_decay,
+    momentum=FLAGS.momentum,
+  )
   return config_lib.Config(
-      run_dir=FLAGS.run_dir or default_run_dir(), seed=FLAGS.seed,
-      dataset=_component(DATASETS, FLAGS.dataset), model=_component(ARCHITECTURES, FLAGS.model),
-      balancer=_component(BALANCERS, FLAGS.balancer), optimizer=optimizer, loop=loop,
-      overwrite=FLAGS.overwrite, single_task=FLAGS.single_task, selection=FLAGS.selection,
-      deterministic=FLAGS.deterministic)
+    run_dir=FLAGS.run_dir or default_run_dir(),
+    seed=FLAGS.seed,
+    dataset=_component(DATASETS, FLAGS.dataset),
+    model=_component(ARCHITECTURES, FLAGS.model),
+    balancer=_component(BALANCERS, FLAGS.balancer),
+    optimizer=optimizer,
+    loop=loop,
+    overwrite=FLAGS.overwrite,
+    single_task=FLAGS.single_task,
+    selection=FLAGS.selection,
+    deterministic=FLAGS.deterministic,
+  )
 
 
 def our_flag_names() -> list[str]:
   """Names of the flags this package defines (not absl's own), sorted."""
-  return sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
-                if name == flag.name and _defined_here(flag))
+  return sorted(
+    name
+    for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
+    if name == flag.name and _defined_here(flag)
+  )
 
 
 def _defined_here(flag) -> bool:

@@ -72,8 +72,8 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, 
   labels = np.asarray(labels).reshape(-1).astype(np.int64)
   logp = log_softmax(logits)
   result = {
-      ACCURACY: float(np.mean(np.argmax(logp, axis=-1) == labels)),
-      CROSS_ENTROPY: float(-np.mean(logp[np.arange(len(labels)), labels])),
+    ACCURACY: float(np.mean(np.argmax(logp, axis=-1) == labels)),
+    CROSS_ENTROPY: float(-np.mean(logp[np.arange(len(labels)), labels])),
   }
   if logp.shape[-1] == 2:
     result[AUC] = binary_auc(labels, logp[:, 1] - logp[:, 0])

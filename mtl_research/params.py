@@ -127,5 +127,5 @@ def check_task_names(flag: str, given: dict[str, Any], task_names: list[str]) ->
   for name in given:
     if name not in task_names:
       raise UserError(
-          f"--{flag} names task {name!r}, which the dataset does not have "
-          f"(its tasks: {', '.join(task_names)}).")
+        f"--{flag} names task {name!r}, which the dataset does not have (its tasks: {', '.join(task_names)})."
+      )

@@ -8,8 +8,9 @@ component is one new module plus one import line in its family's `__init__.py`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from mtl_research.params import Param
 

@@ -11,5 +11,4 @@ def state_variable(initial, name: str, trainable: bool = False) -> tf.Variable:
   Every replica computes the same update from all-reduced values, so keeping
   the first replica's write needs no communication and the copies cannot drift.
   """
-  return tf.Variable(initial, trainable=trainable, name=name,
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  return tf.Variable(initial, trainable=trainable, name=name, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)

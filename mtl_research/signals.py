@@ -19,11 +19,12 @@ can both use it without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import signal
 import threading
 import types
-from typing import Any, Callable, Self
+from typing import Any, Self
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -33,7 +34,7 @@ _Handler = Callable[[int, types.FrameType | None], Any] | int | None
 
 
 def signal_name(signum: int) -> str:
-  """"SIGTERM", "SIGINT", ...: how messages name a signal."""
+  """ "SIGTERM", "SIGINT", ...: how messages name a signal."""
   return signal.Signals(signum).name
 
 

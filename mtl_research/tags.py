@@ -8,7 +8,7 @@ per-task value and `<name>` for a scalar, with the names the balancer returns.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # The `train` run: one value per task under each of these prefixes.
 LOSS = "loss"  # the task's training loss (and, in the `eval` run, its validation loss)

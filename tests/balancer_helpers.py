@@ -7,10 +7,10 @@ or the dataset registry, and nothing calls the balancers' own math.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers import BALANCERS
@@ -28,38 +28,49 @@ def balancer_params(name: str, **overrides: Any) -> dict[str, Any]:
   return params
 
 
-def make_config(run_dir: str, balancer: str, *, hidden_units: Sequence[int], batch_size: int,
-                train_steps: int, seed: int = 0, optimizer: OptimizerConfig | None = None,
-                **balancer_overrides: Any) -> Config:
+def make_config(
+  run_dir: str,
+  balancer: str,
+  *,
+  hidden_units: Sequence[int],
+  batch_size: int,
+  train_steps: int,
+  seed: int = 0,
+  optimizer: OptimizerConfig | None = None,
+  **balancer_overrides: Any,
+) -> Config:
   return Config(
-      run_dir=str(run_dir),
-      seed=seed,
-      dataset=ComponentConfig("synthetic", {}),
-      model=ComponentConfig("shared_bottom", {"hidden_units": tuple(hidden_units), "dropout": 0.0, "l2": 0.0,
-                                              "embedding_dim": 8}),
-      balancer=ComponentConfig(balancer, balancer_params(balancer, **balancer_overrides)),
-      optimizer=optimizer or OptimizerConfig(),
-      loop=LoopConfig(batch_size=batch_size, train_steps=train_steps),
+    run_dir=str(run_dir),
+    seed=seed,
+    dataset=ComponentConfig("synthetic", {}),
+    model=ComponentConfig(
+      "shared_bottom", {"hidden_units": tuple(hidden_units), "dropout": 0.0, "l2": 0.0, "embedding_dim": 8}
+    ),
+    balancer=ComponentConfig(balancer, balancer_params(balancer, **balancer_overrides)),
+    optimizer=optimizer or OptimizerConfig(),
+    loop=LoopConfig(batch_size=batch_size, train_steps=train_steps),
   )
 
 
 def split(x: np.ndarray, labels: Mapping[str, np.ndarray], lo: int, hi: int) -> Split:
-  return Split({"numeric": np.asarray(x[lo:hi], np.float32)},
-               {name: y[lo:hi] for name, y in labels.items()})
+  return Split({"numeric": np.asarray(x[lo:hi], np.float32)}, {name: y[lo:hi] for name, y in labels.items()})
 
 
-def make_bundle(tasks: Sequence[tasks_lib.TaskSpec], x: np.ndarray, labels: Mapping[str, np.ndarray],
-                sizes: tuple[int, int, int]) -> DatasetBundle:
+def make_bundle(
+  tasks: Sequence[tasks_lib.TaskSpec], x: np.ndarray, labels: Mapping[str, np.ndarray], sizes: tuple[int, int, int]
+) -> DatasetBundle:
   """Consecutive train/val/test splits of the given sizes."""
   n_train, n_val, n_test = sizes
   assert len(x) >= n_train + n_val + n_test
-  labels = {t.name: np.asarray(labels[t.name], np.float32 if t.kind == tasks_lib.REGRESSION else np.int32)
-            for t in tasks}
+  labels = {
+    t.name: np.asarray(labels[t.name], np.float32 if t.kind == tasks_lib.REGRESSION else np.int32) for t in tasks
+  }
   bundle = DatasetBundle(
-      tasks=tuple(tasks),
-      train=split(x, labels, 0, n_train),
-      val=split(x, labels, n_train, n_train + n_val),
-      test=split(x, labels, n_train + n_val, n_train + n_val + n_test))
+    tasks=tuple(tasks),
+    train=split(x, labels, 0, n_train),
+    val=split(x, labels, n_train, n_train + n_val),
+    test=split(x, labels, n_train + n_val, n_train + n_val + n_test),
+  )
   return bundle
 
 
@@ -70,7 +81,7 @@ def run_loop(components: components_lib.Components, steps: int, chunk: int | Non
   done = 0
   while done < steps:
     n = min(chunk, steps - done)
-    logs = components.train_step.run(n)
+    logs = components.train_loop.run(n)
     done += n
   return logs
 
@@ -86,4 +97,7 @@ def model_values(model) -> dict[str, np.ndarray]:
 def optimizer_values(optimizer) -> dict[str, np.ndarray]:
   """Copies of an optimizer's variables (iteration, slots ...), keyed by position and
   kind: slot names embed the model's and optimizer's uniquified names."""
-  return {f"{i}:{getattr(v, 'path', v.name).rsplit('/', 1)[-1].rsplit('_', 1)[-1].split(':')[0]}": np.array(v.numpy()).copy() for i, v in enumerate(optimizer.variables)}
+  return {
+    f"{i}:{getattr(v, 'path', v.name).rsplit('/', 1)[-1].rsplit('_', 1)[-1].split(':')[0]}": np.array(v.numpy()).copy()
+    for i, v in enumerate(optimizer.variables)
+  }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Mapping, Sequence
 import contextlib
 import glob
 import io
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,8 +35,15 @@ TRAIN_SCRIPT = os.path.join(REPO_ROOT, "scripts", "train.py")
 NUM_FEATURES = 6
 
 # Flags that make a CLI run small: a few hundred rows, a few dozen steps.
-SMALL_RUN_FLAGS = ("--num_train=512", "--num_val=128", "--num_test=128", "--hidden_units=16",
-                   "--train_steps=40", "--eval_every=20", "--checkpoint_every=20")
+SMALL_RUN_FLAGS = (
+  "--num_train=512",
+  "--num_val=128",
+  "--num_test=128",
+  "--hidden_units=16",
+  "--train_steps=40",
+  "--eval_every=20",
+  "--checkpoint_every=20",
+)
 
 
 # A run with one of these needs a process of its own: they configure TensorFlow before it
@@ -54,12 +62,20 @@ def run_train(*args: str, timeout: float = 180, env: Mapping[str, str] | None = 
   return run_train_in_process(*args)
 
 
-def run_train_process(*args: str, timeout: float = 180,
-                      env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_train_process(
+  *args: str, timeout: float = 180, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
   """Runs `python scripts/train.py ARGS` (with `env` added to the environment) as a process."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-  return subprocess.run([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, TRAIN_SCRIPT, *args],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
 
 
 def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
@@ -70,6 +86,7 @@ def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
   global flags are reset afterwards.
   """
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+
   from mtl_research.cli import common  # pylint: disable=g-import-not-at-top
   from mtl_research.cli import train as train_cli  # pylint: disable=g-import-not-at-top
 
@@ -94,19 +111,34 @@ def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
 
 
 # Long enough to be killed mid-run; dropout so the resumed random state matters too.
-LONG_RUN = ("--deterministic", "--train_steps=3000", "--checkpoint_every=500", "--eval_every=500",
-            "--steps_per_loop=50", "--dropout=0.2", "--num_train=2000", "--num_val=300", "--num_test=300")
+LONG_RUN = (
+  "--deterministic",
+  "--train_steps=3000",
+  "--checkpoint_every=500",
+  "--eval_every=500",
+  "--steps_per_loop=50",
+  "--dropout=0.2",
+  "--num_train=2000",
+  "--num_val=300",
+  "--num_test=300",
+)
 
 
 def checkpoint_numbers(run_dir: str) -> list[int]:
   names = glob.glob(os.path.join(run_dir, "ckpt", "ckpt-*.index"))
-  return sorted(int(os.path.basename(name)[len("ckpt-"):-len(".index")]) for name in names)
+  return sorted(int(os.path.basename(name)[len("ckpt-") : -len(".index")]) for name in names)
 
 
 def start_train(*args: str) -> subprocess.Popen:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], cwd=REPO_ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  return subprocess.Popen(
+    [sys.executable, TRAIN_SCRIPT, *args],
+    cwd=REPO_ROOT,
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: str, timeout: float = 120) -> int:
@@ -155,21 +187,31 @@ def component(family, name: str, overrides: Mapping[str, Any] | None = None) -> 
   return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
 
 
-def build_config(run_dir: str = "unused-run-dir", *, seed: int = 0, dataset: str = "synthetic",
-                 dataset_params: Mapping[str, Any] | None = None, model: str = "shared_bottom",
-                 model_params: Mapping[str, Any] | None = None, balancer: str = "fixed",
-                 balancer_params: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None,
-                 loop: Mapping[str, Any] | None = None) -> config_lib.Config:
+def build_config(
+  run_dir: str = "unused-run-dir",
+  *,
+  seed: int = 0,
+  dataset: str = "synthetic",
+  dataset_params: Mapping[str, Any] | None = None,
+  model: str = "shared_bottom",
+  model_params: Mapping[str, Any] | None = None,
+  balancer: str = "fixed",
+  balancer_params: Mapping[str, Any] | None = None,
+  optimizer: Mapping[str, Any] | None = None,
+  loop: Mapping[str, Any] | None = None,
+) -> config_lib.Config:
   """A Config from the dataclasses (no absl flags), small by default."""
   model_params = {"hidden_units": (16, 8), **(model_params or {})}
   loop = {"batch_size": 32, "train_steps": 20, "steps_per_loop": 10, **(loop or {})}
   return config_lib.Config(
-      run_dir=run_dir, seed=seed,
-      dataset=component(DATASETS, dataset, dataset_params),
-      model=component(ARCHITECTURES, model, model_params),
-      balancer=component(BALANCERS, balancer, balancer_params),
-      optimizer=config_lib.OptimizerConfig(**(optimizer or {})),
-      loop=config_lib.LoopConfig(**loop))
+    run_dir=run_dir,
+    seed=seed,
+    dataset=component(DATASETS, dataset, dataset_params),
+    model=component(ARCHITECTURES, model, model_params),
+    balancer=component(BALANCERS, balancer, balancer_params),
+    optimizer=config_lib.OptimizerConfig(**(optimizer or {})),
+    loop=config_lib.LoopConfig(**loop),
+  )
 
 
 def _make_split(task_specs: Sequence[tasks_lib.TaskSpec], x: np.ndarray) -> Split:
@@ -186,17 +228,18 @@ def _make_split(task_specs: Sequence[tasks_lib.TaskSpec], x: np.ndarray) -> Spli
   return Split({"numeric": x.astype(np.float32)}, labels)
 
 
-def make_bundle(task_specs: Sequence[tasks_lib.TaskSpec], num_train: int = 256, num_eval: int = 64,
-                seed: int = 0) -> DatasetBundle:
+def make_bundle(
+  task_specs: Sequence[tasks_lib.TaskSpec], num_train: int = 256, num_eval: int = 64, seed: int = 0
+) -> DatasetBundle:
   """A small learnable DatasetBundle built from NumPy for the given tasks."""
   rng = np.random.default_rng(seed)
-  splits = [_make_split(task_specs, rng.normal(size=(n, NUM_FEATURES)))
-            for n in (num_train, num_eval, num_eval)]
+  splits = [_make_split(task_specs, rng.normal(size=(n, NUM_FEATURES))) for n in (num_train, num_eval, num_eval)]
   return DatasetBundle(tuple(task_specs), *splits)
 
 
-def numpy_losses(task_specs: Sequence[tasks_lib.TaskSpec], labels: Mapping[str, np.ndarray],
-                 outputs: Mapping[str, Any]) -> np.ndarray:
+def numpy_losses(
+  task_specs: Sequence[tasks_lib.TaskSpec], labels: Mapping[str, np.ndarray], outputs: Mapping[str, Any]
+) -> np.ndarray:
   """[T] batch-mean losses (squared error, softmax cross-entropy) computed in NumPy."""
   losses = []
   for task in task_specs:
@@ -246,8 +289,11 @@ def final_variables(path: str) -> dict[str, np.ndarray]:
   """The float variables of a run's last checkpoint, by checkpoint key."""
   prefix = os.path.join(path, "ckpt", f"ckpt-{checkpoint_numbers(path)[-1]}")
   reader = tf.train.load_checkpoint(prefix)
-  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
-          if "OBJECT_GRAPH" not in name and reader.get_tensor(name).dtype.kind == "f"}
+  return {
+    name: reader.get_tensor(name)
+    for name, _ in tf.train.list_variables(prefix)
+    if "OBJECT_GRAPH" not in name and reader.get_tensor(name).dtype.kind == "f"
+  }
 
 
 def assert_weights_agree(got_path: str, want_path: str, tolerance: float) -> float:

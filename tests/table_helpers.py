@@ -4,8 +4,9 @@ finding a feature's columns in the encoded matrix, a mixed-type table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import gzip
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def mixed_rows(num_rows: int = 200, seed: int = 0) -> list[list[str]]:
     num = rng.normal(5.0, 2.0)
     y = 1000.0 + 60.0 * (num - 5.0) / 2.0 + 80.0 * rng.normal()
     color = MIXED_COLORS[i % 3]
-    rows.append([
+    rows.append(
+      [
         str(i),
         "" if i % 17 == 5 else ("NA" if i % 23 == 4 else f"{num:.4f}"),
         "?" if i % 19 == 2 else color,
@@ -118,7 +120,8 @@ def mixed_rows(num_rows: int = 200, seed: int = 0) -> list[list[str]]:
         f"{y:.3f}",
         "yes" if (num > 5.0) != (i % 11 == 0) else "no",
         str(MIXED_C_LABELS[(i // 2) % 3]),
-    ])
+      ]
+    )
   for i in (3, 50, 101, 7, 150):
     if i < num_rows:
       rows[i][5 if i in (3, 50, 101) else 6] = {7: "?", 150: "NA"}.get(i, "")

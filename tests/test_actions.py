@@ -14,23 +14,33 @@ VALIDATION = actions.PeriodicAction("validation", 20, _noop)
 NEVER_PERIODIC = actions.PeriodicAction("final only", 0, _noop)
 
 
-@pytest.mark.parametrize("step, expected", [
+@pytest.mark.parametrize(
+  "step, expected",
+  [
     (0, 7),  # steps_per_loop
     (7, 10),  # summaries
     (17, 20),
     (35, 40),  # the end of training
     (39, 40),
-])
+  ],
+)
 def test_a_loop_call_ends_at_the_first_due_action(step, expected):
   assert actions.next_stop(step, 40, 7, [SUMMARIES, VALIDATION, NEVER_PERIODIC]) == expected
 
 
-@pytest.mark.parametrize("action, step, due", [
-    (SUMMARIES, 10, True), (SUMMARIES, 15, False), (SUMMARIES, 43, True),  # 43: the end
-    (VALIDATION, 10, False), (VALIDATION, 40, True),
-    (NEVER_PERIODIC, 40, False), (NEVER_PERIODIC, 43, True),
+@pytest.mark.parametrize(
+  "action, step, due",
+  [
+    (SUMMARIES, 10, True),
+    (SUMMARIES, 15, False),
+    (SUMMARIES, 43, True),  # 43: the end
+    (VALIDATION, 10, False),
+    (VALIDATION, 40, True),
+    (NEVER_PERIODIC, 40, False),
+    (NEVER_PERIODIC, 43, True),
     (actions.PeriodicAction("no end", 10, _noop, at_end=False), 43, False),
-])
+  ],
+)
 def test_due_every_n_steps_and_at_the_end(action, step, due):
   assert action.due(step, 43) is due
 

@@ -12,8 +12,10 @@ keras = tf.keras
 def _train(optimizer, steps=6):
   """A few updates of two variables from fixed gradients, inside a tf.function."""
   rng = np.random.default_rng(0)
-  variables = [keras.Variable(rng.normal(size=(4, 3)).astype("float32")),
-               keras.Variable(rng.normal(size=(3,)).astype("float32"))]
+  variables = [
+    keras.Variable(rng.normal(size=(4, 3)).astype("float32")),
+    keras.Variable(rng.normal(size=(3,)).astype("float32")),
+  ]
   optimizer.build(variables)
   grads = [[tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables] for _ in range(steps)]
 
@@ -26,12 +28,17 @@ def _train(optimizer, steps=6):
   return [v.numpy() for v in variables] + [s.numpy() for s in optimizer.variables]
 
 
-@pytest.mark.parametrize("ours,theirs", [
+@pytest.mark.parametrize(
+  "ours,theirs",
+  [
     (lambda: adam.Adam(1e-2), lambda: keras.optimizers.Adam(1e-2)),
-    (lambda: adam.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10)),
-     lambda: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10))),
+    (
+      lambda: adam.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10)),
+      lambda: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10)),
+    ),
     (lambda: adam.AdamW(1e-2, weight_decay=0.1), lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1)),
-])
+  ],
+)
 def test_bitwise_equal_to_keras(ours, theirs):
   for mine, reference in zip(_train(ours()), _train(theirs())):
     np.testing.assert_array_equal(mine, reference)

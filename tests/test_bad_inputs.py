@@ -14,20 +14,19 @@ small CSV run trained once per module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import gzip
 import os
+from pathlib import Path
 import re
 import shutil
 import stat
 import zlib
-from pathlib import Path
-from typing import Callable
-
-import numpy as np
-import pytest
 
 from conftest import SMALL_RUN_FLAGS, run_train
+import numpy as np
+import pytest
 
 try:
   from tests import table_helpers as helpers
@@ -36,8 +35,13 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 
 ROWS = 200  # rows of the mixed CSV file: 195 with every target, 117 in the train split
 TASKS_FLAG = "--tasks=b:classification,c:classification,y:regression"
-SMALL_TABLE_FLAGS = ("--hidden_units=16", "--train_steps=40", "--eval_every=20", "--checkpoint_every=20",
-                     "--steps_per_loop=20")
+SMALL_TABLE_FLAGS = (
+  "--hidden_units=16",
+  "--train_steps=40",
+  "--eval_every=20",
+  "--checkpoint_every=20",
+  "--steps_per_loop=20",
+)
 
 
 # What a case sees: its tmp_path and, on demand, a private copy of the trained run.
@@ -92,6 +96,7 @@ def case(name: str, *marks):
   def register(setup):
     CASES.append(pytest.param(setup, id=name, marks=marks))
     return setup
+
   return register
 
 
@@ -130,8 +135,7 @@ def _(place):
 
 @case("flag-momentum-with-adam")
 def _(place):
-  return [*SMALL_RUN_FLAGS, "--optimizer=adam", "--momentum=0.9"], ["--momentum", "--optimizer=sgd",
-                                                                     "--optimizer=adam"]
+  return [*SMALL_RUN_FLAGS, "--optimizer=adam", "--momentum=0.9"], ["--momentum", "--optimizer=sgd", "--optimizer=adam"]
 
 
 @case("flag-csv_path-with-synthetic-dataset")
@@ -212,7 +216,7 @@ def _(place):
 def _(place):
   packed = gzip.compress(helpers.csv_text(helpers.MIXED_HEADER, helpers.mixed_rows(ROWS)).encode())
   path = str(place.tmp / "cut.csv.gz")
-  Path(path).write_bytes(packed[:len(packed) // 2])
+  Path(path).write_bytes(packed[: len(packed) // 2])
   return csv_flags(path), [path, "truncated"]
 
 
@@ -312,7 +316,10 @@ def _(place):
 def _(place):
   run_dir, csv_path = place.trained()
   return [*trained_command(run_dir, csv_path), "--learning_rate=0.01"], [
-      f"--run_dir={run_dir}", "--learning_rate=0.001 there, 0.01 now", "--overwrite"]
+    f"--run_dir={run_dir}",
+    "--learning_rate=0.001 there, 0.01 now",
+    "--overwrite",
+  ]
 
 
 @case("run_dir-under-a-regular-file")
@@ -321,8 +328,10 @@ def _(place):
   return [*SMALL_RUN_FLAGS, f"--run_dir={path}"], [f"--run_dir={path}", "cannot be written"]
 
 
-@case("run_dir-in-a-read-only-directory",
-      pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories"))
+@case(
+  "run_dir-in-a-read-only-directory",
+  pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories"),
+)
 def _(place):
   parent = place.path("locked")
   os.makedirs(parent)
@@ -398,7 +407,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_changes(setup, tmp_path,
   assert "Traceback" not in proc.stderr, tail(proc.stderr, 40)
   line = error_line(proc.stderr)
   assert line.startswith("error: "), tail(proc.stderr)
-  assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [line], tail(proc.stderr)
+  assert [text for text in proc.stderr.splitlines() if text.startswith("error:")] == [line], tail(proc.stderr)
   for culprit in culprits:
     assert culprit in line, (culprit, line)
   assert snapshot(tmp_path) == before, "the refused command changed files under tmp_path"

@@ -17,9 +17,11 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 from mtl_research import tasks as tasks_lib
 from mtl_research.train import components as components_lib
 
-TASKS = (tasks_lib.TaskSpec("value", tasks_lib.REGRESSION),
-         tasks_lib.TaskSpec("scaled", tasks_lib.REGRESSION),
-         tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3))
+TASKS = (
+  tasks_lib.TaskSpec("value", tasks_lib.REGRESSION),
+  tasks_lib.TaskSpec("scaled", tasks_lib.REGRESSION),
+  tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3),
+)
 BATCH = 16
 FIRST, MORE = 6, 7  # steps before the checkpoint, steps after it
 
@@ -28,9 +30,11 @@ def _bundle():
   rng = np.random.default_rng(7)
   rows = 80  # 5 batches per epoch, so the resumed run crosses an epoch boundary
   x = rng.normal(size=(3 * rows, 6))
-  labels = {"value": x[:, 0] - x[:, 1] ** 2 + 0.1 * rng.normal(size=len(x)),
-            "scaled": 20.0 * np.tanh(x[:, 2] + x[:, 3]),
-            "kind": np.argmax(x[:, 3:6] + rng.gumbel(size=(len(x), 3)), axis=1)}
+  labels = {
+    "value": x[:, 0] - x[:, 1] ** 2 + 0.1 * rng.normal(size=len(x)),
+    "scaled": 20.0 * np.tanh(x[:, 2] + x[:, 3]),
+    "kind": np.argmax(x[:, 3:6] + rng.gumbel(size=(len(x), 3)), axis=1),
+  }
   return helpers.make_bundle(TASKS, x, labels, (rows, rows, rows))
 
 
@@ -52,18 +56,19 @@ def _assert_same(a: dict, b: dict, what: str):
 
 
 CASES = [
-    ("uncertainty", {}),
-    ("gradnorm", {}),
-    # L(0) averaged over the first 8 steps: the checkpoint falls inside that window.
-    ("gradnorm", {"gradnorm_l0_steps": 8, "gradnorm_scope": "shared"}),
+  ("uncertainty", {}),
+  ("gradnorm", {}),
+  # L(0) averaged over the first 8 steps: the checkpoint falls inside that window.
+  ("gradnorm", {"gradnorm_l0_steps": 8, "gradnorm_scope": "shared"}),
 ]
 
 
 @pytest.mark.parametrize("balancer, overrides", CASES, ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared"])
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
   bundle = _bundle()
-  config = helpers.make_config(tmp_path / "run", balancer, hidden_units=(16, 8), batch_size=BATCH,
-                               train_steps=FIRST + MORE, seed=5, **overrides)
+  config = helpers.make_config(
+    tmp_path / "run", balancer, hidden_units=(16, 8), batch_size=BATCH, train_steps=FIRST + MORE, seed=5, **overrides
+  )
 
   original = components_lib.build(config, bundle)
   initial_state = _balancer_state(original.balancer)
@@ -87,21 +92,23 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   helpers.run_loop(original, MORE, chunk=5)
 
   resumed = components_lib.build(config, bundle)
-  assert int(resumed.step.numpy()) == 0
+  assert int(resumed.global_step.numpy()) == 0
   status = resumed.checkpoint.restore(manager.latest_checkpoint)
   status.assert_existing_objects_matched()
   assert manager.latest_checkpoint == path
-  assert int(resumed.step.numpy()) == FIRST
+  assert int(resumed.global_step.numpy()) == FIRST
   _assert_same(saved_balancer, _balancer_state(resumed.balancer), "restored balancer state")
   _assert_same(saved_model, helpers.model_values(resumed.model), "restored model")
   _assert_same(saved_optimizer, helpers.optimizer_values(resumed.optimizer), "restored model optimizer")
 
   helpers.run_loop(resumed, MORE, chunk=3)
 
-  assert int(resumed.step.numpy()) == int(original.step.numpy()) == FIRST + MORE
+  assert int(resumed.global_step.numpy()) == int(original.global_step.numpy()) == FIRST + MORE
   _assert_same(_balancer_state(original.balancer), _balancer_state(resumed.balancer), "balancer after resume")
   _assert_same(helpers.model_values(original.model), helpers.model_values(resumed.model), "model after resume")
-  _assert_same(helpers.optimizer_values(original.optimizer), helpers.optimizer_values(resumed.optimizer), "optimizer after resume")
+  _assert_same(
+    helpers.optimizer_values(original.optimizer), helpers.optimizer_values(resumed.optimizer), "optimizer after resume"
+  )
   # And training did move on after the checkpoint.
   after = _balancer_state(resumed.balancer)
   key = "log_var" if balancer == "uncertainty" else "w"

@@ -3,25 +3,31 @@
 import json
 import os
 
-import pytest
-
 from conftest import read_scalars
+import pytest
 
 TASKS = ("price", "kind")
 # Weights at step 0: uncertainty's c_t·exp(−s_t) with s_t = 0 (½ regression, 1 classification).
 INITIAL = {"uncertainty": {"price": 0.5, "kind": 1.0}, "gradnorm": {"price": 1.0, "kind": 1.0}}
 EXPECTED_TAGS = {
-    "uncertainty": ["uncertainty/log_var/price", "uncertainty/log_var/kind"],
-    "gradnorm": ["gradnorm/grad_norm/price", "gradnorm/target/kind", "gradnorm/loss_ratio/price",
-                 "gradnorm/l_grad"],
+  "uncertainty": ["uncertainty/log_var/price", "uncertainty/log_var/kind"],
+  "gradnorm": ["gradnorm/grad_norm/price", "gradnorm/target/kind", "gradnorm/loss_ratio/price", "gradnorm/l_grad"],
 }
 
 
 @pytest.mark.parametrize("balancer", ["uncertainty", "gradnorm"])
 def test_balancer_trains_from_cli(balancer, tmp_path, train_cli):
   run = str(tmp_path / "run")
-  proc = train_cli(f"--run_dir={run}", f"--balancer={balancer}", "--num_train=1024", "--num_val=128",
-                   "--num_test=128", "--train_steps=300", "--summary_every=50", "--eval_every=0")
+  proc = train_cli(
+    f"--run_dir={run}",
+    f"--balancer={balancer}",
+    "--num_train=1024",
+    "--num_val=128",
+    "--num_test=128",
+    "--train_steps=300",
+    "--summary_every=50",
+    "--eval_every=0",
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
     metrics = json.load(handle)

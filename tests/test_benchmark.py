@@ -11,27 +11,48 @@ from mtl_research.errors import UserError
 
 
 def test_measure_reports_positive_rates_for_every_balancer_and_mode():
-  result = benchmark.measure(repeats=1, fit_epochs=1, loop_steps=50, loop_calls=2, warmup_steps=10,
-                             batch_size=32, num_train=320, large_steps=0, wall_long_steps=0,
-                             log=lambda message: None)
+  result = benchmark.measure(
+    repeats=1,
+    fit_epochs=1,
+    loop_steps=50,
+    loop_calls=2,
+    warmup_steps=10,
+    batch_size=32,
+    num_train=320,
+    large_steps=0,
+    wall_long_steps=0,
+    log=lambda message: None,
+  )
   names = BALANCERS.names()
   assert result["balancers"][0] == "fixed" and sorted(result["balancers"]) == names
-  keys = ["seed_fit_steps_per_s", "tuned_fit_steps_per_s", "ratio_fixed_vs_seed_fit", "ratio_fixed_vs_tuned_fit",
-          "ratio_xla_vs_graph"]
+  keys = [
+    "seed_fit_steps_per_s",
+    "tuned_fit_steps_per_s",
+    "ratio_fixed_vs_seed_fit",
+    "ratio_fixed_vs_tuned_fit",
+    "ratio_xla_vs_graph",
+  ]
   keys += [f"{name}_steps_per_s" for name in names]
-  keys += [f"{name}_{mode}_{what}" for name in names for mode in benchmark.MODES
-           for what in ("steps_per_s", "compile_s")]
+  keys += [
+    f"{name}_{mode}_{what}" for name in names for mode in benchmark.MODES for what in ("steps_per_s", "compile_s")
+  ]
   keys += [f"{name}_time_vs_fixed" for name in names if name != "fixed"]
   keys += [f"{key}_{what}" for key, *_ in benchmark.VARIANTS for what in ("steps_per_s", "compile_s")]
-  keys += ["adam_ours_vs_keras_xla", "adam_ours_vs_keras_graph", "executor_auto_vs_default_graph",
-           "executor_single_vs_default_xla"]
+  keys += [
+    "adam_ours_vs_keras_xla",
+    "adam_ours_vs_keras_graph",
+    "executor_auto_vs_default_graph",
+    "executor_single_vs_default_xla",
+  ]
   keys += [f"{name}_{mode}_time_vs_fixed" for name in names if name != "fixed" for mode in benchmark.MODES]
   for key in keys:
     assert math.isfinite(result[key]) and result[key] > 0, key
   assert "fixed_time_vs_fixed" not in result and "flops_fraction_of_matmul" not in result
   assert result["default_mode"] == benchmark.default_mode()
   assert result["fixed_steps_per_s"] == result[f"fixed_{result['default_mode']}_steps_per_s"]
-  assert result["ratio_xla_vs_graph"] == pytest.approx(result["fixed_xla_steps_per_s"] / result["fixed_graph_steps_per_s"])
+  assert result["ratio_xla_vs_graph"] == pytest.approx(
+    result["fixed_xla_steps_per_s"] / result["fixed_graph_steps_per_s"]
+  )
   assert result["batch_size"] == 32 and result["train_rows"] == 320 and result["cpu_count"] >= 1
   assert result["tf_version"]
   assert all(len(values) == 1 for values in result["samples"].values())

@@ -24,12 +24,32 @@ from mtl_research.errors import UserError
 
 NUM_TRAIN, NUM_TEST = 300, 200
 TEST_ID_OFFSET = 1000  # wage_per_hour holds a row id: 0.. in .data, 1000.. in .test
-MARITAL = ("Never married", "Married-civilian spouse present", "Divorced", "Widowed", "Separated",
-           "Married-spouse absent", "Married-A F spouse present")
-NUMERIC = ("wage_per_hour", "capital_gains", "capital_losses", "dividends", "num_persons_worked_for_employer",
-           "weeks_worked")
-WITH_MISSING = ("hispanic_origin", "previous_state", "migration_msa", "migration_region",
-                "migration_within_region", "previous_residence_sunbelt", "father_birth_country")
+MARITAL = (
+  "Never married",
+  "Married-civilian spouse present",
+  "Divorced",
+  "Widowed",
+  "Separated",
+  "Married-spouse absent",
+  "Married-A F spouse present",
+)
+NUMERIC = (
+  "wage_per_hour",
+  "capital_gains",
+  "capital_losses",
+  "dividends",
+  "num_persons_worked_for_employer",
+  "weeks_worked",
+)
+WITH_MISSING = (
+  "hispanic_origin",
+  "previous_state",
+  "migration_msa",
+  "migration_region",
+  "migration_within_region",
+  "previous_residence_sunbelt",
+  "father_birth_country",
+)
 TEXT_VALUES = ("Not in universe", "Alpha", "Beta gamma", "Delta")
 
 
@@ -118,9 +138,11 @@ def test_uci_format_of_the_written_files(data_dir):
 
 
 def test_tasks(bundle):
-  assert bundle.tasks == (tasks_lib.TaskSpec("income", tasks_lib.CLASSIFICATION, 2),
-                          tasks_lib.TaskSpec("marital", tasks_lib.CLASSIFICATION, 7),
-                          tasks_lib.TaskSpec("age", tasks_lib.REGRESSION))
+  assert bundle.tasks == (
+    tasks_lib.TaskSpec("income", tasks_lib.CLASSIFICATION, 2),
+    tasks_lib.TaskSpec("marital", tasks_lib.CLASSIFICATION, 7),
+    tasks_lib.TaskSpec("age", tasks_lib.REGRESSION),
+  )
   assert bundle.class_names["income"] == ("above_50k", "up_to_50k")
   assert bundle.class_names["marital"] == tuple(sorted(MARITAL))
   age = np.array([float(a) for a in column("age", range(NUM_TRAIN))])
@@ -131,8 +153,7 @@ def test_tasks(bundle):
 def test_features(bundle):
   state = bundle.fitted
   names = [feature.name for feature in state.features]
-  expected = [c for c in census_income.COLUMNS
-              if c not in ("age", "marital_status", "income_label", "instance_weight")]
+  expected = [c for c in census_income.COLUMNS if c not in ("age", "marital_status", "income_label", "instance_weight")]
   assert names == expected and len(names) == 38
   assert "instance_weight" not in names  # a sampling weight, not a feature
   types = {feature.name: type(feature) for feature in state.features}

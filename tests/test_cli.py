@@ -8,8 +8,17 @@ import pytest
 import tensorflow as tf
 
 DEFAULT_STEPS = 10 * (8000 // 32)  # --epochs × full batches of --num_train / --batch_size
-TRAIN_TAGS = ("loss/price", "loss/kind", "loss/total", "weighted_loss/price", "weighted_loss/kind",
-              "weight/price", "weight/kind", "learning_rate", "steps_per_sec")
+TRAIN_TAGS = (
+  "loss/price",
+  "loss/kind",
+  "loss/total",
+  "weighted_loss/price",
+  "weighted_loss/kind",
+  "weight/price",
+  "weight/kind",
+  "learning_rate",
+  "steps_per_sec",
+)
 
 
 def listing(path):
@@ -42,14 +51,14 @@ def fixture_default_metrics(default_run):
 def fixture_conflict_run(tmp_path_factory, train_cli, small_run_flags):
   """A 40-step run with loops of 7 steps, summaries every 10 and --log_grad_conflict."""
   path = str(tmp_path_factory.mktemp("conflict") / "run")
-  proc = train_cli(f"--run_dir={path}", *small_run_flags, "--steps_per_loop=7", "--summary_every=10",
-                   "--log_grad_conflict")
+  proc = train_cli(
+    f"--run_dir={path}", *small_run_flags, "--steps_per_loop=7", "--summary_every=10", "--log_grad_conflict"
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return path
 
 
 class TestDefaultRun:
-
   def test_learns_both_tasks(self, default_metrics):
     # Best possible R² is about 0.92; Bayes accuracy 0.86-0.89, chance 1/3.
     assert default_metrics["test"]["price"]["r2"] >= 0.8
@@ -91,8 +100,9 @@ class TestDefaultRun:
       assert values["weight/kind"][step] == 1.0
       assert values["learning_rate"][step] == pytest.approx(1e-3)
       assert values["weighted_loss/price"][step] == pytest.approx(values["loss/price"][step])
-      assert values["loss/total"][step] == pytest.approx(values["loss/price"][step] + values["loss/kind"][step],
-                                                         rel=1e-5)
+      assert values["loss/total"][step] == pytest.approx(
+        values["loss/price"][step] + values["loss/kind"][step], rel=1e-5
+      )
 
   def test_eval_summaries(self, default_run, default_metrics, scalars_of):
     scalars = scalars_of(os.path.join(default_run[0], "eval"))
@@ -130,7 +140,6 @@ class TestDefaultRun:
 
 
 class TestSmallRuns:
-
   def test_grad_conflict_logged_only_at_summary_steps(self, conflict_run, scalars_of):
     scalars = scalars_of(os.path.join(conflict_run, "train"))
     summary_steps = [10, 20, 30, 40]  # loops end at 7, 10, 17, 20, ...: summaries only every 10
@@ -149,8 +158,12 @@ class TestSmallRuns:
     assert ckpt == ["ckpt-0.index", "ckpt-20.index", "ckpt-40.index"]
 
   def test_operational_flags_may_change_on_resume(self, conflict_run, train_cli):
-    proc = train_cli(f"--flagfile={os.path.join(conflict_run, 'flags.txt')}", "--nolog_grad_conflict",
-                     "--summary_every=5", "--eval_batch_size=64")
+    proc = train_cli(
+      f"--flagfile={os.path.join(conflict_run, 'flags.txt')}",
+      "--nolog_grad_conflict",
+      "--summary_every=5",
+      "--eval_batch_size=64",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resumed" in proc.stdout
 
@@ -166,12 +179,19 @@ class TestSmallRuns:
     assert "--seed=1" in lines and "--seed=0" not in lines
     with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
       assert json.load(handle)["steps"] == 20
+
     # Only the new run's checkpoints: initial, last and selected (best), each an index and its data shard(s).
     def listing(directory: str) -> list[str]:
       return sorted({re.sub(r"\.data-\d+-of-\d+$", ".data", name) for name in os.listdir(directory)})
 
     assert listing(os.path.join(path, "ckpt")) == [
-        "best", "checkpoint", "ckpt-0.data", "ckpt-0.index", "ckpt-20.data", "ckpt-20.index"]
+      "best",
+      "checkpoint",
+      "ckpt-0.data",
+      "ckpt-0.index",
+      "ckpt-20.data",
+      "ckpt-20.index",
+    ]
     assert listing(os.path.join(path, "ckpt", "best")) == ["best-20.data", "best-20.index", "checkpoint"]
 
   def test_non_run_directory_is_refused(self, tmp_path, train_cli):

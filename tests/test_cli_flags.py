@@ -21,12 +21,31 @@ from mtl_research.reports import aggregation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_FLAGS = {
-    ablate: ("sweep_dir", "balancers", "seeds", "grid", "with_single_task", "parallel", "regression_metric",
-             "classification_metric"),
-    benchmark: ("balancers", "repeats", "fit_epochs", "loop_steps", "loop_calls", "warmup_steps",
-                "bench_batch_size", "bench_train_rows", "bench_seed", "bench_hidden_units", "large_steps",
-                "wall_long_steps"),
-    summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots"),
+  ablate: (
+    "sweep_dir",
+    "balancers",
+    "seeds",
+    "grid",
+    "with_single_task",
+    "parallel",
+    "regression_metric",
+    "classification_metric",
+  ),
+  benchmark: (
+    "balancers",
+    "repeats",
+    "fit_epochs",
+    "loop_steps",
+    "loop_calls",
+    "warmup_steps",
+    "bench_batch_size",
+    "bench_train_rows",
+    "bench_seed",
+    "bench_hidden_units",
+    "large_steps",
+    "wall_long_steps",
+  ),
+  summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots"),
 }
 
 
@@ -47,9 +66,19 @@ def test_import_defines_none_of_a_clis_own_flags_and_define_flags_all_of_them(mo
 
 def test_ablate_parses_its_flags():
   flag_values = defined(ablate)
-  flag_values(["mtl-ablate", "--sweep_dir=/tmp/s", "--balancers=fixed,gradnorm", "--seeds=0,1",
-               "--grid=learning_rate=0.1,0.01", "--grid=hidden_units=64,32;16", "--with_single_task",
-               "--parallel=2", "--classification_metric=auc"])
+  flag_values(
+    [
+      "mtl-ablate",
+      "--sweep_dir=/tmp/s",
+      "--balancers=fixed,gradnorm",
+      "--seeds=0,1",
+      "--grid=learning_rate=0.1,0.01",
+      "--grid=hidden_units=64,32;16",
+      "--with_single_task",
+      "--parallel=2",
+      "--classification_metric=auc",
+    ]
+  )
   assert flag_values.sweep_dir == "/tmp/s" and flag_values.balancers == ["fixed", "gradnorm"]
   assert flag_values.seeds == ["0", "1"] and flag_values.parallel == 2 and flag_values.with_single_task
   assert flag_values.grid == ["learning_rate=0.1,0.01", "hidden_units=64,32;16"]
@@ -61,8 +90,7 @@ def test_ablate_parses_its_flags():
 
 def test_benchmark_parses_its_flags():
   flag_values = defined(benchmark)
-  flag_values(["mtl-benchmark", "--balancers=gradnorm", "--repeats=2", "--bench_hidden_units=32,16",
-               "--large_steps=0"])
+  flag_values(["mtl-benchmark", "--balancers=gradnorm", "--repeats=2", "--bench_hidden_units=32,16", "--large_steps=0"])
   assert flag_values.balancers == ["gradnorm"] and flag_values.repeats == 2
   assert flag_values.bench_hidden_units == ["32", "16"] and flag_values.large_steps == 0
   assert flag_values.wall_long_steps == benchmark.DEFAULT_WALL_LONG_STEPS
@@ -76,8 +104,10 @@ def test_summarize_parses_its_flags_with_the_tables_metric_choices():
   assert flag_values.sweep_dir == "/tmp/s" and not flag_values.plots
   assert flag_values.regression_metric == aggregation.DEFAULT_REGRESSION_METRIC == "mae"
   assert flag_values.classification_metric == aggregation.DEFAULT_CLASSIFICATION_METRIC == "accuracy"
-  for name, choices in (("regression_metric", aggregation.PRIMARY_REGRESSION_METRICS),
-                        ("classification_metric", aggregation.PRIMARY_CLASSIFICATION_METRICS)):
+  for name, choices in (
+    ("regression_metric", aggregation.PRIMARY_REGRESSION_METRICS),
+    ("classification_metric", aggregation.PRIMARY_CLASSIFICATION_METRICS),
+  ):
     assert list(flag_values[name].parser.enum_values) == list(choices)
     assert list(defined(ablate)[name].parser.enum_values) == list(choices)
   summarize.define_flags(flag_values)  # a second call leaves the flags as they are
@@ -85,14 +115,24 @@ def test_summarize_parses_its_flags_with_the_tables_metric_choices():
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args], cwd=REPO_ROOT,
-                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
 
 
-@pytest.mark.parametrize("name, args, message", [
+@pytest.mark.parametrize(
+  "name, args, message",
+  [
     ("benchmark", ("--repeats=0",), "error: flag --repeats=0: 0 is not a positive integer"),
     ("ablate", ("--sweep_dir=unused", "--parallel=0"), "error: flag --parallel=0: 0 is not a positive integer"),
-])
+  ],
+)
 def test_each_script_defines_its_flags_before_parsing(name, args, message):
   done = run_script(name, *args)
   assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == message, done.stderr[-2000:]

@@ -8,31 +8,43 @@ import os
 import re
 import signal
 
+from conftest import (
+  SMALL_RUN_FLAGS,
+  assert_metrics_agree,
+  assert_weights_agree,
+  build_config,
+  checkpoint_numbers,
+  make_bundle,
+  metrics_of,
+  run_train,
+  start_train,
+  wait_for_checkpoint,
+)
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (SMALL_RUN_FLAGS, assert_metrics_agree, assert_weights_agree, build_config, checkpoint_numbers,
-                      make_bundle, metrics_of, run_train, start_train, wait_for_checkpoint)
 from mtl_research import tasks
 from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.errors import UserError
 from mtl_research.train import compilation
 from mtl_research.train import components as components_lib
 from mtl_research.train.evaluate import Evaluator
-from mtl_research.train.step import TrainStep
+from mtl_research.train.train_loop import TrainLoop
 
 SPECS = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
 
 
 class TestResolve:
-
-  @pytest.mark.parametrize("mode, strategy, expected", [
+  @pytest.mark.parametrize(
+    "mode, strategy, expected",
+    [
       ("auto", None, (True, "")),
       ("on", None, (True, "")),
       ("off", None, (False, "")),
       ("off", "mirrored", (False, "")),
-  ])
+    ],
+  )
   def test_one_device_compiles_unless_off(self, mode, strategy, expected):
     assert compilation.resolve(mode, strategy) == expected
 
@@ -60,18 +72,19 @@ class PyFuncBalancer(Balancer):
     return tf.ones([self.num_tasks])
 
 
-def _step_with(balancer_cls, jit: bool) -> TrainStep:
-  """A TrainStep of the fixed-balancer components, with `balancer_cls` instead."""
-  parts = components_lib.build(build_config(loop={"jit_compile": "on" if jit else "off"}),
-                               make_bundle(SPECS, num_train=128))
-  old = parts.train_step
+def _step_with(balancer_cls, jit: bool) -> TrainLoop:
+  """A TrainLoop of the fixed-balancer components, with `balancer_cls` instead."""
+  parts = components_lib.build(
+    build_config(loop={"jit_compile": "on" if jit else "off"}), make_bundle(SPECS, num_train=128)
+  )
+  old = parts.train_loop
   balancer = balancer_cls(SPECS, {}, Schedule(4, 20))
-  return TrainStep(parts.model, balancer, parts.optimizer, old.data, old.order, parts.step, old.steps_per_call,
-                   jit_compile=jit)
+  return TrainLoop(
+    parts.model, balancer, parts.optimizer, old.data, old.order, parts.global_step, old.steps_per_call, jit_compile=jit
+  )
 
 
 class TestFallback:
-
   def test_auto_falls_back_naming_the_component_and_the_op(self):
     step = _step_with(PyFuncBalancer, jit=True)
     line = step.compile(fall_back=True, components={"balancer": "--balancer=pyfunc"})
@@ -79,7 +92,7 @@ class TestFallback:
     assert "using the graph loop" in line and "Traced the train loop (graph)" in line
     assert not step.jit_compile
     logs = step.run(3)
-    assert np.all(np.isfinite(logs["losses"])) and int(step.step.numpy()) == 3
+    assert np.all(np.isfinite(logs["losses"])) and int(step.global_step.numpy()) == 3
 
   def test_on_is_refused_in_one_sentence(self):
     step = _step_with(PyFuncBalancer, jit=True)
@@ -91,8 +104,11 @@ class TestFallback:
 
   def test_culprit_without_a_known_scope_names_the_node(self):
     error = tf.errors.InvalidArgumentError(
-        None, None, "Detected unsupported operations when trying to compile graph on XLA_CPU_JIT: Foo "
-        "(No registered 'Foo' OpKernel for XLA_CPU_JIT devices) {{node while/body/x/Foo}}")
+      None,
+      None,
+      "Detected unsupported operations when trying to compile graph on XLA_CPU_JIT: Foo "
+      "(No registered 'Foo' OpKernel for XLA_CPU_JIT devices) {{node while/body/x/Foo}}",
+    )
     assert compilation.is_compile_error(error)
     assert compilation.culprit(error, {"balancer": "b"}) == "op Foo (node while/body/x/Foo)"
 
@@ -106,34 +122,46 @@ def test_a_run_with_loops_of_many_lengths_compiles_one_program(tmp_path):
   dump = tmp_path / "xla"
   path = str(tmp_path / "run")
   env = {"XLA_FLAGS": f"--xla_dump_to={dump}"}
-  proc = run_train(f"--run_dir={path}", *SMALL_RUN_FLAGS, "--train_steps=130", "--steps_per_loop=30",
-                   "--summary_every=50", "--eval_every=70", "--checkpoint_every=40", "--log_grad_conflict",
-                   env=env)
+  proc = run_train(
+    f"--run_dir={path}",
+    *SMALL_RUN_FLAGS,
+    "--train_steps=130",
+    "--steps_per_loop=30",
+    "--summary_every=50",
+    "--eval_every=70",
+    "--checkpoint_every=40",
+    "--log_grad_conflict",
+    env=env,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert re.search(r"^Compiled the train loop with XLA in [0-9.]+ s\.$", proc.stdout, re.MULTILINE), proc.stdout
   progress = [int(m) for m in re.findall(r"^step +(\d+)/130", proc.stdout, re.MULTILINE)]
   lengths = {b - a for a, b in zip([0] + progress, progress)}
   assert lengths >= {30, 20, 10}, progress
   modules = collections.Counter(
-      re.match(r"module_(\d+)\.", os.path.basename(name)).group(1)
-      for name in glob.glob(str(dump / "module_*loop*.before_optimizations.txt")))
+    re.match(r"module_(\d+)\.", os.path.basename(name)).group(1)
+    for name in glob.glob(str(dump / "module_*loop*.before_optimizations.txt"))
+  )
   assert len(modules) == 1, sorted(modules)
 
 
 # --- agreement with the graph loop ---------------------------------------------------------
 
 
-def _train_in_process(balancer: str, jit: str, steps: int, steps_per_loop: int, dropout: float = 0.0,
-                      calls: list[int] | None = None) -> components_lib.Components:
+def _train_in_process(
+  balancer: str, jit: str, steps: int, steps_per_loop: int, dropout: float = 0.0, calls: list[int] | None = None
+) -> components_lib.Components:
   """A small run trained in loop calls of `calls` steps (default: steps_per_loop each)."""
-  config = build_config(balancer=balancer, loop={"train_steps": steps, "steps_per_loop": steps_per_loop,
-                                                 "jit_compile": jit},
-                        model_params={"hidden_units": (32, 16), "dropout": dropout},
-                        optimizer={"learning_rate": 3e-3})
+  config = build_config(
+    balancer=balancer,
+    loop={"train_steps": steps, "steps_per_loop": steps_per_loop, "jit_compile": jit},
+    model_params={"hidden_units": (32, 16), "dropout": dropout},
+    optimizer={"learning_rate": 3e-3},
+  )
   parts = components_lib.build(config, AGREEMENT_BUNDLE)
   for count in calls or [steps_per_loop] * (steps // steps_per_loop):
-    parts.train_step.run(count)
-  assert int(parts.step.numpy()) == steps
+    parts.train_loop.run(count)
+  assert int(parts.global_step.numpy()) == steps
   return parts
 
 
@@ -149,15 +177,20 @@ def test_xla_and_the_graph_loop_agree_to_rounding(balancer):
   """No dropout: the XLA and TensorFlow kernels draw different random numbers (README)."""
   runs = {jit: _train_in_process(balancer, jit, 300, 50) for jit in ("on", "off")}
   xla, graph = runs["on"], runs["off"]
-  assert xla.train_step.jit_compile and not graph.train_step.jit_compile
+  assert xla.train_loop.jit_compile and not graph.train_loop.jit_compile
   differs = False
-  for got, want in zip(xla.model.get_weights() + [xla.balancer.weights().numpy()],
-                       graph.model.get_weights() + [graph.balancer.weights().numpy()]):
+  for got, want in zip(
+    xla.model.get_weights() + [xla.balancer.weights().numpy()],
+    graph.model.get_weights() + [graph.balancer.weights().numpy()],
+  ):
     scale = max(float(np.max(np.abs(want))), 1e-6)
     assert float(np.max(np.abs(got - want))) <= AGREEMENT_TOLERANCE * scale
     differs = differs or not np.array_equal(got, want)
   assert differs, "bit-identical: the two modes did not both run"
-  evaluate = lambda parts: Evaluator(parts.model, 1024).evaluate(AGREEMENT_BUNDLE.test)
+
+  def evaluate(parts):
+    return Evaluator(parts.model, 1024).evaluate(AGREEMENT_BUNDLE.test)
+
   got, want = evaluate(xla), evaluate(graph)
   for task, metrics in want.items():
     for name, value in metrics.items():
@@ -170,7 +203,7 @@ def test_loop_boundaries_do_not_change_a_bit_under_xla():
   another --steps_per_loop) computes the same bits, so a shorter run is a prefix of a longer one."""
   reference = _train_in_process("gradnorm", "on", 150, 50, dropout=0.2)
   other = _train_in_process("gradnorm", "on", 150, 64, dropout=0.2, calls=[64, 7, 57, 1, 21])
-  for got, want in zip(other.train_step.state_variables, reference.train_step.state_variables):
+  for got, want in zip(other.train_loop.state_variables, reference.train_loop.state_variables):
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
   for got, want in zip(other.optimizer.variables, reference.optimizer.variables):
     np.testing.assert_array_equal(np.asarray(got.numpy()), np.asarray(want.numpy()), err_msg=got.path)
@@ -179,8 +212,17 @@ def test_loop_boundaries_do_not_change_a_bit_under_xla():
 # --- a checkpoint resumes in the other mode -------------------------------------------------
 
 # Long enough to be stopped mid-run; no dropout (the modes draw different masks, README).
-CROSS_RUN = ("--deterministic", "--balancer=gradnorm", "--train_steps=1000", "--checkpoint_every=200",
-             "--eval_every=200", "--steps_per_loop=20", "--num_train=2000", "--num_val=300", "--num_test=300")
+CROSS_RUN = (
+  "--deterministic",
+  "--balancer=gradnorm",
+  "--train_steps=1000",
+  "--checkpoint_every=200",
+  "--eval_every=200",
+  "--steps_per_loop=20",
+  "--num_train=2000",
+  "--num_val=300",
+  "--num_test=300",
+)
 # Measured: a run resumed in the other mode ends within 1.1e-6 (relative to each
 # variable's largest magnitude) of an uninterrupted XLA run; the bound leaves a margin of 30.
 CROSS_TOLERANCE = 3e-5

@@ -17,11 +17,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 from mtl_research.data import csv_reader
 from mtl_research.errors import UserError
 
-SMALL = (" num , cat ,code,gaps,word\n"
-         "1.5, a ,007,NA,x\n"
-         " 2 ,b,12,?,y\n"
-         "-3e2,,3,,z\n"
-         "4,NaN,4,NaN,w\n")
+SMALL = " num , cat ,code,gaps,word\n1.5, a ,007,NA,x\n 2 ,b,12,?,y\n-3e2,,3,,z\n4,NaN,4,NaN,w\n"
 
 
 def read(tmp_path, text: str, name: str = "t.csv", **kwargs) -> csv_reader.Table:
@@ -78,10 +74,13 @@ def test_line_numbers_follow_the_header(tmp_path):
   assert taken.take(np.array([0])).line_of(0) == 4  # survives a second take
 
 
-@pytest.mark.parametrize("text, line, fields", [
+@pytest.mark.parametrize(
+  "text, line, fields",
+  [
     ("a,b,c\n1,2,3\n4,5\n6,7,8\n", 3, 2),
     ("a,b,c\n1,2,3\n4,5,6\n7,8,9\n1,2,3,4\n", 5, 4),
-])
+  ],
+)
 def test_ragged_line_is_named(tmp_path, text, line, fields):
   path = str(tmp_path / "ragged.csv")
   with pytest.raises(UserError) as error:
@@ -105,7 +104,9 @@ def test_gzip_ragged_line_is_named(tmp_path):
     read(tmp_path, "a,b\n1,2\n3,4\n5\n", "t.csv.gz")
 
 
-@pytest.mark.parametrize("name, text, expected", [
+@pytest.mark.parametrize(
+  "name, text, expected",
+  [
     ("empty.csv", "", "is empty"),
     ("blank.csv", "\n\n", "is empty"),
     ("empty.csv.gz", "", "is empty"),
@@ -114,7 +115,8 @@ def test_gzip_ragged_line_is_named(tmp_path):
     ("dupes.csv", "a,b,a\n1,2,3\n", "repeats column 'a'"),
     ("dupes_spaced.csv", "a, b ,b\n1,2,3\n", "repeats column 'b'"),
     ("unnamed.csv", "a,,c\n1,2,3\n", "column without a name"),
-])
+  ],
+)
 def test_bad_files(tmp_path, name, text, expected):
   path = helpers.write_text(tmp_path / name, text)
   with pytest.raises(UserError) as error:
@@ -160,8 +162,9 @@ def test_numeric_columns_must_parse(tmp_path):
   table = csv_reader.read_table(path, numeric_columns=["a"])  # no culprit: fine
   assert table.is_numeric("a")
   with pytest.raises(UserError) as error:
-    csv_reader.read_table(helpers.write_text(tmp_path / "bad.csv", "a,b\n1,x\n2,y\nNA,q\noops,z\n4,w\n"),
-                          numeric_columns=["a"])
+    csv_reader.read_table(
+      helpers.write_text(tmp_path / "bad.csv", "a,b\n1,x\n2,y\nNA,q\noops,z\n4,w\n"), numeric_columns=["a"]
+    )
   message = str(error.value)
   assert "'a'" in message and "line 5" in message and "'oops'" in message and "bad.csv" in message
 
@@ -181,8 +184,7 @@ def test_column_demoted_after_the_first_chunk_keeps_earlier_values(tmp_path, mon
   values[3] = ""  # missing in the first chunk
   values[9] = "word"  # row 10, third chunk
   other = [str(i) for i in range(12)]
-  path = helpers.write_text(tmp_path / "late.csv",
-                            "v,w\n" + "".join(f"{v},{o}\n" for v, o in zip(values, other)))
+  path = helpers.write_text(tmp_path / "late.csv", "v,w\n" + "".join(f"{v},{o}\n" for v, o in zip(values, other)))
   table = csv_reader.read_table(path)
   assert not table.is_numeric("v")
   assert table.columns["v"].dtype.kind == "S"

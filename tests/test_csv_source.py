@@ -20,8 +20,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
   import table_helpers as helpers
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data import DATASETS
-from mtl_research.data import preprocessing
+from mtl_research.data import DATASETS, preprocessing
 from mtl_research.data.bundle import EMBEDDED, NUMERIC, SPLITS
 from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature
 from mtl_research.errors import UserError
@@ -59,9 +58,11 @@ def split_ids(bundle) -> dict[str, np.ndarray]:
 
 
 def test_tasks_and_class_names(bundle):
-  assert bundle.tasks == (tasks_lib.TaskSpec("y", tasks_lib.REGRESSION),
-                          tasks_lib.TaskSpec("b", tasks_lib.CLASSIFICATION, 2),
-                          tasks_lib.TaskSpec("c", tasks_lib.CLASSIFICATION, 3))
+  assert bundle.tasks == (
+    tasks_lib.TaskSpec("y", tasks_lib.REGRESSION),
+    tasks_lib.TaskSpec("b", tasks_lib.CLASSIFICATION, 2),
+    tasks_lib.TaskSpec("c", tasks_lib.CLASSIFICATION, 3),
+  )
   assert dict(bundle.class_names) == {"b": ("no", "yes"), "c": ("2", "7", "10")}
   assert set(bundle.target_scale) == {"y"}
   bundle.validate(batch_size=32)
@@ -70,8 +71,13 @@ def test_tasks_and_class_names(bundle):
 def test_feature_types_are_inferred(bundle):
   state = bundle.fitted
   types = {f.name: type(f) for f in state.features}
-  assert types == {"rid": NumericFeature, "num": NumericFeature, "color": CategoricalFeature, "zip": NumericFeature,
-                   "city": CategoricalFeature}
+  assert types == {
+    "rid": NumericFeature,
+    "num": NumericFeature,
+    "color": CategoricalFeature,
+    "zip": NumericFeature,
+    "city": CategoricalFeature,
+  }
   assert state.feature("num").indicator is True
   assert state.feature("rid").indicator is False
   color = state.feature("color")
@@ -181,8 +187,10 @@ def test_explicit_val_and_test_files(tmp_path):
   for row in val_rows + test_rows:  # held-out rows far from the train rows
     row[1] = "1e6" if row[1] not in ("", "NA") else row[1]
     row[5] = "5e6" if row[5] else ""
-  paths = [helpers.write_csv(tmp_path / f"{name}.csv", helpers.MIXED_HEADER, part)
-           for name, part in (("train", train_rows), ("val", val_rows), ("test", test_rows))]
+  paths = [
+    helpers.write_csv(tmp_path / f"{name}.csv", helpers.MIXED_HEADER, part)
+    for name, part in (("train", train_rows), ("val", val_rows), ("test", test_rows))
+  ]
   bundle = load_csv(paths[0], val_csv_path=paths[1], test_csv_path=paths[2], split=(1.0, 0.0, 0.0))
   expected = [len(kept_ids(part)) for part in (train_rows, val_rows, test_rows)]
   assert [len(bundle.split(name)) for name in SPLITS] == expected
@@ -233,11 +241,9 @@ def test_saved_preprocessing_is_reused(tmp_path, mixed, bundle, as_document):
   for name in SPLITS:
     before, after = bundle.split(name).features[NUMERIC], reused.split(name).features[NUMERIC]
     present = after[:, where][:, 1] == 0
-    np.testing.assert_allclose(after[present, where.start] - before[present, where.start], 1000.0 / num.std,
-                               rtol=1e-4)
+    np.testing.assert_allclose(after[present, where.start] - before[present, where.start], 1000.0 / num.std, rtol=1e-4)
     mean, std = bundle.target_scale["y"]
-    np.testing.assert_allclose((reused.split(name).labels["y"] - bundle.split(name).labels["y"]) * std, 1e4,
-                               rtol=1e-4)
+    np.testing.assert_allclose((reused.split(name).labels["y"] - bundle.split(name).labels["y"]) * std, 1e4, rtol=1e-4)
   refitted = load_csv(changed)
   assert refitted.fitted.feature("num").mean == pytest.approx(num.mean + 1000.0)
 
@@ -298,8 +304,10 @@ def _case_one_class(tmp_path):
   data = helpers.mixed_rows(60)
   for row in data:
     row[7] = "7"
-  return ({"csv_path": helpers.write_csv(tmp_path / "one.csv", helpers.MIXED_HEADER, data)},
-          ["'c'", "1 class", "at least 2"])
+  return (
+    {"csv_path": helpers.write_csv(tmp_path / "one.csv", helpers.MIXED_HEADER, data)},
+    ["'c'", "1 class", "at least 2"],
+  )
 
 
 def _case_ragged(tmp_path):
@@ -334,10 +342,12 @@ def _case_val_without_test(tmp_path):
 
 def _case_fewer_rows_than_a_batch(tmp_path):
   return {"csv_path": helpers.write_csv(tmp_path / "tiny.csv", helpers.MIXED_HEADER, helpers.mixed_rows(60))}, [
-      "fewer than one batch", "--batch_size=64"]
+    "fewer than one batch",
+    "--batch_size=64",
+  ]
 
 
-CASES = {name[len("_case_"):]: case for name, case in globals().items() if name.startswith("_case_")}
+CASES = {name[len("_case_") :]: case for name, case in globals().items() if name.startswith("_case_")}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -391,8 +401,10 @@ def test_npz_source(tmp_path):
   path = str(tmp_path / "data.npz")
   np.savez(path, x=x, price=x @ [1.0, 2.0, 3.0], kind=kind)
   bundle = helpers.load("npz", npz_path=path, tasks=(("price", "regression"), ("kind", "classification")))
-  assert bundle.tasks == (tasks_lib.TaskSpec("price", tasks_lib.REGRESSION),
-                          tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3))
+  assert bundle.tasks == (
+    tasks_lib.TaskSpec("price", tasks_lib.REGRESSION),
+    tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, 3),
+  )
   assert bundle.class_names["kind"] == ("0", "5", "10")
   assert [len(bundle.split(name)) for name in SPLITS] == [60, 20, 20]
   assert bundle.features.numeric_dim == 3
@@ -405,12 +417,15 @@ def test_npz_source(tmp_path):
   bundle.validate(batch_size=32)
 
 
-@pytest.mark.parametrize("arrays, expected", [
+@pytest.mark.parametrize(
+  "arrays, expected",
+  [
     ({"features": np.zeros((10, 2)), "y": np.zeros(10)}, ["no array 'x'", "features, y"]),
     ({"x": np.zeros((10, 2))}, ["--tasks names 'y'"]),
     ({"x": np.zeros((10, 2)), "y": np.zeros(9)}, ["'y'", "(9,)", "(10,)"]),
     ({"x": np.zeros(10), "y": np.zeros(10)}, ["'x'", "matrix"]),
-])
+  ],
+)
 def test_npz_errors(tmp_path, arrays, expected):
   path = str(tmp_path / "bad.npz")
   np.savez(path, **arrays)
@@ -434,8 +449,14 @@ def test_npz_missing_file(tmp_path):
 # a resumed run takes its task order from it (see the report of this test file's
 # author: with --tasks out of alphabetical order a resume crashes or swaps tasks).
 TASKS_FLAG = "--tasks=b:classification,c:classification,y:regression"
-CLI_FLAGS = ("--dataset=csv", "--hidden_units=16", "--train_steps=30", "--steps_per_loop=30", "--eval_every=0",
-             "--checkpoint_every=30")
+CLI_FLAGS = (
+  "--dataset=csv",
+  "--hidden_units=16",
+  "--train_steps=30",
+  "--steps_per_loop=30",
+  "--eval_every=0",
+  "--checkpoint_every=30",
+)
 
 
 @pytest.fixture(name="cli_run", scope="module")
@@ -508,10 +529,13 @@ def test_cli_resume_reuses_the_saved_preprocessing(cli_run, train_cli):
   assert metrics["steps"] == 30
 
 
-@pytest.mark.parametrize("flags, culprit", [
+@pytest.mark.parametrize(
+  "flags, culprit",
+  [
     (("--csv_path={tmp}/absent.csv", TASKS_FLAG), "{tmp}/absent.csv does not exist"),
     (("--csv_path={data}", "--tasks=y:regression,income:classification"), "--tasks names column 'income'"),
-])
+  ],
+)
 def test_cli_errors_write_nothing(tmp_path, train_cli, flags, culprit):
   data, _ = helpers.write_mixed(tmp_path / "data.csv", 60)
   fill = {"tmp": str(tmp_path), "data": data}

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from table_helpers import load, write_csv
 
 from mtl_research.data import csv_reader
 from mtl_research.errors import UserError
-from table_helpers import load, write_csv
 
 
 def test_resume_keeps_the_task_order_of_the_flag(tmp_path):

@@ -14,11 +14,20 @@ import socket
 import subprocess
 import sys
 
+from conftest import (
+  REPO_ROOT,
+  SMALL_RUN_FLAGS,
+  TRAIN_SCRIPT,
+  assert_metrics_agree,
+  assert_refused,
+  assert_weights_agree,
+  checkpoint_numbers,
+  metrics_of,
+  run_train,
+  start_train,
+  wait_for_checkpoint,
+)
 import pytest
-
-from conftest import (REPO_ROOT, SMALL_RUN_FLAGS, TRAIN_SCRIPT, assert_metrics_agree, assert_refused,
-                      assert_weights_agree, checkpoint_numbers, metrics_of, run_train, start_train,
-                      wait_for_checkpoint)
 
 MIRRORED = ("--strategy=mirrored", "--cpu_replicas=2")
 RUN = (*SMALL_RUN_FLAGS, "--deterministic", "--train_steps=100", "--eval_every=50", "--checkpoint_every=50")
@@ -27,8 +36,16 @@ TOLERANCE = 1e-3  # relative; the issue's bound (measured: about 1e-7)
 # far below TOLERANCE (they grow with training: ~2e-3 on a kernel after 3000
 # steps). No dropout: replicas draw masks for their half-batches, which cannot
 # equal one device's masks for the whole batch.
-CROSS_RUN = ("--deterministic", "--train_steps=1000", "--checkpoint_every=200", "--eval_every=200",
-             "--steps_per_loop=20", "--num_train=2000", "--num_val=300", "--num_test=300")
+CROSS_RUN = (
+  "--deterministic",
+  "--train_steps=1000",
+  "--checkpoint_every=200",
+  "--eval_every=200",
+  "--steps_per_loop=20",
+  "--num_train=2000",
+  "--num_val=300",
+  "--num_test=300",
+)
 WORKER_TIMEOUT = 240  # seconds; a worker whose peer never comes waits forever otherwise
 
 
@@ -79,8 +96,16 @@ def run_workers(args: list[str], count: int = 2) -> list[tuple[int, str]]:
   for index in range(count):
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=tf_config)
-    procs.append(subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args, "--strategy=multi_worker"], cwd=REPO_ROOT,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, TRAIN_SCRIPT, *args, "--strategy=multi_worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    )
   results = []
   try:
     for proc in procs:
@@ -135,13 +160,17 @@ def test_a_checkpoint_resumes_under_another_strategy(tmp_path, uninterrupted_lon
   assert_weights_agree(path, uninterrupted_long, TOLERANCE)
 
 
-@pytest.mark.parametrize("flags, culprit", [
+@pytest.mark.parametrize(
+  "flags, culprit",
+  [
     (("--strategy=mirrored", "--cpu_replicas=2", "--batch_size=33"), "--batch_size=33"),
     (("--cpu_replicas=2",), "--cpu_replicas=2 needs --strategy=mirrored"),
     (("--strategy=mirrored", "--cpu_replicas=2", "--nan_policy=skip_batch"), "--nan_policy=skip_batch"),
     (("--strategy=mirrored", "--cpu_replicas=2", "--executor=single_threaded"), "--executor=single_threaded"),
     (("--strategy=multi_worker",), "TF_CONFIG"),
-], ids=["batch-not-divisible", "replicas-without-strategy", "skip-batch", "single-threaded", "no-tf-config"])
+  ],
+  ids=["batch-not-divisible", "replicas-without-strategy", "skip-batch", "single-threaded", "no-tf-config"],
+)
 def test_impossible_distribution_settings_are_refused(tmp_path, flags, culprit):
   path = str(tmp_path / "run")
   proc = run_train(f"--run_dir={path}", *SMALL_RUN_FLAGS, *flags)
@@ -164,8 +193,15 @@ print("SAME" if np.array_equal(masks[0].numpy(), masks[1].numpy()) else "DIFFERE
 
 def test_replicas_draw_different_dropout_masks():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, "-c", DROPOUT_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True,
-                        text=True, timeout=120, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-c", DROPOUT_SCRIPT],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == "DIFFERENT"
 
@@ -199,8 +235,15 @@ except guard.NonFiniteError as error:
 
 def test_the_non_finite_guard_names_the_step_under_mirrored(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, "-c", NON_FINITE_SCRIPT, str(tmp_path / "run")], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=180, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-c", NON_FINITE_SCRIPT, str(tmp_path / "run")],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=180,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   first, message = proc.stdout.strip().splitlines()[-1].split(" ", 1)
   assert message.startswith(f"non-finite loss at step {first} in task(s) price (nan)"), message

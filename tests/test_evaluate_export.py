@@ -7,11 +7,11 @@ import shutil
 import subprocess
 import sys
 
+from conftest import run_train
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_train
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
 from mtl_research.features import FeatureSpec
@@ -41,8 +41,14 @@ def write_csv(path, rows, seed):
 
 def run_evaluate(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
-                        capture_output=True, text=True, env=env, timeout=180, check=False)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=180,
+    check=False,
+  )
 
 
 @pytest.fixture(name="trained", scope="module")
@@ -52,10 +58,17 @@ def fixture_trained(tmp_path_factory):
   for seed, (name, path) in enumerate(paths.items()):
     write_csv(path, 400 if name == "train" else 150, seed)
   run = str(base / "run")
-  proc = run_train(f"--run_dir={run}", "--dataset=csv", f"--csv_path={paths['train']}",
-                   f"--val_csv_path={paths['val']}", f"--test_csv_path={paths['test']}",
-                   "--tasks=price:regression,buy:classification,grade:classification",
-                   "--embedding_threshold=4", "--train_steps=200", "--hidden_units=16")
+  proc = run_train(
+    f"--run_dir={run}",
+    "--dataset=csv",
+    f"--csv_path={paths['train']}",
+    f"--val_csv_path={paths['val']}",
+    f"--test_csv_path={paths['test']}",
+    "--tasks=price:regression,buy:classification,grade:classification",
+    "--embedding_threshold=4",
+    "--train_steps=200",
+    "--hidden_units=16",
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   return base, run, paths
 
@@ -85,15 +98,19 @@ def test_saved_model_serves_raw_columns_like_evaluate(trained):
   base, run, paths = trained
   export_dir = str(base / "export")
   predictions = str(base / "predictions_for_export.csv")
-  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={paths['test']}", f"--export_dir={export_dir}",
-                      f"--predictions_out={predictions}")
+  proc = run_evaluate(
+    f"--run_dir={run}", f"--csv_path={paths['test']}", f"--export_dir={export_dir}", f"--predictions_out={predictions}"
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(paths["test"], encoding="utf-8") as handle:
     raw = list(csv.DictReader(handle))
   serve = tf.saved_model.load(export_dir).signatures["serve"]
-  out = serve(x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
-              x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
-              color=tf.constant([r["color"] for r in raw]), city=tf.constant([r["city"] for r in raw]))
+  out = serve(
+    x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
+    x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
+    color=tf.constant([r["color"] for r in raw]),
+    city=tf.constant([r["city"] for r in raw]),
+  )
   with open(predictions, encoding="utf-8") as handle:
     expected = list(csv.DictReader(handle))
   np.testing.assert_allclose(out["price"].numpy(), [float(r["price"]) for r in expected], rtol=1e-4)
@@ -145,8 +162,12 @@ def test_restore_model_falls_back_past_damaged_checkpoints(tmp_path):
   run = RunDir(str(tmp_path / "run"))
   model = small_model()
   # Like a run's: the model plus state restore_model must leave alone.
-  saver = checkpoints.Checkpoints(tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
-                                  run.checkpoint_dir, run.best_checkpoint_dir, warn=print)
+  saver = checkpoints.Checkpoints(
+    tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
+    run.checkpoint_dir,
+    run.best_checkpoint_dir,
+    warn=print,
+  )
   for step, value in ((10, 1.0), (20, 2.0)):
     fill(model, value)
     saver.save(step)
@@ -179,7 +200,9 @@ def test_restore_model_falls_back_past_damaged_checkpoints(tmp_path):
 
 def test_the_architecture_comes_from_flags_txt_without_touching_global_flags(trained):
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   from mtl_research.cli import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
+
   _, run, _ = trained
   flag = flags.FLAGS["hidden_units"]
   before = (flag.value, flag.present)

@@ -1,24 +1,23 @@
 """Bad command lines stop with one line naming the culprit, before anything is written."""
 
-import pytest
-
 from conftest import assert_refused
+import pytest
 
 # (extra arguments, substrings the error must contain)
 CASES = [
-    (["--balancer=nope"], ["--balancer=nope", "fixed"]),
-    (["--dataset=nope"], ["--dataset=nope", "synthetic"]),
-    (["--task_weights=price:-1"], ["task_weights", "negative"]),
-    (["--task_weights=price:abc"], ["task_weights", "'abc'"]),
-    (["--task_weights=nope:1"], ["task_weights", "'nope'", "price, kind"]),
-    (["--task_weights=price"], ["task_weights", "task_name:number"]),
-    (["--hidden_units=128,,64"], ["hidden_units", "empty item"]),
-    (["--hidden_units="], ["--hidden_units is empty"]),
-    (["--balancer=gradnorm", "--hidden_units="], ["--hidden_units is empty"]),
-    (["--batch_size=-1"], ["batch_size"]),
-    (["--learning_rate=0"], ["learning_rate", "positive"]),
-    (["--num_train=16"], ["16 rows", "--batch_size=32"]),  # fewer rows than one batch
-    (["positional"], ["unexpected argument", "'positional'"]),
+  (["--balancer=nope"], ["--balancer=nope", "fixed"]),
+  (["--dataset=nope"], ["--dataset=nope", "synthetic"]),
+  (["--task_weights=price:-1"], ["task_weights", "negative"]),
+  (["--task_weights=price:abc"], ["task_weights", "'abc'"]),
+  (["--task_weights=nope:1"], ["task_weights", "'nope'", "price, kind"]),
+  (["--task_weights=price"], ["task_weights", "task_name:number"]),
+  (["--hidden_units=128,,64"], ["hidden_units", "empty item"]),
+  (["--hidden_units="], ["--hidden_units is empty"]),
+  (["--balancer=gradnorm", "--hidden_units="], ["--hidden_units is empty"]),
+  (["--batch_size=-1"], ["batch_size"]),
+  (["--learning_rate=0"], ["learning_rate", "positive"]),
+  (["--num_train=16"], ["16 rows", "--batch_size=32"]),  # fewer rows than one batch
+  (["positional"], ["unexpected argument", "'positional'"]),
 ]
 
 
@@ -31,9 +30,9 @@ def test_bad_command_line(args, expected, tmp_path, train_cli):
 
 
 UNUSED = [
-    (["--csv_path=data.csv"], "--csv_path belongs to dataset csv, but this run uses --dataset=synthetic."),
-    (["--momentum=0.9"], "--momentum applies only with --optimizer=sgd"),
-    (["--lr_decay_steps=10"], "--lr_decay_steps applies only with --lr_schedule=step"),
+  (["--csv_path=data.csv"], "--csv_path belongs to dataset csv, but this run uses --dataset=synthetic."),
+  (["--momentum=0.9"], "--momentum applies only with --optimizer=sgd"),
+  (["--lr_decay_steps=10"], "--lr_decay_steps applies only with --lr_schedule=step"),
 ]
 
 

@@ -6,15 +6,13 @@ the benchmark exists for, bad flag values, and a short run of the real trainer.
 
 from __future__ import annotations
 
+from conftest import assert_refused
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_refused
-
 from mtl_research import tasks as tasks_lib
-from mtl_research.data import DATASETS
-from mtl_research.data import mmoe_synthetic
+from mtl_research.data import DATASETS, mmoe_synthetic
 from mtl_research.data.bundle import SPLITS
 from mtl_research.errors import UserError
 from mtl_research.train import components as components_lib
@@ -76,13 +74,14 @@ def check_splits_disjoint(bundle) -> None:
 def train_briefly(make_config, name: str, steps: int = 100, **dataset_params) -> np.ndarray:
   """Trains the shared-bottom model for `steps` steps; returns the last step's task losses."""
   overrides = dict(num_train=512, num_val=64, num_test=64, **dataset_params)
-  config = make_config(dataset=name, dataset_params=overrides,
-                       loop={"batch_size": 64, "train_steps": steps, "steps_per_loop": steps})
+  config = make_config(
+    dataset=name, dataset_params=overrides, loop={"batch_size": 64, "train_steps": steps, "steps_per_loop": steps}
+  )
   bundle = DATASETS.get(name).component(config.dataset.params, config.seed, None)
   bundle.validate(config.loop.batch_size)
   parts = components_lib.build(config, bundle)
-  logs = parts.train_step.run(steps)
-  assert int(parts.step.numpy()) == steps
+  logs = parts.train_loop.run(steps)
+  assert int(parts.global_step.numpy()) == steps
   losses = logs["losses"]
   assert losses.shape == (len(bundle.tasks),)
   assert np.all(np.isfinite(losses)), losses
@@ -92,11 +91,11 @@ def train_briefly(make_config, name: str, steps: int = 100, **dataset_params) ->
 
 
 class TestGradNormToy:
-
   def test_shapes_and_dtypes(self):
     check_shapes(load("gradnorm_toy", **SIZES), ["t0", "t1"], 250)
-    bundle = load("gradnorm_toy", **SIZES, gradnorm_toy_tasks=3, gradnorm_toy_sigmas=(1.0, 2.0, 3.0),
-                  gradnorm_toy_input_dim=17)
+    bundle = load(
+      "gradnorm_toy", **SIZES, gradnorm_toy_tasks=3, gradnorm_toy_sigmas=(1.0, 2.0, 3.0), gradnorm_toy_input_dim=17
+    )
     check_shapes(bundle, ["t0", "t1", "t2"], 17)
 
   def test_deterministic_from_seed(self):
@@ -108,8 +107,9 @@ class TestGradNormToy:
   @pytest.mark.parametrize("seed", [0, 1, 2])
   def test_target_scales_follow_sigmas_unrescaled(self, seed):
     sigmas = (1.0, 100.0, 7.0)
-    bundle = load("gradnorm_toy", seed, num_train=4000, num_val=10, num_test=10, gradnorm_toy_tasks=3,
-                  gradnorm_toy_sigmas=sigmas)
+    bundle = load(
+      "gradnorm_toy", seed, num_train=4000, num_val=10, num_test=10, gradnorm_toy_tasks=3, gradnorm_toy_sigmas=sigmas
+    )
     stds = np.array([bundle.train.labels[f"t{t}"].std() for t in range(3)])
     for t in (1, 2):
       ratio = (stds[t] / stds[0]) / (sigmas[t] / sigmas[0])
@@ -138,7 +138,6 @@ class TestGradNormToy:
 
 
 class TestMMoESynthetic:
-
   def test_shapes_and_dtypes(self):
     check_shapes(load("mmoe_synthetic", **SIZES), ["y1", "y2"], 100)
     check_shapes(load("mmoe_synthetic", **SIZES, mmoe_input_dim=5, mmoe_num_sinusoids=0), ["y1", "y2"], 5)
@@ -194,19 +193,32 @@ class TestCommandLine:
 
   def test_gradnorm_toy_trains_from_flags(self, tmp_path, train_cli):
     run_dir = tmp_path / "run"
-    proc = train_cli(f"--run_dir={run_dir}", "--dataset=gradnorm_toy", "--gradnorm_toy_tasks=3",
-                     "--gradnorm_toy_sigmas=1,10,100", "--gradnorm_toy_input_dim=40", "--num_train=512",
-                     "--num_val=64", "--num_test=64", "--hidden_units=16", "--train_steps=100",
-                     "--eval_every=0", "--checkpoint_every=100")
+    proc = train_cli(
+      f"--run_dir={run_dir}",
+      "--dataset=gradnorm_toy",
+      "--gradnorm_toy_tasks=3",
+      "--gradnorm_toy_sigmas=1,10,100",
+      "--gradnorm_toy_input_dim=40",
+      "--num_train=512",
+      "--num_val=64",
+      "--num_test=64",
+      "--hidden_units=16",
+      "--train_steps=100",
+      "--eval_every=0",
+      "--checkpoint_every=100",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for task in ("t0", "t1", "t2"):
       assert f"test {task}:" in proc.stdout
     assert "nan" not in proc.stdout.lower(), proc.stdout
 
-  @pytest.mark.parametrize("args, expected", [
+  @pytest.mark.parametrize(
+    "args, expected",
+    [
       (("--dataset=mmoe_synthetic", "--mmoe_correlation=1.5"), ("--mmoe_correlation", "[-1, 1]")),
       (("--dataset=gradnorm_toy", "--gradnorm_toy_tasks=3"), ("--gradnorm_toy_sigmas", "--gradnorm_toy_tasks")),
-  ])
+    ],
+  )
   def test_bad_values_stop_before_writing(self, args, expected, tmp_path, train_cli):
     run_dir = tmp_path / "run"
     assert_refused(train_cli(f"--run_dir={run_dir}", "--train_steps=5", *args), run_dir, *expected)

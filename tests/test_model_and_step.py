@@ -11,26 +11,25 @@ from mtl_research import tasks
 from mtl_research.data.bundle import FeatureSpec
 from mtl_research.data.pipeline import DeviceSplit
 from mtl_research.models import ARCHITECTURES
-from mtl_research.train import loop
 from mtl_research.train import components as components_lib
+from mtl_research.train import loop
 from mtl_research.train import run_dir as run_dir_lib
-from mtl_research.train import step as step_lib
-from mtl_research.train.step import conflict_stats
+from mtl_research.train import train_loop as train_loop_lib
+from mtl_research.train.train_loop import conflict_stats
 
 REG = tasks.REGRESSION
 CLS = tasks.CLASSIFICATION
 
 TASK_SETS = {
-    1: (tasks.TaskSpec("price", REG),),
-    2: (tasks.TaskSpec("price", REG), tasks.TaskSpec("kind", CLS, 3)),
-    4: (tasks.TaskSpec("a", REG), tasks.TaskSpec("b", CLS, 2), tasks.TaskSpec("c", CLS, 3),
-        tasks.TaskSpec("d", REG)),
+  1: (tasks.TaskSpec("price", REG),),
+  2: (tasks.TaskSpec("price", REG), tasks.TaskSpec("kind", CLS, 3)),
+  4: (tasks.TaskSpec("a", REG), tasks.TaskSpec("b", CLS, 2), tasks.TaskSpec("c", CLS, 3), tasks.TaskSpec("d", REG)),
 }
 
 
 def run_loop(components, num_steps, diagnose=False, rows=None):
   """`num_steps` steps from the current one (of the run's order, or on `rows`); the last step's logs."""
-  return components.train_step.run(num_steps, diagnose, rows=rows)
+  return components.train_loop.run(num_steps, diagnose, rows=rows)
 
 
 def full_split_losses(components, split, reference_losses):
@@ -39,15 +38,17 @@ def full_split_losses(components, split, reference_losses):
 
 
 class TestSharedBottom:
-
   def test_embedded_columns_are_shared_inputs(self, make_bundle):
     specs = TASK_SETS[2]
     bundle = make_bundle(specs, num_train=8, num_eval=4)
     feature_spec = FeatureSpec(numeric_dim=6, embedded_vocab_sizes=(5, 3))
     model = ARCHITECTURES.get("shared_bottom").component(
-        specs, feature_spec, {"hidden_units": (4,), "dropout": 0.0, "l2": 0.0, "embedding_dim": 2})
-    features = {"numeric": tf.constant(bundle.train.features["numeric"]),
-                "embedded": tf.constant([[0, 1], [4, 2]] * 4, tf.int32)}
+      specs, feature_spec, {"hidden_units": (4,), "dropout": 0.0, "l2": 0.0, "embedding_dim": 2}
+    )
+    features = {
+      "numeric": tf.constant(bundle.train.features["numeric"]),
+      "embedded": tf.constant([[0, 1], [4, 2]] * 4, tf.int32),
+    }
     outputs = model(features)
     assert tuple(outputs["price"].shape) == (8, 1)
     # Two tables (5x2, 3x2) feed the first trunk layer: 6 numeric + 2x2 embedded inputs.
@@ -68,10 +69,15 @@ class TestSharedBottom:
     specs = TASK_SETS[4]
     bundle = make_bundle(specs, num_train=8, num_eval=4)
     model = ARCHITECTURES.get("shared_bottom").component(
-        specs, bundle.features, {"hidden_units": (5, 3), "dropout": 0.0, "l2": 0.0, "embedding_dim": 4})
+      specs, bundle.features, {"hidden_units": (5, 3), "dropout": 0.0, "l2": 0.0, "embedding_dim": 4}
+    )
     outputs = model({"numeric": tf.constant(bundle.train.features["numeric"])})
     assert {name: tuple(value.shape) for name, value in outputs.items()} == {
-        "a": (8, 1), "b": (8, 2), "c": (8, 3), "d": (8, 1)}
+      "a": (8, 1),
+      "b": (8, 2),
+      "c": (8, 3),
+      "d": (8, 1),
+    }
     # Trunk 6→5→3: kernels and biases are shared; the last shared kernel is 5x3.
     assert [tuple(v.shape) for v in model.shared_variables] == [(6, 5), (5,), (5, 3), (3,)]
     assert tuple(model.last_shared_kernel.shape) == (5, 3)
@@ -81,7 +87,6 @@ class TestSharedBottom:
 
 
 class TestTraining:
-
   @pytest.mark.parametrize("num_tasks", [1, 2, 4])
   def test_loss_decreases_for_every_task(self, num_tasks, make_config, make_bundle, reference_losses):
     bundle = make_bundle(TASK_SETS[num_tasks])
@@ -90,14 +95,13 @@ class TestTraining:
     before = full_split_losses(components, bundle.train, reference_losses)
     logs = run_loop(components, 150)
     after = full_split_losses(components, bundle.train, reference_losses)
-    assert int(components.step.numpy()) == 150
+    assert int(components.global_step.numpy()) == 150
     assert logs["losses"].shape == (num_tasks,)
     # Learnable targets: 150 Adam steps cut every task's loss by at least 40%.
     assert np.all(after < 0.6 * before), (before, after)
 
 
 class TestFixedBalancer:
-
   def test_objective_is_weighted_sum_of_task_losses(self, make_config, make_bundle, reference_losses):
     specs = TASK_SETS[2]
     bundle = make_bundle(specs)
@@ -137,17 +141,16 @@ class TestFixedBalancer:
 
 
 class TestCompiledLoop:
-
   @pytest.mark.parametrize("jit, executor", [("off", "default"), ("off", "single_threaded"), ("on", "default")])
   def test_one_trace_serves_every_step_count(self, jit, executor, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
     config = make_config(loop={"log_grad_conflict": True, "jit_compile": jit, "executor": executor})
     components = components_lib.build(config, bundle)
-    assert components.train_step.executor == executor and components.train_step.jit_compile == (jit == "on")
+    assert components.train_loop.executor == executor and components.train_loop.jit_compile == (jit == "on")
     for steps, diagnose in ((1, False), (3, True), (10, False), (5, False)):
       logs = run_loop(components, steps, diagnose)
-    assert components.train_step.loop.experimental_get_tracing_count() == 1
-    assert int(components.step.numpy()) == 1 + 3 + 10 + 5
+    assert components.train_loop.loop.experimental_get_tracing_count() == 1
+    assert int(components.global_step.numpy()) == 1 + 3 + 10 + 5
     assert np.all(np.isfinite(logs["losses"]))
     # Not a diagnosis step: the conflict statistics are the zero placeholders.
     np.testing.assert_array_equal(logs["conflict_cos"], np.zeros((2, 2)))
@@ -155,7 +158,7 @@ class TestCompiledLoop:
   @pytest.mark.parametrize("jit", [False, True])
   def test_auto_executor_is_single_threaded_for_the_graph_loop_without_gpu(self, jit):
     expected = "default" if tf.config.list_physical_devices("GPU") or jit else "single_threaded"
-    assert step_lib.resolve_executor("auto", jit_compile=jit) == expected
+    assert train_loop_lib.resolve_executor("auto", jit_compile=jit) == expected
 
   @pytest.mark.parametrize("jit", ["off", "on"])
   def test_diagnosis_step_logs_conflict_statistics(self, jit, make_config, make_bundle):
@@ -172,8 +175,7 @@ class TestCompiledLoop:
     grads = [tf.constant([1.0, 0.0]), tf.constant([0.0, 2.0]), tf.constant([-3.0, 0.0]), tf.constant([1.0, 1.0])]
     cos, norms = conflict_stats(grads)
     r = 1 / np.sqrt(2)
-    np.testing.assert_allclose(cos.numpy(), [[1, 0, -1, r], [0, 1, 0, r], [-1, 0, 1, -r], [r, r, -r, 1]],
-                               atol=1e-6)
+    np.testing.assert_allclose(cos.numpy(), [[1, 0, -1, r], [0, 1, 0, r], [-1, 0, 1, -r], [r, r, -r, 1]], atol=1e-6)
     np.testing.assert_allclose(norms.numpy(), [1, 2, 3, np.sqrt(2)], rtol=1e-6)
 
   def test_gather_takes_the_requested_rows(self, make_bundle):
@@ -188,7 +190,6 @@ def _all_close(a, b):
 
 
 class TestCheckpoint:
-
   def test_restore_brings_back_step_weights_and_adam_slots(self, tmp_path, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
     config = make_config(optimizer={"learning_rate": 1e-2})
@@ -199,17 +200,20 @@ class TestCheckpoint:
     fresh = components_lib.build(config, bundle)
     trained_opt = [v.numpy() for v in trained.optimizer.variables]
     fresh_opt = [v.numpy() for v in fresh.optimizer.variables]
-    slots = [(v.path, value) for v, value in zip(trained.optimizer.variables, trained_opt)
-             if "momentum" in v.path or "velocity" in v.path]
+    slots = [
+      (v.path, value)
+      for v, value in zip(trained.optimizer.variables, trained_opt)
+      if "momentum" in v.path or "velocity" in v.path
+    ]
     # One first and one second moment per trained variable, all non-zero after training.
-    assert len(slots) == 2 * len(trained.train_step.trained_variables)
+    assert len(slots) == 2 * len(trained.train_loop.trained_variables)
     assert all(np.any(value != 0) for _, value in slots), [p for p, value in slots if not np.any(value)]
     assert not _all_close(trained_opt, fresh_opt)
     assert not _all_close(trained.model.get_weights(), fresh.model.get_weights())
-    assert int(fresh.step.numpy()) == 0
+    assert int(fresh.global_step.numpy()) == 0
 
     fresh.checkpoint.restore(path).assert_consumed()
-    assert int(fresh.step.numpy()) == 12
+    assert int(fresh.global_step.numpy()) == 12
     assert int(fresh.optimizer.iterations.numpy()) == 12
     assert len(fresh.optimizer.variables) == len(trained_opt)
     for var, value in zip(fresh.optimizer.variables, trained_opt):
@@ -233,9 +237,17 @@ class TestCheckpoint:
 
   def test_interrupted_run_resumes_to_the_same_weights(self, tmp_path, make_config, make_bundle):
     bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=16)
-    config = make_config(optimizer={"learning_rate": 1e-2},
-                         loop={"train_steps": 40, "steps_per_loop": 10, "checkpoint_every": 20,
-                               "summary_every": 10, "eval_every": 0, "eval_batch_size": 64})
+    config = make_config(
+      optimizer={"learning_rate": 1e-2},
+      loop={
+        "train_steps": 40,
+        "steps_per_loop": 10,
+        "checkpoint_every": 20,
+        "summary_every": 10,
+        "eval_every": 0,
+        "eval_batch_size": 64,
+      },
+    )
     messages = []
 
     def train(path, parts):

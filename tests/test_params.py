@@ -5,8 +5,18 @@ import math
 import pytest
 
 from mtl_research.errors import UserError
-from mtl_research.params import BOOL, ENUM, FLOAT, FLOATS, INT, INTS, TASK_FLOATS, Param, check_task_names
-from mtl_research.params import parse_task_floats
+from mtl_research.params import (
+  BOOL,
+  ENUM,
+  FLOAT,
+  FLOATS,
+  INT,
+  INTS,
+  TASK_FLOATS,
+  Param,
+  check_task_names,
+  parse_task_floats,
+)
 
 UNITS = Param("hidden_units", INTS, "128,64", "Widths.", lower=1)
 RATES = Param("rates", FLOATS, "0.5", "Rates.", lower=0.0)
@@ -14,7 +24,6 @@ WEIGHTS = Param("task_weights", TASK_FLOATS, "", "Weights.", lower=0.0)
 
 
 class TestInts:
-
   def test_parses_ints_with_spaces(self):
     value = UNITS.parse(" 128, 64 ,8")
     assert value == (128, 64, 8)
@@ -25,7 +34,9 @@ class TestInts:
     with pytest.raises(UserError, match="--hidden_units is empty"):
       UNITS.parse(raw)
 
-  @pytest.mark.parametrize("raw,message", [
+  @pytest.mark.parametrize(
+    "raw,message",
+    [
       ("128,,64", "empty item"),
       ("128,", "empty item"),
       (",64", "empty item"),
@@ -33,7 +44,8 @@ class TestInts:
       ("1.5", "'1.5' is not an integer"),
       ("128,0", "below its minimum 1"),
       ("-4", "below its minimum 1"),
-  ])
+    ],
+  )
   def test_errors_name_the_flag(self, raw, message):
     with pytest.raises(UserError, match=message) as info:
       UNITS.parse(raw)
@@ -41,16 +53,18 @@ class TestInts:
 
 
 class TestFloats:
-
   def test_parses_floats(self):
     assert RATES.parse("0.5, 2,1e-3") == (0.5, 2.0, 0.001)
 
-  @pytest.mark.parametrize("raw,message", [
+  @pytest.mark.parametrize(
+    "raw,message",
+    [
       ("0.5,,1", "empty item"),
       ("0.5,x", "'x' is not a number"),
       ("-0.5", "below its minimum 0.0"),
       ("nan", "below its minimum"),  # NaN is not >= any bound.
-  ])
+    ],
+  )
   def test_errors_name_the_flag(self, raw, message):
     with pytest.raises(UserError, match=message) as info:
       RATES.parse(raw)
@@ -61,7 +75,6 @@ class TestFloats:
 
 
 class TestTaskFloats:
-
   def test_parses_name_value_pairs(self):
     assert WEIGHTS.parse("price:0.25, kind : 3") == {"price": 0.25, "kind": 3.0}
 
@@ -72,7 +85,9 @@ class TestTaskFloats:
   def test_zero_is_allowed(self):
     assert WEIGHTS.parse("price:0") == {"price": 0.0}
 
-  @pytest.mark.parametrize("raw,message", [
+  @pytest.mark.parametrize(
+    "raw,message",
+    [
       ("price", "item 'price' is not of the form task_name:number"),
       ("price:", "not of the form task_name:number"),
       (":1", "not of the form task_name:number"),
@@ -83,7 +98,8 @@ class TestTaskFloats:
       ("price:1,price:2", "names task 'price' twice"),
       ("price:inf", "must be finite"),
       ("price:nan", "must be finite"),
-  ])
+    ],
+  )
   def test_errors_name_the_flag(self, raw, message):
     with pytest.raises(UserError, match=message) as info:
       WEIGHTS.parse(raw)
@@ -99,7 +115,6 @@ class TestTaskFloats:
 
 
 class TestScalars:
-
   def test_float_bound_is_inclusive(self):
     dropout = Param("dropout", FLOAT, 0.0, "Rate.", lower=0.0)
     assert dropout.parse(0.0) == 0.0
@@ -121,7 +136,6 @@ class TestScalars:
 
 
 class TestCheckTaskNames:
-
   def test_known_names_pass(self):
     check_task_names("task_weights", {"price": 1.0}, ["price", "kind"])
     check_task_names("task_weights", {}, ["price", "kind"])

@@ -12,8 +12,13 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.data import preprocessing, tabular
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.data.csv_reader import Table
-from mtl_research.data.preprocessing import (CategoricalFeature, ClassificationTarget, NumericFeature, Preprocessing,
-                                             RegressionTarget)
+from mtl_research.data.preprocessing import (
+  CategoricalFeature,
+  ClassificationTarget,
+  NumericFeature,
+  Preprocessing,
+  RegressionTarget,
+)
 from mtl_research.errors import UserError
 
 # What the trainer wrote before the typed reader existed (tabular.fit's dict,
@@ -72,10 +77,13 @@ LEGACY_TEXT = """{
 """
 
 EXPECTED = Preprocessing(
-    features=(NumericFeature("x", 2.5, 1.25, True),
-              CategoricalFeature("color", ("<missing>", "blue", "red"), "one_hot"),
-              CategoricalFeature("city", ("a", "b", "c"), "embedding")),
-    targets=(RegressionTarget("price", 100.0, 35.5), ClassificationTarget("kind", ("2", "7", "10"))))
+  features=(
+    NumericFeature("x", 2.5, 1.25, True),
+    CategoricalFeature("color", ("<missing>", "blue", "red"), "one_hot"),
+    CategoricalFeature("city", ("a", "b", "c"), "embedding"),
+  ),
+  targets=(RegressionTarget("price", 100.0, 35.5), ClassificationTarget("kind", ("2", "7", "10"))),
+)
 
 
 def write_text(path, text: str) -> str:
@@ -105,10 +113,24 @@ def test_reads_what_the_trainer_wrote_and_writes_the_same_bytes(tmp_path):
 
 def test_round_trip_of_a_fitted_state(tmp_path):
   nan = np.nan
-  table = Table("hand.csv", {"a": np.array([1.0, nan, 3.0, 5.0]), "c": np.array([b"x", b"?", b"y", b"x"]),
-                             "y": np.array([1.0, 2.0, 4.0, 8.0]), "k": np.array([b"u", b"v", b"u", b"v"])}, None)
-  state = tabular.fit(table, {"y": tasks_lib.REGRESSION, "k": tasks_lib.CLASSIFICATION}, ["a", "c"],
-                      np.arange(4), embedding_threshold=32, standardize_targets=True)
+  table = Table(
+    "hand.csv",
+    {
+      "a": np.array([1.0, nan, 3.0, 5.0]),
+      "c": np.array([b"x", b"?", b"y", b"x"]),
+      "y": np.array([1.0, 2.0, 4.0, 8.0]),
+      "k": np.array([b"u", b"v", b"u", b"v"]),
+    },
+    None,
+  )
+  state = tabular.fit(
+    table,
+    {"y": tasks_lib.REGRESSION, "k": tasks_lib.CLASSIFICATION},
+    ["a", "c"],
+    np.arange(4),
+    embedding_threshold=32,
+    standardize_targets=True,
+  )
   path = str(tmp_path / "preprocessing.json")
   preprocessing.write(path, state)
   assert preprocessing.read(path) == state
@@ -137,8 +159,9 @@ def test_with_tasks_keeps_the_head_order():
 
 
 def test_a_single_task_bundle_keeps_its_target_only():
-  split = Split({"numeric": np.zeros([2, 1], np.float32)},
-                {"price": np.zeros(2, np.float32), "kind": np.zeros(2, np.int32)})
+  split = Split(
+    {"numeric": np.zeros([2, 1], np.float32)}, {"price": np.zeros(2, np.float32), "kind": np.zeros(2, np.int32)}
+  )
   bundle = DatasetBundle(tabular.task_specs(EXPECTED), split, split, split, fitted=EXPECTED)
   only = bundle.only("kind")
   assert only.fitted.task_names == ["kind"] and only.fitted.features == EXPECTED.features
@@ -164,6 +187,7 @@ def _set(path: list, value):
       target = target[key]
     target[path[-1]] = value
     return document
+
   return change
 
 
@@ -174,37 +198,38 @@ def _delete(path: list):
       target = target[key]
     del target[path[-1]]
     return document
+
   return change
 
 
 REFUSED = {
-    # name: (change to the legacy document, or the file's text; words the message holds)
-    "newer-version": (_set(["version"], 2), ["version 2", "newer"]),
-    "version-zero": (_set(["version"], 0), ["unknown version 0"]),
-    "version-as-text": (_set(["version"], "1"), ["unknown version \"1\""]),
-    "version-null": (_set(["version"], None), ["unknown version null"]),
-    "not-json": ("{\"features\": [", ["not JSON"]),
-    "empty-file": ("", ["not JSON"]),
-    "a-list": ("[]", ["not a JSON object"]),
-    "no-features": (_delete(["features"]), ["has no 'features'"]),
-    "no-targets": (_delete(["targets"]), ["has no 'targets'"]),
-    "unknown-top-level-key": (_set(["vocabularies"], []), ["unknown key 'vocabularies'"]),
-    "features-not-a-list": (_set(["features"], {}), ["features is not a JSON list"]),
-    "numeric-without-std": (_delete(["features", 0, "std"]), ["features[0] has no 'std'"]),
-    "zero-std": (_set(["features", 0, "std"], 0.0), ["features[0].std", "positive"]),
-    "nan-mean": (_set(["features", 0, "mean"], float("nan")), ["features[0].mean is NaN"]),
-    "mean-as-text": (_set(["features", 0, "mean"], "2.5"), ["features[0].mean", "finite number"]),
-    "indicator-not-bool": (_set(["features", 0, "indicator"], 1), ["features[0].indicator", "true or false"]),
-    "unknown-feature-type": (_set(["features", 1, "type"], "text"), ["features[1].type is \"text\""]),
-    "misspelt-key": (_set(["features", 1, "vocab"], []), ["features[1] has an unknown key 'vocab'"]),
-    "unknown-encoding": (_set(["features", 2, "encoding"], "hash"), ["features[2].encoding"]),
-    "vocabulary-of-numbers": (_set(["features", 2, "vocabulary"], [1, 2]), ["features[2].vocabulary[0]"]),
-    "duplicate-category": (_set(["features", 2, "vocabulary"], ["a", "a"]), ["category 'a' twice"]),
-    "duplicate-feature": (_set(["features", 2, "name"], "x"), ["feature 'x' twice"]),
-    "unknown-target-kind": (_set(["targets", "price", "kind"], "ranking"), ["targets.price.kind"]),
-    "one-class": (_set(["targets", "kind", "classes"], ["2"]), ["targets.kind.classes", "fewer than 2"]),
-    "task-order-without-a-target": (_set(["task_order"], ["price"]), ["task_order"]),
-    "task-order-twice": (_set(["task_order"], ["price", "kind", "kind"]), ["task 'kind' twice"]),
+  # name: (change to the legacy document, or the file's text; words the message holds)
+  "newer-version": (_set(["version"], 2), ["version 2", "newer"]),
+  "version-zero": (_set(["version"], 0), ["unknown version 0"]),
+  "version-as-text": (_set(["version"], "1"), ['unknown version "1"']),
+  "version-null": (_set(["version"], None), ["unknown version null"]),
+  "not-json": ('{"features": [', ["not JSON"]),
+  "empty-file": ("", ["not JSON"]),
+  "a-list": ("[]", ["not a JSON object"]),
+  "no-features": (_delete(["features"]), ["has no 'features'"]),
+  "no-targets": (_delete(["targets"]), ["has no 'targets'"]),
+  "unknown-top-level-key": (_set(["vocabularies"], []), ["unknown key 'vocabularies'"]),
+  "features-not-a-list": (_set(["features"], {}), ["features is not a JSON list"]),
+  "numeric-without-std": (_delete(["features", 0, "std"]), ["features[0] has no 'std'"]),
+  "zero-std": (_set(["features", 0, "std"], 0.0), ["features[0].std", "positive"]),
+  "nan-mean": (_set(["features", 0, "mean"], float("nan")), ["features[0].mean is NaN"]),
+  "mean-as-text": (_set(["features", 0, "mean"], "2.5"), ["features[0].mean", "finite number"]),
+  "indicator-not-bool": (_set(["features", 0, "indicator"], 1), ["features[0].indicator", "true or false"]),
+  "unknown-feature-type": (_set(["features", 1, "type"], "text"), ['features[1].type is "text"']),
+  "misspelt-key": (_set(["features", 1, "vocab"], []), ["features[1] has an unknown key 'vocab'"]),
+  "unknown-encoding": (_set(["features", 2, "encoding"], "hash"), ["features[2].encoding"]),
+  "vocabulary-of-numbers": (_set(["features", 2, "vocabulary"], [1, 2]), ["features[2].vocabulary[0]"]),
+  "duplicate-category": (_set(["features", 2, "vocabulary"], ["a", "a"]), ["category 'a' twice"]),
+  "duplicate-feature": (_set(["features", 2, "name"], "x"), ["feature 'x' twice"]),
+  "unknown-target-kind": (_set(["targets", "price", "kind"], "ranking"), ["targets.price.kind"]),
+  "one-class": (_set(["targets", "kind", "classes"], ["2"]), ["targets.kind.classes", "fewer than 2"]),
+  "task-order-without-a-target": (_set(["task_order"], ["price"]), ["task_order"]),
+  "task-order-twice": (_set(["task_order"], ["price", "kind", "kind"]), ["task 'kind' twice"]),
 }
 
 

@@ -8,20 +8,31 @@ import json
 import os
 import signal
 
+from conftest import (
+  LONG_RUN,
+  SMALL_RUN_FLAGS,
+  build_config,
+  checkpoint_numbers,
+  make_bundle,
+  read_scalars,
+  run_train,
+  start_train,
+  wait_for_checkpoint,
+)
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (LONG_RUN, SMALL_RUN_FLAGS, build_config, checkpoint_numbers, make_bundle, read_scalars,
-                      run_train, start_train, wait_for_checkpoint)
 from mtl_research import tasks
 from mtl_research.config import NanPolicy
 from mtl_research.data.pipeline import TrainOrder
-from mtl_research.train import guard, loop
 from mtl_research.train import components as components_lib
+from mtl_research.train import guard, loop
 from mtl_research.train.run_dir import RunDir
 
 SPECS = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
+
+
 def read_bytes(path: str) -> bytes:
   with open(path, "rb") as handle:
     return handle.read()
@@ -44,13 +55,19 @@ def fixture_uninterrupted(tmp_path_factory):
 
 
 class TestDeterminism:
-
   # Every balancer in the default mode (XLA on one device), one in the graph loop.
-  @pytest.mark.parametrize("balancer, jit", [("fixed", "auto"), ("uncertainty", "auto"), ("gradnorm", "auto"),
-                                             ("gradnorm", "off")])
+  @pytest.mark.parametrize(
+    "balancer, jit", [("fixed", "auto"), ("uncertainty", "auto"), ("gradnorm", "auto"), ("gradnorm", "off")]
+  )
   def test_two_runs_are_bit_identical(self, tmp_path, balancer, jit):
-    flags = (*SMALL_RUN_FLAGS, "--train_steps=120", "--deterministic", "--dropout=0.3", f"--balancer={balancer}",
-             f"--jit_compile={jit}")
+    flags = (
+      *SMALL_RUN_FLAGS,
+      "--train_steps=120",
+      "--deterministic",
+      "--dropout=0.3",
+      f"--balancer={balancer}",
+      f"--jit_compile={jit}",
+    )
     results = []
     for name in ("a", "b"):
       proc = run_train(f"--run_dir={tmp_path / name}", *flags)
@@ -69,7 +86,6 @@ class TestDeterminism:
 
 
 class TestInterruption:
-
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_sigkill_then_rerun_is_identical(self, tmp_path, uninterrupted, jit):
     path = str(tmp_path / "run")
@@ -105,7 +121,6 @@ class TestInterruption:
 
 
 class TestCheckpointFallback:
-
   def test_truncated_checkpoint_falls_back_to_the_previous_one(self, tmp_path):
     path = str(tmp_path / "run")
     flags = (f"--run_dir={path}", *SMALL_RUN_FLAGS, "--deterministic")
@@ -148,9 +163,18 @@ def steps_with_row(row: int, num_rows: int, batch_size: int, seed: int, steps: i
 
 
 def guarded_run(tmp_path, policy: str, steps: int = 60, jit: str = "auto"):
-  config = build_config(str(tmp_path / "run"), loop={"train_steps": steps, "steps_per_loop": 20,
-                                                     "checkpoint_every": 20, "summary_every": 20,
-                                                     "eval_every": 0, "nan_policy": policy, "jit_compile": jit})
+  config = build_config(
+    str(tmp_path / "run"),
+    loop={
+      "train_steps": steps,
+      "steps_per_loop": 20,
+      "checkpoint_every": 20,
+      "summary_every": 20,
+      "eval_every": 0,
+      "nan_policy": policy,
+      "jit_compile": jit,
+    },
+  )
   bundle = poisoned_bundle(row=5)
   parts = components_lib.build(config, bundle)
   messages = []
@@ -161,7 +185,6 @@ def guarded_run(tmp_path, policy: str, steps: int = 60, jit: str = "auto"):
 
 
 class TestNonFiniteGuard:
-
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_stop_names_the_step_and_task_and_keeps_good_checkpoints(self, tmp_path, jit):
     trainer, _, run, messages = guarded_run(tmp_path, NanPolicy.STOP, jit=jit)
@@ -205,34 +228,41 @@ class TestNonFiniteGuard:
     config = build_config(loop={"nan_policy": NanPolicy.SKIP_BATCH, "jit_compile": jit})
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
-    before = [v.numpy().copy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
-    logs = parts.train_step.run(1, careful=True, rows=np.arange(32)[None])
+    before = [v.numpy().copy() for v in parts.train_loop.state_variables + list(parts.optimizer.variables)]
+    logs = parts.train_loop.run(1, careful=True, rows=np.arange(32)[None])
     assert int(logs["guard"]["count"]) == 1 and int(logs["guard"]["first_bad_step"]) == 0
-    after = [v.numpy() for v in parts.train_step.state_variables + list(parts.optimizer.variables)]
+    after = [v.numpy() for v in parts.train_loop.state_variables + list(parts.optimizer.variables)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
-    assert int(parts.step.numpy()) == 1  # the step still advances: the next batch is the next one
+    assert int(parts.global_step.numpy()) == 1  # the step still advances: the next batch is the next one
 
   def test_fast_loop_reports_unhealthy_after_a_bad_step(self):
     config = build_config()
     bundle = poisoned_bundle(row=5)
     parts = components_lib.build(config, bundle)
     batches = np.stack([np.arange(32, 64), np.arange(0, 32), np.arange(32, 64)])  # the bad row in the middle step
-    logs = parts.train_step.run(3, rows=batches)
+    logs = parts.train_loop.run(3, rows=batches)
     assert not bool(logs["healthy"])
     clean = components_lib.build(config, make_bundle(SPECS, num_train=256))
-    assert bool(clean.train_step.run(3, rows=batches)["healthy"])
-
+    assert bool(clean.train_loop.run(3, rows=batches)["healthy"])
 
 
 def test_a_non_finite_update_from_finite_inputs_stops_even_under_skip_batch(tmp_path):
   """GradNorm with L(0) = 0: every loss and gradient is finite, but the ratio 0/0 makes w NaN."""
-  config = build_config(str(tmp_path / "run"), balancer="gradnorm",
-                        loop={"train_steps": 40, "steps_per_loop": 20, "checkpoint_every": 20, "eval_every": 0,
-                              "nan_policy": NanPolicy.SKIP_BATCH})
+  config = build_config(
+    str(tmp_path / "run"),
+    balancer="gradnorm",
+    loop={
+      "train_steps": 40,
+      "steps_per_loop": 20,
+      "checkpoint_every": 20,
+      "eval_every": 0,
+      "nan_policy": NanPolicy.SKIP_BATCH,
+    },
+  )
   bundle = make_bundle(SPECS, num_train=256)
   parts = components_lib.build(config, bundle)
   parts.balancer.initial_losses.assign([0.0, 0.0])
-  parts.step.assign(5)  # past the L(0) window, so the zeros stay
+  parts.global_step.assign(5)  # past the L(0) window, so the zeros stay
   run = RunDir(config.run_dir)
   os.makedirs(run.path)
   messages = []

@@ -8,6 +8,7 @@ hand and nothing is trained.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import math
@@ -16,15 +17,24 @@ import shutil
 import subprocess
 import sys
 
+from conftest import REPO_ROOT, read_scalars
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, read_scalars
 from mtl_research import metrics
 from mtl_research.errors import UserError
-from mtl_research.reports import aggregation, collect, delta_m, hparams, plots, results_csv, results_md, results_tex
-from mtl_research.reports import summarize
+from mtl_research.reports import (
+  aggregation,
+  collect,
+  delta_m,
+  hparams,
+  plots,
+  results_csv,
+  results_md,
+  results_tex,
+  summarize,
+)
 from mtl_research.reports import table as table_lib
 
 REGRESSION = {"kind": "regression", "num_classes": 0}
@@ -33,27 +43,49 @@ BINARY = {"kind": "classification", "num_classes": 2}
 
 # Test metrics of the fake sweep: (balancer, seed) -> (price mae, kind accuracy).
 METHODS = {
-    ("fixed", 0): (0.90, 0.70), ("fixed", 1): (1.10, 0.74),
-    ("uncertainty", 0): (0.70, 0.80), ("uncertainty", 1): (0.80, 0.84),
+  ("fixed", 0): (0.90, 0.70),
+  ("fixed", 1): (1.10, 0.74),
+  ("uncertainty", 0): (0.70, 0.80),
+  ("uncertainty", 1): (0.80, 0.84),
 }
 # Single-task baselines: task -> per-seed values; means price mae 1.0, kind accuracy 0.8.
 BASELINES = {"price": (0.95, 1.05), "kind": (0.78, 0.82)}
 
 
 def _metrics(test: dict, tasks: dict, balancer: str = "fixed", single_task: str | None = None) -> dict:
-  return {"val": test, "test": test, "weights": {t: 1.0 for t in test}, "selected_weights": {t: 1.0 for t in test},
-          "selection": {"criterion": "mean_loss", "step": 40, "val_score": 0.5}, "single_task": single_task,
-          "steps": 40, "balancer": balancer, "dataset": "synthetic", "tasks": tasks}
+  return {
+    "val": test,
+    "test": test,
+    "weights": {t: 1.0 for t in test},
+    "selected_weights": {t: 1.0 for t in test},
+    "selection": {"criterion": "mean_loss", "step": 40, "val_score": 0.5},
+    "single_task": single_task,
+    "steps": 40,
+    "balancer": balancer,
+    "dataset": "synthetic",
+    "tasks": tasks,
+  }
 
 
-def write_run(sweep_dir: str, name: str, *, balancer: str = "fixed", seed: int = 0, grid: dict | None = None,
-              single_task: str | None = None, test: dict | None = None, tasks: dict | None = None,
-              finished: bool = True, failed: bool = False) -> str:
+def write_run(
+  sweep_dir: str,
+  name: str,
+  *,
+  balancer: str = "fixed",
+  seed: int = 0,
+  grid: dict | None = None,
+  single_task: str | None = None,
+  test: dict | None = None,
+  tasks: dict | None = None,
+  finished: bool = True,
+  failed: bool = False,
+) -> str:
   path = os.path.join(sweep_dir, "runs", name)
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, "run.json"), "w", encoding="utf-8") as handle:
-    json.dump({"name": name, "balancer": balancer, "seed": seed, "grid": grid or {}, "single_task": single_task},
-              handle)
+    json.dump(
+      {"name": name, "balancer": balancer, "seed": seed, "grid": grid or {}, "single_task": single_task}, handle
+    )
   if failed:
     open(os.path.join(path, "FAILED"), "w", encoding="utf-8").close()
   if finished:
@@ -67,8 +99,10 @@ def make_sweep(root: str, baselines: bool = True, extra_tasks: bool = False) -> 
   sweep_dir = os.path.join(root, "sweep")
   os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
   with open(os.path.join(sweep_dir, "sweep.json"), "w", encoding="utf-8") as handle:
-    json.dump({"balancers": ["fixed", "uncertainty"], "seeds": [0, 1], "grid": {}, "flags": [],
-               "with_single_task": baselines}, handle)
+    json.dump(
+      {"balancers": ["fixed", "uncertainty"], "seeds": [0, 1], "grid": {}, "flags": [], "with_single_task": baselines},
+      handle,
+    )
   tasks = {"kind": THREE_CLASSES, "price": REGRESSION}
   for (balancer, seed), (mae, acc) in METHODS.items():
     test = {"price": {"mse": mae**2, "mae": mae, "r2": 0.5}, "kind": {"accuracy": acc, "cross_entropy": 0.6}}
@@ -76,11 +110,22 @@ def make_sweep(root: str, baselines: bool = True, extra_tasks: bool = False) -> 
   if baselines:
     for seed in (0, 1):
       mae = BASELINES["price"][seed]
-      write_run(sweep_dir, f"single-price-s{seed}", seed=seed, single_task="price",
-                test={"price": {"mse": mae**2, "mae": mae, "r2": 0.4}}, tasks={"price": REGRESSION})
-      write_run(sweep_dir, f"single-kind-s{seed}", seed=seed, single_task="kind",
-                test={"kind": {"accuracy": BASELINES["kind"][seed], "cross_entropy": 0.7}},
-                tasks={"kind": THREE_CLASSES})
+      write_run(
+        sweep_dir,
+        f"single-price-s{seed}",
+        seed=seed,
+        single_task="price",
+        test={"price": {"mse": mae**2, "mae": mae, "r2": 0.4}},
+        tasks={"price": REGRESSION},
+      )
+      write_run(
+        sweep_dir,
+        f"single-kind-s{seed}",
+        seed=seed,
+        single_task="kind",
+        test={"kind": {"accuracy": BASELINES["kind"][seed], "cross_entropy": 0.7}},
+        tasks={"kind": THREE_CLASSES},
+      )
   return sweep_dir
 
 
@@ -123,8 +168,10 @@ def test_mean_and_sample_std_by_hand():
 def test_table_values_bold_and_delta_m(tmp_path):
   sweep = collect.collect(make_sweep(str(tmp_path)))
   table = aggregation.build_table(sweep, "mae", "accuracy")
-  assert [(c.task, c.metric, c.higher_is_better) for c in table.columns] == [("kind", "accuracy", True),
-                                                                            ("price", "mae", False)]
+  assert [(c.task, c.metric, c.higher_is_better) for c in table.columns] == [
+    ("kind", "accuracy", True),
+    ("price", "mae", False),
+  ]
   fixed, uncertainty = table.rows
   assert fixed.stats[("price", "mae")].mean == pytest.approx(1.0)
   assert fixed.stats[("price", "mae")].std == pytest.approx(math.sqrt(0.02))  # (0.1² + 0.1²) / 1
@@ -137,8 +184,9 @@ def test_table_values_bold_and_delta_m(tmp_path):
   assert fixed.delta_m.std == pytest.approx(math.sqrt(2 * 3.75**2))
   assert uncertainty.delta_m.mean == pytest.approx(13.75)
   # Δm of the row means equals the mean of per-seed Δm (Δm is linear).
-  assert uncertainty.delta_m.mean == pytest.approx(delta_m.delta_m(
-      {"price": 0.75, "kind": 0.82}, {"price": 1.0, "kind": 0.8}, {"price": True, "kind": False}))
+  assert uncertainty.delta_m.mean == pytest.approx(
+    delta_m.delta_m({"price": 0.75, "kind": 0.82}, {"price": 1.0, "kind": 0.8}, {"price": True, "kind": False})
+  )
 
   markdown = results_md.render(table)
   lines = markdown.splitlines()
@@ -164,8 +212,7 @@ def test_bold_picks_min_for_lower_and_max_for_higher(tmp_path):
   write_run(sweep_dir, "a", balancer="a", test={"price": {"mae": 2.0}, "kind": {"accuracy": 0.9}}, tasks=tasks)
   write_run(sweep_dir, "b", balancer="b", test={"price": {"mae": 1.0}, "kind": {"accuracy": 0.5}}, tasks=tasks)
   table = aggregation.build_table(collect.collect(sweep_dir))
-  row = {line.split("|")[1].strip(): line for line in results_md.render(table).splitlines()
-         if line.startswith("| ")}
+  row = {line.split("|")[1].strip(): line for line in results_md.render(table).splitlines() if line.startswith("| ")}
   assert "**0.9000**" in row["a"] and "2.0000" in row["a"] and "**2.0000**" not in row["a"]
   assert "**1.0000**" in row["b"] and "**0.5000**" not in row["b"]
   # One seed: the value alone, no ±.
@@ -195,8 +242,11 @@ def test_delta_m_omitted_when_one_task_lacks_a_baseline(tmp_path):
 def test_auc_for_binary_tasks_and_accuracy_fallback_with_a_note(tmp_path):
   sweep_dir = os.path.join(str(tmp_path), "s")
   tasks = {"click": BINARY, "kind": THREE_CLASSES, "price": REGRESSION}
-  test = {"click": {"accuracy": 0.7, "auc": 0.75, "cross_entropy": 0.5}, "kind": {"accuracy": 0.6},
-          "price": {"mae": 1.0, "mse": 1.5}}
+  test = {
+    "click": {"accuracy": 0.7, "auc": 0.75, "cross_entropy": 0.5},
+    "kind": {"accuracy": 0.6},
+    "price": {"mae": 1.0, "mse": 1.5},
+  }
   write_run(sweep_dir, "r", test=test, tasks=tasks)
   table = aggregation.build_table(collect.collect(sweep_dir), "mse", "auc")
   assert [(c.task, c.metric) for c in table.columns] == [("click", "auc"), ("kind", "accuracy"), ("price", "mse")]
@@ -218,12 +268,23 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
   tasks = {"click_rate": BINARY, "price%": REGRESSION}
   for balancer in ("fixed", "grad_norm&co"):
     for seed in (0, 1):
-      write_run(sweep_dir, f"{balancer}-{seed}", balancer=balancer, seed=seed, grid={"gradnorm_alpha": "1.5"},
-                test={"click_rate": {"accuracy": 0.7 + seed / 10}, "price%": {"mae": 1.0 - seed / 10}},
-                tasks=tasks)
+      write_run(
+        sweep_dir,
+        f"{balancer}-{seed}",
+        balancer=balancer,
+        seed=seed,
+        grid={"gradnorm_alpha": "1.5"},
+        test={"click_rate": {"accuracy": 0.7 + seed / 10}, "price%": {"mae": 1.0 - seed / 10}},
+        tasks=tasks,
+      )
   for task in tasks:
-    write_run(sweep_dir, f"single-{task}", single_task=task, test={task: {"accuracy": 0.6, "mae": 1.2}},
-              tasks={task: tasks[task]})
+    write_run(
+      sweep_dir,
+      f"single-{task}",
+      single_task=task,
+      test={task: {"accuracy": 0.6, "mae": 1.2}},
+      tasks={task: tasks[task]},
+    )
   table = aggregation.build_table(collect.collect(sweep_dir))
   latex = results_tex.render(table)
   assert latex.startswith(r"\begin{table}") and latex.rstrip().endswith(r"\end{table}")
@@ -243,10 +304,17 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
   if shutil.which("pdflatex"):
     document = os.path.join(tmp_path, "doc.tex")
     with open(document, "w", encoding="utf-8") as handle:
-      handle.write("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + latex +
-                   "\\end{document}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+      handle.write(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + latex + "\\end{document}\n"
+      )
+    done = subprocess.run(
+      ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=60,
+      check=False,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert os.path.isfile(os.path.join(tmp_path, "doc.pdf"))
 
@@ -289,12 +357,15 @@ def test_collect_skips_unfinished_and_failed_and_refuses_empty(tmp_path):
 
 def test_reports_import_neither_the_trainer_nor_the_sweep_runner():
   """BUILD.md, "Reports": of the rest of the package, reports/ imports file and metric names only."""
-  code = ("import sys\n"
-          "from mtl_research.reports import (aggregation, cells, collect, delta_m, events, hparams, plots, "
-          "results_csv, results_md, results_tex, summarize, table)\n"
-          "print(' '.join(sorted(sys.modules)))")
-  done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-                        check=True)
+  code = (
+    "import sys\n"
+    "from mtl_research.reports import (aggregation, cells, collect, delta_m, events, hparams, plots, "
+    "results_csv, results_md, results_tex, summarize, table)\n"
+    "print(' '.join(sorted(sys.modules)))"
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True
+  )
   modules = set(done.stdout.split())
   assert "tensorflow" not in modules and "mtl_research.sweep.runner" not in modules
   assert {m for m in modules if m.startswith("mtl_research.train.")} == {"mtl_research.train.run_dir"}
@@ -326,11 +397,7 @@ def test_plots_when_matplotlib_is_importable_and_a_note_when_not(tmp_path, monke
   sweep = collect.collect(sweep_dir)
   table = aggregation.build_table(sweep)
   assert read_scalars(os.path.join(sweep_dir, "runs", "fixed-s0", "train"))["weight/price"][0][0] == 10
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
-    has_matplotlib = True
-  except ImportError:
-    has_matplotlib = False
+  has_matplotlib = importlib.util.find_spec("matplotlib") is not None
   if has_matplotlib:
     paths, notes = plots.write_plots(sweep, table)
     names = sorted(os.path.basename(p) for p in paths)
@@ -358,23 +425,28 @@ def _session_groups(logdir: str):
   """The HParams plugin's own answer to the dashboard's session-groups request."""
   # pylint: disable=g-import-not-at-top
   from tensorboard import context
-  from tensorboard.backend.event_processing import data_provider
-  from tensorboard.backend.event_processing import plugin_event_multiplexer
+  from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
   from tensorboard.plugins import base_plugin
   from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
   multiplexer = plugin_event_multiplexer.EventMultiplexer()
   multiplexer.AddRunsFromDirectory(logdir)
   multiplexer.Reload()
   provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
-  backend = backend_context.Context(base_plugin.TBContext(logdir=logdir, data_provider=provider,
-                                                          multiplexer=multiplexer))
-  request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, allowed_statuses=[
-      api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
+  backend = backend_context.Context(
+    base_plugin.TBContext(logdir=logdir, data_provider=provider, multiplexer=multiplexer)
+  )
+  request = api_pb2.ListSessionGroupsRequest(
+    start_index=0,
+    slice_size=100,
+    allowed_statuses=[api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING],
+  )
   return list_session_groups.Handler(context.RequestContext(), backend, "", request).run().session_groups
 
 
 def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+
   sweep_dir = make_sweep(str(tmp_path))
   for name in os.listdir(os.path.join(sweep_dir, "runs")):
     run_path = os.path.join(sweep_dir, "runs", name)
@@ -384,8 +456,14 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
       info = json.load(handle)
     writer = tf.summary.create_file_writer(os.path.join(run_path, "train"))
     with writer.as_default():  # what the trainer logs: every result-changing flag
-      hp.hparams({"balancer": info["balancer"], "seed": info["seed"], "single_task": info["single_task"] or "",
-                  "learning_rate": 0.001})
+      hp.hparams(
+        {
+          "balancer": info["balancer"],
+          "seed": info["seed"],
+          "single_task": info["single_task"] or "",
+          "learning_rate": 0.001,
+        }
+      )
     writer.close()
   sweep = collect.collect(sweep_dir)
   table = aggregation.build_table(sweep)
@@ -430,8 +508,15 @@ def test_summarize_writes_every_file(tmp_path):
 
 def _summarize_cli(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "summarize.py"), *args], cwd=REPO_ROOT,
-                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO_ROOT, "scripts", "summarize.py"), *args],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
 
 
 def test_cli_missing_dir_is_one_line_without_traceback(tmp_path):

@@ -20,7 +20,8 @@ def test_flag_missing_from_old_run_counts_as_its_default():
   new = {"learning_rate": "0.001", "gradnorm_alpha": "1.5"}
   assert run_dir.differences(old, new, (), {"gradnorm_alpha": "1.5"}) == []
   assert run_dir.differences(old, {**new, "gradnorm_alpha": "0.5"}, (), {"gradnorm_alpha": "1.5"}) == [
-      "--gradnorm_alpha=1.5 there, 0.5 now"]
+    "--gradnorm_alpha=1.5 there, 0.5 now"
+  ]
 
 
 def test_other_flags_refused_and_nothing_changes(tmp_path):
@@ -37,6 +38,7 @@ def test_other_flags_refused_and_nothing_changes(tmp_path):
 
 def test_sweep_files_are_names_the_sweep_runner_writes():
   from mtl_research.sweep import runner  # pylint: disable=import-outside-toplevel
+
   assert run_dir.SWEEP_FILES == {runner.RUN_FILE, runner.LOG_FILE, runner.FAILED_FILE}
 
 

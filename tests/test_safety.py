@@ -48,13 +48,15 @@ def test_no_code_execution_or_unpickling_of_user_input():
 def test_the_scan_sees_what_it_forbids(tmp_path):
   """The check above can fail: each forbidden form is reported."""
   bad = tmp_path / "bad.py"
-  bad.write_text("import pickle\nimport numpy as np\nx = eval('1')\nnp.load('f.npz')\n"
-                 "np.load('g.npz', allow_pickle=True)\nfrom yaml import load\n", encoding="utf-8")
+  bad.write_text(
+    "import pickle\nimport numpy as np\nx = eval('1')\nnp.load('f.npz')\n"
+    "np.load('g.npz', allow_pickle=True)\nfrom yaml import load\n",
+    encoding="utf-8",
+  )
   assert len(violations(bad)) == 5
 
 
 class TestAtomicWrites:
-
   def test_a_failed_write_leaves_the_old_file_and_no_temporary(self, tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
     files.write_json_atomic(str(target), {"a": 1})

@@ -65,13 +65,20 @@ def test_stop_request_announces_the_first_signal():
     os.kill(os.getpid(), signal.SIGINT)
     assert wait_until(lambda: stop.requested)
   assert stop.name == "SIGINT"
-  assert lines == ["SIGINT received: stopping after the current loop with a checkpoint (send it again to stop at once)."]
+  assert lines == [
+    "SIGINT received: stopping after the current loop with a checkpoint (send it again to stop at once)."
+  ]
 
 
 def run_child(script: str, signals_to_send: tuple[int, ...]) -> subprocess.CompletedProcess:
   """Runs `script`, waits for its "ready" line, sends the signals 0.2 s apart; returns the finished process."""
-  with subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True) as process:
+  with subprocess.Popen(
+    [sys.executable, "-c", textwrap.dedent(script)],
+    cwd=REPO_ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  ) as process:
     try:
       assert process.stdout.readline() == "ready\n"
       for signum in signals_to_send:
@@ -85,7 +92,8 @@ def run_child(script: str, signals_to_send: tuple[int, ...]) -> subprocess.Compl
 
 
 def test_a_second_signal_stops_at_once_while_python_runs():
-  done = run_child("""
+  done = run_child(
+    """
       import time
       from mtl_research.signals import StopSignals
       with StopSignals(second_stops_now=True) as stop:
@@ -94,7 +102,9 @@ def test_a_second_signal_stops_at_once_while_python_runs():
         while time.monotonic() < deadline:
           time.sleep(0.01)
       print("survived", stop.name, flush=True)
-      """, (signal.SIGTERM, signal.SIGINT))
+      """,
+    (signal.SIGTERM, signal.SIGINT),
+  )
   # The handler re-raises the signal with the default action; the watching thread may get there first.
   assert done.returncode in (-signal.SIGINT, 128 + signal.SIGINT), done.stderr
   assert "survived" not in done.stdout
@@ -103,7 +113,8 @@ def test_a_second_signal_stops_at_once_while_python_runs():
 def test_a_second_signal_stops_at_once_while_the_main_thread_is_inside_a_c_call():
   # The main thread blocks both signals and sleeps in C, as it waits inside TensorFlow during a compiled
   # loop: no Python handler can run, only the thread reading the wakeup descriptor sees them.
-  done = run_child("""
+  done = run_child(
+    """
       import ctypes, signal
       from mtl_research.signals import STOP_SIGNALS, StopSignals
       with StopSignals(second_stops_now=True):
@@ -111,13 +122,16 @@ def test_a_second_signal_stops_at_once_while_the_main_thread_is_inside_a_c_call(
         print("ready", flush=True)
         ctypes.CDLL(None).sleep(15)
       print("survived", flush=True)
-      """, (signal.SIGTERM, signal.SIGINT))
+      """,
+    (signal.SIGTERM, signal.SIGINT),
+  )
   assert done.returncode == 128 + signal.SIGINT, done.stderr
   assert done.stderr == "SIGINT again: stopping now.\n" and done.stdout == ""
 
 
 def test_without_second_stops_now_a_second_signal_is_ignored():
-  done = run_child("""
+  done = run_child(
+    """
       import time
       from mtl_research.signals import StopSignals
       with StopSignals() as stop:
@@ -126,6 +140,8 @@ def test_without_second_stops_now_a_second_signal_is_ignored():
           time.sleep(0.01)
         time.sleep(0.5)
       print("stopped by", stop.name, flush=True)
-      """, (signal.SIGTERM, signal.SIGINT))
+      """,
+    (signal.SIGTERM, signal.SIGINT),
+  )
   assert done.returncode == 0, done.stderr
   assert done.stdout == "stopped by SIGTERM\n"

@@ -16,19 +16,47 @@ import time
 import pytest
 
 from mtl_research.errors import UserError
-from mtl_research.sweep import plan
-from mtl_research.sweep import runner
+from mtl_research.sweep import plan, runner
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABLATE_SCRIPT = os.path.join(REPO_ROOT, "scripts", "ablate.py")
-TINY = ("--num_train=256", "--num_val=64", "--num_test=64", "--hidden_units=8", "--train_steps=60",
-        "--eval_every=30", "--steps_per_loop=30", "--summary_every=30", "--checkpoint_every=30")
+TINY = (
+  "--num_train=256",
+  "--num_val=64",
+  "--num_test=64",
+  "--hidden_units=8",
+  "--train_steps=60",
+  "--eval_every=30",
+  "--steps_per_loop=30",
+  "--summary_every=30",
+  "--checkpoint_every=30",
+)
 SWEEP = ("--balancers=fixed,uncertainty", "--seeds=0,1", "--with_single_task", "--parallel=2", *TINY)
-RUN_NAMES = sorted(["fixed__seed0", "fixed__seed1", "uncertainty__seed0", "uncertainty__seed1",
-                    "single_task=price__seed0", "single_task=price__seed1",
-                    "single_task=kind__seed0", "single_task=kind__seed1"])
-TRAINING_FLAGS = ("learning_rate", "hidden_units", "gradnorm_alpha", "selection", "run_dir", "seed", "balancer",
-                  "single_task", "overwrite", "intra_op_threads", "inter_op_threads")
+RUN_NAMES = sorted(
+  [
+    "fixed__seed0",
+    "fixed__seed1",
+    "uncertainty__seed0",
+    "uncertainty__seed1",
+    "single_task=price__seed0",
+    "single_task=price__seed1",
+    "single_task=kind__seed0",
+    "single_task=kind__seed1",
+  ]
+)
+TRAINING_FLAGS = (
+  "learning_rate",
+  "hidden_units",
+  "gradnorm_alpha",
+  "selection",
+  "run_dir",
+  "seed",
+  "balancer",
+  "single_task",
+  "overwrite",
+  "intra_op_threads",
+  "inter_op_threads",
+)
 
 
 def ablate_args(sweep_dir, *args):
@@ -37,8 +65,9 @@ def ablate_args(sweep_dir, *args):
 
 def ablate(sweep_dir, *args, timeout=150) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+  return subprocess.run(
+    ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
 
 
 def runs_dir(sweep_dir):
@@ -46,8 +75,11 @@ def runs_dir(sweep_dir):
 
 
 def finished(sweep_dir) -> list[str]:
-  return sorted(name for name in os.listdir(runs_dir(sweep_dir))
-                if os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json")))
+  return sorted(
+    name
+    for name in os.listdir(runs_dir(sweep_dir))
+    if os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json"))
+  )
 
 
 def read_json(*parts):
@@ -60,8 +92,10 @@ def mtimes(sweep_dir, names) -> dict[str, int]:
 
 
 def checkpoints(sweep_dir) -> dict[str, list[str]]:
-  return {name: sorted(os.listdir(os.path.join(runs_dir(sweep_dir), name, "ckpt")))
-          for name in os.listdir(runs_dir(sweep_dir))}
+  return {
+    name: sorted(os.listdir(os.path.join(runs_dir(sweep_dir), name, "ckpt")))
+    for name in os.listdir(runs_dir(sweep_dir))
+  }
 
 
 def assert_same_metrics(actual: dict, expected: dict, rel: float = 1e-6):
@@ -77,7 +111,6 @@ def assert_same_metrics(actual: dict, expected: dict, rel: float = 1e-6):
 
 
 class TestPlan:
-
   def test_expansion_counts_names_and_order(self):
     grid = plan.parse_grid(["learning_rate=0.001,0.01", "gradnorm_alpha=0.5,1.5"], TRAINING_FLAGS)
     specs = plan.expand(["fixed", "uncertainty", "gradnorm"], [0, 1], grid, ["price", "kind"])
@@ -97,8 +130,13 @@ class TestPlan:
     spec = baselines[0]
     assert (spec.balancer, spec.grid, spec.seed) == ("fixed", (), 3)
     assert spec.flags() == ["--balancer=fixed", "--seed=3", "--single_task=price"]
-    assert spec.to_json() == {"name": "single_task=price__seed3", "balancer": "fixed", "seed": 3, "grid": {},
-                              "single_task": "price"}
+    assert spec.to_json() == {
+      "name": "single_task=price__seed3",
+      "balancer": "fixed",
+      "seed": 3,
+      "grid": {},
+      "single_task": "price",
+    }
 
   def test_run_flags_and_json(self):
     grid = plan.parse_grid(["--learning_rate=0.01"], TRAINING_FLAGS)
@@ -112,8 +150,10 @@ class TestPlan:
     grid = plan.parse_grid(["hidden_units=16,8;32,16", "selection=price:r2"], TRAINING_FLAGS)
     assert grid == {"hidden_units": ("16,8", "32,16"), "selection": ("price:r2",)}
     names = [spec.name for spec in plan.expand(["fixed"], [0], grid)]
-    assert names == ["fixed__hidden_units=16_8__selection=price_r2__seed0",
-                     "fixed__hidden_units=32_16__selection=price_r2__seed0"]
+    assert names == [
+      "fixed__hidden_units=16_8__selection=price_r2__seed0",
+      "fixed__hidden_units=32_16__selection=price_r2__seed0",
+    ]
     long = plan.run_name("fixed", [("selection", "x" * 500)], 0)
     assert len(long) <= plan.MAX_NAME_LENGTH and long != plan.run_name("fixed", [("selection", "x" * 499)], 0)
 
@@ -122,7 +162,9 @@ class TestPlan:
     with pytest.raises(UserError, match="share the directory name .fixed__selection=a_b__seed0."):
       plan.expand(["fixed"], [0], grid)
 
-  @pytest.mark.parametrize("item, message", [
+  @pytest.mark.parametrize(
+    "item, message",
+    [
       ("learning_rate", "not of the form FLAG=VALUE"),
       ("=1,2", "not of the form FLAG=VALUE"),
       ("nosuch=1,2", "--nosuch is not a training flag"),
@@ -134,7 +176,8 @@ class TestPlan:
       ("intra_op_threads=1,2", "from --parallel"),
       ("learning_rate=0.1,,0.2", "empty value"),
       ("learning_rate=0.1,0.1", "lists a value twice"),
-  ])
+    ],
+  )
   def test_grid_errors_name_the_item(self, item, message):
     with pytest.raises(UserError, match=message) as error:
       plan.parse_grid([item], TRAINING_FLAGS)
@@ -147,8 +190,13 @@ class TestPlan:
   def test_definition_difference(self):
     grid = {"learning_rate": ("0.001", "0.01")}
     old = plan.definition(["fixed"], [0, 1], grid, ["--train_steps=60"], True)
-    assert old == {"balancers": ["fixed"], "seeds": [0, 1], "grid": {"learning_rate": ["0.001", "0.01"]},
-                   "flags": ["--train_steps=60"], "with_single_task": True}
+    assert old == {
+      "balancers": ["fixed"],
+      "seeds": [0, 1],
+      "grid": {"learning_rate": ["0.001", "0.01"]},
+      "flags": ["--train_steps=60"],
+      "with_single_task": True,
+    }
     assert plan.difference(old, json.loads(json.dumps(old))) is None
     new = plan.definition(["fixed"], [0, 1, 2], grid, ["--train_steps=60"], True)
     assert plan.difference(old, new) == "--seeds 0,1 there, 0,1,2 now"
@@ -159,8 +207,18 @@ class TestPlan:
     assert runner.threads_per_run(2, 2) == 1 and runner.threads_per_run(2, 16) == 8
     assert runner.threads_per_run(4, 2) == 1
     cmd = runner.command(spec, "/s/runs/x", passthrough, 8, python="py")
-    assert cmd == ["py", "-m", "mtl_research.cli.train", "--run_dir=/s/runs/x", "--balancer=fixed", "--seed=0",
-                   "--single_task=price", "--train_steps=60", "--intra_op_threads=8", "--inter_op_threads=1"]
+    assert cmd == [
+      "py",
+      "-m",
+      "mtl_research.cli.train",
+      "--run_dir=/s/runs/x",
+      "--balancer=fixed",
+      "--seed=0",
+      "--single_task=price",
+      "--train_steps=60",
+      "--intra_op_threads=8",
+      "--inter_op_threads=1",
+    ]
     multi = plan.RunSpec("fixed__seed0", "fixed", 0)
     cmd = runner.command(multi, "d", passthrough + ["--intra_op_threads=3"], 8, python="py")
     assert "--task_weights=price:2,kind:1" in cmd and "--intra_op_threads=3" in cmd
@@ -183,8 +241,12 @@ def test_sweep_trains_every_run(reference):
   sweep_dir, proc = reference
   assert finished(sweep_dir) == RUN_NAMES == sorted(os.listdir(runs_dir(sweep_dir)))
   assert read_json(sweep_dir, "sweep.json") == {
-      "balancers": ["fixed", "uncertainty"], "seeds": [0, 1], "grid": {}, "with_single_task": True,
-      "flags": sorted(TINY)}
+    "balancers": ["fixed", "uncertainty"],
+    "seeds": [0, 1],
+    "grid": {},
+    "with_single_task": True,
+    "flags": sorted(TINY),
+  }
   for name in RUN_NAMES:
     run = read_json(runs_dir(sweep_dir), name, "run.json")
     metrics = read_json(runs_dir(sweep_dir), name, "metrics.json")
@@ -200,12 +262,18 @@ def test_sweep_trains_every_run(reference):
     assert f"--run_dir={os.path.join(runs_dir(sweep_dir), name)}" in log.splitlines()[0]
     assert "--intra_op_threads=" in log.splitlines()[0] and "Results: " in log
   assert read_json(runs_dir(sweep_dir), "uncertainty__seed1", "run.json") == {
-      "name": "uncertainty__seed1", "balancer": "uncertainty", "seed": 1, "grid": {}, "single_task": None}
+    "name": "uncertainty__seed1",
+    "balancer": "uncertainty",
+    "seed": 1,
+    "grid": {},
+    "single_task": None,
+  }
   flags_txt = open(os.path.join(runs_dir(sweep_dir), "single_task=kind__seed1", "flags.txt"), encoding="utf-8").read()
   assert "--single_task=kind\n" in flags_txt and "--seed=1\n" in flags_txt and "--train_steps=60\n" in flags_txt
   for name in RUN_NAMES:  # the trainer took the directory that already held run.json and log.txt
     assert {"run.json", "log.txt", "flags.txt", "metrics.json", "ckpt"} <= set(
-        os.listdir(os.path.join(runs_dir(sweep_dir), name)))
+      os.listdir(os.path.join(runs_dir(sweep_dir), name))
+    )
   assert "done 8 / running 0 / failed 0 / left 0" in proc.stderr
   assert "8 runs, 0 already finished (skipped), 8 to train, 2 at a time with 1 thread(s) each" in proc.stderr
 
@@ -225,19 +293,23 @@ def test_bad_input_stops_before_writing(reference, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   fresh = str(tmp_path / "never")
   cases = [
-      (fresh, ("--balancers=fixed,nosuch",), "--balancers: 'nosuch' is not a balancer"),
-      (fresh, ("--seeds=0,x",), "--seeds=0,x is not a comma-separated list of integers"),
-      (fresh, ("--grid=nosuch=1,2",), "--grid=nosuch=1,2: --nosuch is not a training flag"),
-      (fresh, ("--grid=learning_rate=0.001,-1",), "--grid value learning_rate=-1 is invalid"),
-      (fresh, ("--seed=3",), "--seed is set by the sweep for each run; use --seeds"),
-      (reference[0], (*SWEEP[:-1],), "holds a different sweep (training flags"),
-      (reference[0], SWEEP, "is being run by another mtl-ablate right now"),
+    (fresh, ("--balancers=fixed,nosuch",), "--balancers: 'nosuch' is not a balancer"),
+    (fresh, ("--seeds=0,x",), "--seeds=0,x is not a comma-separated list of integers"),
+    (fresh, ("--grid=nosuch=1,2",), "--grid=nosuch=1,2: --nosuch is not a training flag"),
+    (fresh, ("--grid=learning_rate=0.001,-1",), "--grid value learning_rate=-1 is invalid"),
+    (fresh, ("--seed=3",), "--seed is set by the sweep for each run; use --seeds"),
+    (reference[0], (*SWEEP[:-1],), "holds a different sweep (training flags"),
+    (reference[0], SWEEP, "is being run by another mtl-ablate right now"),
   ]
   # As if another invocation were running the reference sweep.
   with open(os.path.join(reference[0], ".lock"), "a", encoding="utf-8") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    procs = [subprocess.Popen(ablate_args(path, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for path, args, _ in cases]
+    procs = [
+      subprocess.Popen(
+        ablate_args(path, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+      )
+      for path, args, _ in cases
+    ]
     for proc, (_, args, message) in zip(procs, cases):
       _, stderr = proc.communicate(timeout=120)
       assert proc.returncode == 1, (args, stderr[-2000:])
@@ -261,16 +333,26 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   # Its own process group, so that SIGKILL takes the runner and its training processes down
   # at once, like a machine that dies.
-  process = subprocess.Popen(ablate_args(sweep_dir, *SWEEP), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+  process = subprocess.Popen(
+    ablate_args(sweep_dir, *SWEEP),
+    cwd=REPO_ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+  )
 
   def mid_way():
     if not os.path.isdir(runs_dir(sweep_dir)):
       return False
     names = os.listdir(runs_dir(sweep_dir))
     done = [n for n in names if os.path.exists(os.path.join(runs_dir(sweep_dir), n, "metrics.json"))]
-    partial[:] = [n for n in names if os.path.isfile(os.path.join(runs_dir(sweep_dir), n, "ckpt", "checkpoint"))
-                  and not os.path.exists(os.path.join(runs_dir(sweep_dir), n, "metrics.json"))]
+    partial[:] = [
+      n
+      for n in names
+      if os.path.isfile(os.path.join(runs_dir(sweep_dir), n, "ckpt", "checkpoint"))
+      and not os.path.exists(os.path.join(runs_dir(sweep_dir), n, "metrics.json"))
+    ]
     return bool(done) and bool(partial)
 
   partial = []
@@ -302,20 +384,29 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
   # the same thread counts. Measured bit-identical on CPU; the tolerance only absorbs printing.
   for name in RUN_NAMES:
     assert os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "run.json"))
-    assert_same_metrics(read_json(runs_dir(sweep_dir), name, "metrics.json"),
-                        read_json(runs_dir(reference[0]), name, "metrics.json"))
+    assert_same_metrics(
+      read_json(runs_dir(sweep_dir), name, "metrics.json"), read_json(runs_dir(reference[0]), name, "metrics.json")
+    )
 
 
 def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   args = ("--balancers=fixed,uncertainty", "--seeds=0", "--parallel=2", *TINY)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  process = subprocess.Popen(ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+  process = subprocess.Popen(
+    ablate_args(sweep_dir, *args),
+    cwd=REPO_ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
   try:
     flags_files = lambda: any(  # noqa: E731
-        os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "flags.txt"))
-        for name in (os.listdir(runs_dir(sweep_dir)) if os.path.isdir(runs_dir(sweep_dir)) else []))
+      os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "flags.txt"))
+      for name in (os.listdir(runs_dir(sweep_dir)) if os.path.isdir(runs_dir(sweep_dir)) else [])
+    )
     assert wait_for(flags_files, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -329,8 +420,11 @@ def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
     os.killpg(process.pid, 0)
   for name in os.listdir(runs_dir(sweep_dir)):
     assert not os.path.exists(os.path.join(runs_dir(sweep_dir), name, "FAILED"))
-  stopped = [name for name in os.listdir(runs_dir(sweep_dir))
-             if not os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json"))]
+  stopped = [
+    name
+    for name in os.listdir(runs_dir(sweep_dir))
+    if not os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "metrics.json"))
+  ]
   assert stopped
   for name in stopped:
     with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
@@ -417,7 +511,7 @@ def test_run_files_are_in_the_run_dir_from_the_start_and_failures_are_retried(tm
   with open(os.path.join(path, "log.txt"), encoding="utf-8") as handle:
     log = handle.read()
   assert log.startswith(first) and log.count("==== ") == 2
-  assert log[len(first):].startswith("==== ") and "found: log.txt run.json\n" in log[len(first):]
+  assert log[len(first) :].startswith("==== ") and "found: log.txt run.json\n" in log[len(first) :]
   assert "error: the first attempt fails" in log and log.endswith("trained\n")
 
   outcome, out = sweep()  # finished: skipped without starting anything
@@ -428,6 +522,8 @@ def test_run_files_are_in_the_run_dir_from_the_start_and_failures_are_retried(tm
 def test_balancer_owned_grid_axis_applies_to_its_balancer_only():
   grid = {"gradnorm_alpha": ("0.5", "1.5"), "learning_rate": ("0.001",)}
   specs = plan.expand(["fixed", "gradnorm"], [0], grid, owners={"gradnorm_alpha": frozenset({"gradnorm"})})
-  assert [s.name for s in specs] == ["fixed__learning_rate=0.001__seed0",
-                                     "gradnorm__gradnorm_alpha=0.5__learning_rate=0.001__seed0",
-                                     "gradnorm__gradnorm_alpha=1.5__learning_rate=0.001__seed0"]
+  assert [s.name for s in specs] == [
+    "fixed__learning_rate=0.001__seed0",
+    "gradnorm__gradnorm_alpha=0.5__learning_rate=0.001__seed0",
+    "gradnorm__gradnorm_alpha=1.5__learning_rate=0.001__seed0",
+  ]

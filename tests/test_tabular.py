@@ -94,8 +94,9 @@ def test_missing_numbers_get_the_train_mean_and_an_indicator():
   assert feature.indicator is True
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   assert encoded.shape == (6, 2)
-  np.testing.assert_allclose(encoded[:, 0], [(2 - 5) / std, 0.0, (4 - 5) / std, (9 - 5) / std, 0.0,
-                                             (100 - 5) / std], rtol=1e-6)
+  np.testing.assert_allclose(
+    encoded[:, 0], [(2 - 5) / std, 0.0, (4 - 5) / std, (9 - 5) / std, 0.0, (100 - 5) / std], rtol=1e-6
+  )
   np.testing.assert_array_equal(encoded[:, 1], [0, 1, 0, 0, 1, 0])
   assert tabular.feature_spec(state) == FeatureSpec(2, ())
 
@@ -136,12 +137,16 @@ def test_one_hot_layout_with_an_unseen_slot():
   assert isinstance(feature, CategoricalFeature) and feature.encoding == "one_hot"
   assert feature.vocabulary == ("blue", "green", "red")  # sorted, train rows only
   encoded = tabular.encode_features(tab, state)[NUMERIC]
-  expected = np.array([[0, 0, 0, 1],  # red
-                       [0, 1, 0, 0],  # blue
-                       [0, 0, 1, 0],  # green
-                       [0, 1, 0, 0],  # blue
-                       [1, 0, 0, 0]],  # purple: never seen in training -> slot 0
-                      np.float32)
+  expected = np.array(
+    [
+      [0, 0, 0, 1],  # red
+      [0, 1, 0, 0],  # blue
+      [0, 0, 1, 0],  # green
+      [0, 1, 0, 0],  # blue
+      [1, 0, 0, 0],
+    ],  # purple: never seen in training -> slot 0
+    np.float32,
+  )
   np.testing.assert_array_equal(encoded, expected)
   assert tabular.feature_spec(state) == FeatureSpec(4, ())
 
@@ -154,8 +159,18 @@ def test_missing_is_a_category_of_its_own():
   encoded = tabular.encode_features(tab, state)[NUMERIC]
   index = encoded.argmax(axis=1)
   missing_slot = 1 + vocabulary.index(tabular.MISSING)
-  np.testing.assert_array_equal(index, [1 + vocabulary.index("a"), missing_slot, missing_slot, missing_slot,
-                                        missing_slot, 1 + vocabulary.index("b"), 1 + vocabulary.index("a")])
+  np.testing.assert_array_equal(
+    index,
+    [
+      1 + vocabulary.index("a"),
+      missing_slot,
+      missing_slot,
+      missing_slot,
+      missing_slot,
+      1 + vocabulary.index("b"),
+      1 + vocabulary.index("a"),
+    ],
+  )
 
 
 def test_missing_seen_only_outside_train_is_unseen():
@@ -305,11 +320,11 @@ def test_regression_target_must_be_numeric_naming_the_line():
 def test_target_rows_drops_rows_with_any_missing_target():
   tab = table(x=[0.0] * 6, y=[1.0, NAN, 3.0, 4.0, 5.0, 6.0], k=["a", "b", "?", "", "b", "NA"])
   np.testing.assert_array_equal(tabular.target_rows(tab, ["y", "k"]), [True, False, False, False, True, False])
-  np.testing.assert_array_equal(tabular.target_rows(tab, ["y"]),
-                                [True, False, True, True, True, True])
+  np.testing.assert_array_equal(tabular.target_rows(tab, ["y"]), [True, False, True, True, True, True])
 
 
 def test_missing_mask():
   np.testing.assert_array_equal(tabular.missing_mask(np.array([1.0, NAN])), [False, True])
-  np.testing.assert_array_equal(tabular.missing_mask(np.array([b"a", b"", b"?", b"NA", b"NaN"])),
-                                [False, True, True, True, True])
+  np.testing.assert_array_equal(
+    tabular.missing_mask(np.array([b"a", b"", b"?", b"NA", b"NaN"])), [False, True, True, True, True]
+  )

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_research import metrics
-from mtl_research import tasks
+from mtl_research import metrics, tasks
 from mtl_research.errors import UserError
 
 REG = tasks.TaskSpec("price", tasks.REGRESSION)
@@ -18,7 +17,6 @@ LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
 class TestTaskSpec:
-
   def test_unknown_kind_raises_user_error_naming_task_and_kind(self):
     with pytest.raises(UserError, match=r"'rank'.*'ranking'"):
       tasks.TaskSpec("rank", "ranking")
@@ -55,7 +53,6 @@ class TestTaskSpec:
 
 
 class TestPerExampleLoss:
-
   def test_regression_is_squared_error(self):
     logits = tf.constant([[1.0], [3.0], [-0.5]])
     labels = tf.constant([2.0, 1.0, -0.5])
@@ -79,7 +76,6 @@ class TestPerExampleLoss:
 
 
 class TestRegressionMetrics:
-
   def test_hand_computed(self):
     # err = (0, 0, 0, 2): mse 4/4, mae 2/4; SS_tot about 2.5 = 2.25+0.25+0.25+2.25 = 5.
     result = metrics.regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([[1.0], [2.0], [3.0], [6.0]]))
@@ -99,7 +95,6 @@ class TestRegressionMetrics:
 
 
 class TestClassificationMetrics:
-
   def test_accuracy_and_cross_entropy_three_classes(self):
     # Row probabilities: (1/4, 1/4, 1/2), (3/5, 1/5, 1/5), (1/6, 4/6, 1/6).
     logits = np.array([[0.0, 0.0, LN2], [LN3, 0.0, 0.0], [0.0, math.log(4.0), 0.0]])
@@ -145,12 +140,15 @@ class TestClassificationMetrics:
 
 
 class TestTaskMetrics:
-
-  @pytest.mark.parametrize("task,outputs,labels", [
+  @pytest.mark.parametrize(
+    "task,outputs,labels",
+    [
       (REG, np.array([[0.5], [1.0], [2.0]]), np.array([0.0, 1.0, 3.0])),
       (BINARY, np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]]), np.array([1, 0, 0])),
       (THREE, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), np.array([1, 0, 2])),
-  ], ids=["regression", "binary", "three_classes"])
+    ],
+    ids=["regression", "binary", "three_classes"],
+  )
   def test_keys_are_the_task_metrics(self, task, outputs, labels):
     assert tuple(sorted(metrics.task_metrics(task, labels, outputs))) == tuple(sorted(task.metrics))
 
@@ -159,6 +157,7 @@ class TestTaskMetrics:
     # err (0.5, 0, -1): mse 1.25/3; SS_tot = (4/3)^2 + (1/3)^2 + (5/3)^2 = 42/9.
     assert reg["mse"] == pytest.approx(1.25 / 3)
     assert reg["r2"] == pytest.approx(1 - 1.25 / (42 / 9))
-    cls = metrics.task_metrics(THREE, np.array([1, 0, 2]), np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0],
-                                                                     [0.0, 2.0, 0.0]]))
+    cls = metrics.task_metrics(
+      THREE, np.array([1, 0, 2]), np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    )
     assert cls["accuracy"] == pytest.approx(2.0 / 3.0)

@@ -48,10 +48,13 @@ def reference(losses, log_var, scales):
   return objective, grad_s, weights
 
 
-@pytest.mark.parametrize("form, scales", [
+@pytest.mark.parametrize(
+  "form, scales",
+  [
     ("by_kind", np.array([0.5, 1.0])),  # regression term for depth, classification term for label
     ("regression", np.array([0.5, 0.5])),  # --uncertainty_form=regression: ½ for every task
-])
+  ],
+)
 def test_objective_gradient_and_weights_match_paper(form, scales):
   balancer = make_uncertainty((REG, CLS), uncertainty_form=form)
   balancer.log_var.assign(LOG_VAR.astype(np.float32))
@@ -84,8 +87,10 @@ def test_initial_log_var_param():
 def _tiny_bundle(seed=0, rows=64):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(3 * rows, 5))
-  labels = {REG.name: x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=len(x)),
-            CLS.name: rng.integers(0, 3, size=len(x))}
+  labels = {
+    REG.name: x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=len(x)),
+    CLS.name: rng.integers(0, 3, size=len(x)),
+  }
   return helpers.make_bundle((REG, CLS), x, labels, (rows, rows, rows))
 
 
@@ -93,11 +98,17 @@ def test_log_var_trained_jointly_by_model_optimizer(tmp_path):
   """One SGD step moves s and the model along the gradient of the paper's objective."""
   bundle = _tiny_bundle()
   lr = 0.1
-  config = helpers.make_config(tmp_path, "uncertainty", hidden_units=(8, 4), batch_size=16, train_steps=10,
-                               optimizer=OptimizerConfig(name="sgd", learning_rate=lr),
-                               uncertainty_init_log_var=0.3)
+  config = helpers.make_config(
+    tmp_path,
+    "uncertainty",
+    hidden_units=(8, 4),
+    batch_size=16,
+    train_steps=10,
+    optimizer=OptimizerConfig(name="sgd", learning_rate=lr),
+    uncertainty_init_log_var=0.3,
+  )
   parts = components_lib.build(config, bundle)
-  assert any(v is parts.balancer.log_var for v in parts.train_step.trained_variables)
+  assert any(v is parts.balancer.log_var for v in parts.train_loop.trained_variables)
 
   indices = np.arange(3, 19, dtype=np.int32)
   features = {"numeric": tf.constant(bundle.train.features["numeric"][indices])}
@@ -115,7 +126,7 @@ def test_log_var_trained_jointly_by_model_optimizer(tmp_path):
   ref_grads = tape.gradient(ref_objective, variables)
   ref_losses = np.array([l_reg.numpy(), l_cls.numpy()])
 
-  logs = parts.train_step.train_step(tf.constant(indices), tf.constant(False))
+  logs = parts.train_loop.train_step(tf.constant(indices), tf.constant(False))
 
   np.testing.assert_allclose(logs["losses"].numpy(), ref_losses, rtol=1e-5)
   np.testing.assert_allclose(logs["objective"].numpy(), ref_objective.numpy(), rtol=1e-5)
@@ -137,9 +148,7 @@ def _noisy_regression(seed):
   """Three regression tasks y_t = f_t(x) + N(0, σ_t²) with smooth f_t of 4 features."""
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(NUM_TRAIN + 2000, 4))
-  clean = [np.sin(1.5 * x[:, 0]) + 0.5 * x[:, 1],
-           0.8 * x[:, 1] - 0.6 * x[:, 2],
-           np.sin(x[:, 2]) + 0.5 * x[:, 3]]
+  clean = [np.sin(1.5 * x[:, 0]) + 0.5 * x[:, 1], 0.8 * x[:, 1] - 0.6 * x[:, 2], np.sin(x[:, 2]) + 0.5 * x[:, 3]]
   tasks = tuple(tasks_lib.TaskSpec(f"noise_{v:g}", tasks_lib.REGRESSION) for v in NOISE_VAR)
   labels = {t.name: f + np.sqrt(v) * rng.normal(size=len(x)) for t, f, v in zip(tasks, clean, NOISE_VAR)}
   return tasks, helpers.make_bundle(tasks, x, labels, (NUM_TRAIN, 1000, 1000))
@@ -156,8 +165,15 @@ def test_learned_variance_recovers_task_noise(tmp_path):
   seed = 0
   tasks, bundle = _noisy_regression(seed)
   steps = 4000
-  config = helpers.make_config(tmp_path, "uncertainty", hidden_units=(64, 64), batch_size=64, train_steps=steps,
-                               seed=seed, optimizer=OptimizerConfig(learning_rate=5e-3, schedule="cosine"))
+  config = helpers.make_config(
+    tmp_path,
+    "uncertainty",
+    hidden_units=(64, 64),
+    batch_size=64,
+    train_steps=steps,
+    seed=seed,
+    optimizer=OptimizerConfig(learning_rate=5e-3, schedule="cosine"),
+  )
   parts = components_lib.build(config, bundle)
   helpers.run_loop(parts, steps, chunk=500)
 

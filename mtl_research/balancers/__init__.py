@@ -4,9 +4,11 @@ Importing this package registers every balancer listed below; to add one, write
 its module (a `Balancer` subclass, see base.py) and add one import line here.
 """
 
+from mtl_research.balancers import (
+  fixed,  # noqa: F401  (registers "fixed")
+  gradnorm,  # noqa: F401  (registers "gradnorm")
+  uncertainty,  # noqa: F401  (registers "uncertainty")
+)
 from mtl_research.balancers.registry import BALANCERS
-from mtl_research.balancers import fixed  # noqa: F401  (registers "fixed")
-from mtl_research.balancers import gradnorm  # noqa: F401  (registers "gradnorm")
-from mtl_research.balancers import uncertainty  # noqa: F401  (registers "uncertainty")
 
 __all__ = ["BALANCERS"]

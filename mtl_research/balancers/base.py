@@ -16,8 +16,9 @@ The step asks a balancer three questions and never tests its name:
 After the model update the step calls `update(stats)`, where a balancer updates
 state it trains by its own rule (GradNorm's weights, its initial losses) and
 returns the diagnostics it computed on the way; `summaries()` adds scalars read
-from its state. `weights()` reports the current effective per-task weights. All state lives in tf.Variables attached to the balancer (a
-tf.Module), so it is checkpointed with the model.
+from its state. `weights()` reports the current effective per-task weights.
+All state lives in tf.Variables attached to the balancer (a tf.Module), so it
+is checkpointed with the model.
 
 Under tf.distribute (BUILD.md, "Distribution") the step hands every replica
 the same global-batch quantities: `objective` is evaluated at the all-reduced
@@ -31,9 +32,10 @@ gradients over replicas, and cannot run inside `tf.cond`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import enum
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -80,8 +82,7 @@ class Balancer(tf.Module):
   gradient_scope: GradientScope = GradientScope.NONE
   aggregates: bool = False
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
-               schedule: Schedule):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())
     self.schedule = schedule
     self.task_specs = tuple(task_specs)

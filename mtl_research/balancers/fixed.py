@@ -1,11 +1,12 @@
 """Fixed loss weights: the static weighted sum used by most MTL baselines.
 
-  L_total = Σ_t w_t · L_t,   w_t from --task_weights (default 1 for every task).
+L_total = Σ_t w_t · L_t,   w_t from --task_weights (default 1 for every task).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -15,9 +16,13 @@ from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import TASK_FLOATS, Param, check_task_names
 
 PARAMS = (
-    Param("task_weights", TASK_FLOATS, "",
-          "Per-task loss weights as name:weight,... for --balancer=fixed; unnamed tasks get 1.0.",
-          lower=0.0),
+  Param(
+    "task_weights",
+    TASK_FLOATS,
+    "",
+    "Per-task loss weights as name:weight,... for --balancer=fixed; unnamed tasks get 1.0.",
+    lower=0.0,
+  ),
 )
 
 
@@ -25,8 +30,7 @@ PARAMS = (
 class Fixed(Balancer):
   """Static weighted sum of task losses, weights from --task_weights."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
-               schedule: Schedule):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(task_specs, params, schedule)
     given = params["task_weights"]
     check_task_names("task_weights", given, self.task_names)

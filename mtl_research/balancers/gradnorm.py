@@ -25,26 +25,29 @@ Variants, behind flags so a paper can ablate them (paper version default):
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats, state_variable
-from mtl_research.optim.state_adam import StateAdam
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.errors import UserError
+from mtl_research.optim.state_adam import StateAdam
 from mtl_research.params import ENUM, FLOAT, INT, Param
 
 PARAMS = (
-    Param("gradnorm_alpha", FLOAT, 1.5, "GradNorm asymmetry α (paper: 1.5 on NYUv2, 0.12 on its toy).",
-          lower=0.0),
-    Param("gradnorm_lr", FLOAT, 0.025, "Learning rate of GradNorm's own Adam on the weights w.", lower=0.0),
-    Param("gradnorm_scope", ENUM, "last_shared",
-          "Gradients G_t at the last shared layer's kernel (paper) or over all shared parameters.",
-          choices=("last_shared", "shared")),
-    Param("gradnorm_l0_steps", INT, 1, "Average L_t(0) over the first K steps (1: paper; 0: first epoch).",
-          lower=0),
+  Param("gradnorm_alpha", FLOAT, 1.5, "GradNorm asymmetry α (paper: 1.5 on NYUv2, 0.12 on its toy).", lower=0.0),
+  Param("gradnorm_lr", FLOAT, 0.025, "Learning rate of GradNorm's own Adam on the weights w.", lower=0.0),
+  Param(
+    "gradnorm_scope",
+    ENUM,
+    "last_shared",
+    "Gradients G_t at the last shared layer's kernel (paper) or over all shared parameters.",
+    choices=("last_shared", "shared"),
+  ),
+  Param("gradnorm_l0_steps", INT, 1, "Average L_t(0) over the first K steps (1: paper; 0: first epoch).", lower=0),
 )
 
 MIN_WEIGHT = 1e-6  # keeps w positive before renormalization
@@ -54,16 +57,16 @@ MIN_WEIGHT = 1e-6  # keeps w positive before renormalization
 class GradNorm(Balancer):
   """Chen et al. 2018: weights w_t tuned so weighted gradient norms track training rates."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
-               schedule: Schedule):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(task_specs, params, schedule)
     self.alpha = float(params["gradnorm_alpha"])
-    self.gradient_scope = (GradientScope.SHARED if params["gradnorm_scope"] == "shared"
-                           else GradientScope.LAST_SHARED)
+    self.gradient_scope = GradientScope.SHARED if params["gradnorm_scope"] == "shared" else GradientScope.LAST_SHARED
     self.l0_steps = int(params["gradnorm_l0_steps"]) or max(schedule.steps_per_epoch, 1)
     if self.l0_steps >= schedule.total_steps:
-      raise UserError(f"--gradnorm_l0_steps={params['gradnorm_l0_steps']} averages L(0) over {self.l0_steps} steps, "
-                      f"but the run has {schedule.total_steps}: the weights would never move.")
+      raise UserError(
+        f"--gradnorm_l0_steps={params['gradnorm_l0_steps']} averages L(0) over {self.l0_steps} steps, "
+        f"but the run has {schedule.total_steps}: the weights would never move."
+      )
     self.w = state_variable(tf.ones([self.num_tasks]), "w", trainable=True)
     self.initial_losses = state_variable(tf.zeros([self.num_tasks]), "initial_losses")
     self.optimizer = StateAdam(params["gradnorm_lr"], [self.w])
@@ -103,5 +106,9 @@ class GradNorm(Balancer):
     grad_w = tape.gradient(l_grad, self.w)
     # Hold w (and its optimizer's step count) until L(0) is final.
     self._step_weights(grad_w, None if self.l0_steps == 1 else stats.step >= self.l0_steps - 1)
-    return {"gradnorm/grad_norm": weighted_norms, "gradnorm/target": target,
-            "gradnorm/loss_ratio": loss_ratio, "gradnorm/l_grad": l_grad}
+    return {
+      "gradnorm/grad_norm": weighted_norms,
+      "gradnorm/target": target,
+      "gradnorm/loss_ratio": loss_ratio,
+      "gradnorm/l_grad": l_grad,
+    }

@@ -19,7 +19,8 @@ several public implementations do; the default `by_kind` follows the paper.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -29,10 +30,14 @@ from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import ENUM, FLOAT, Param
 
 PARAMS = (
-    Param("uncertainty_init_log_var", FLOAT, 0.0, "Initial s_t = log σ_t² of every task."),
-    Param("uncertainty_form", ENUM, "by_kind",
-          "by_kind: the paper's regression/classification forms; regression: ½·exp(−s)·L + ½·s for all tasks.",
-          choices=("by_kind", "regression")),
+  Param("uncertainty_init_log_var", FLOAT, 0.0, "Initial s_t = log σ_t² of every task."),
+  Param(
+    "uncertainty_form",
+    ENUM,
+    "by_kind",
+    "by_kind: the paper's regression/classification forms; regression: ½·exp(−s)·L + ½·s for all tasks.",
+    choices=("by_kind", "regression"),
+  ),
 )
 
 
@@ -40,14 +45,15 @@ PARAMS = (
 class Uncertainty(Balancer):
   """Kendall et al. 2018 homoscedastic uncertainty weighting, s_t = log σ_t² learned."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any],
-               schedule: Schedule):
+  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(task_specs, params, schedule)
-    regression_form = [params["uncertainty_form"] == "regression" or t.kind == tasks_lib.REGRESSION
-                       for t in self.task_specs]
+    regression_form = [
+      params["uncertainty_form"] == "regression" or t.kind == tasks_lib.REGRESSION for t in self.task_specs
+    ]
     self.scale = tf.constant([0.5 if r else 1.0 for r in regression_form], tf.float32)
-    self.log_var = state_variable(tf.fill([self.num_tasks], float(params["uncertainty_init_log_var"])),
-                                  "log_var", trainable=True)
+    self.log_var = state_variable(
+      tf.fill([self.num_tasks], float(params["uncertainty_init_log_var"])), "log_var", trainable=True
+    )
 
   @property
   def joint_variables(self) -> list[tf.Variable]:

@@ -16,19 +16,18 @@ import json
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from mtl_research import flags as flags_lib
-from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.balancers import BALANCERS
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
+from mtl_research.files import write_json_atomic
 from mtl_research.reports import aggregation
 from mtl_research.reports import summarize as summarize_lib
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
-from mtl_research.files import write_json_atomic
 
 FLAGS = flags.FLAGS
 DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
@@ -44,30 +43,55 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   them, so that every training flag is also an ablate flag. The names here are
   chosen not to clash with those (the trainer's flags and every component Param).
   """
-  flags.DEFINE_string("sweep_dir", None, "Directory of the sweep: sweep.json and runs/<name>/ per run.",
-                      flag_values=flag_values)
-  flags.DEFINE_list("balancers", list(DEFAULT_BALANCERS),
-                    f"Balancers of the multi-task runs (registered: {', '.join(BALANCERS.names())}).",
-                    flag_values=flag_values)
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every configuration is trained once per seed.",
-                    flag_values=flag_values)
-  flags.DEFINE_multi_string("grid", [],
-                            "FLAG=V1,V2,...: a training flag and its values; repeat for more flags (their "
-                            "cartesian product is trained). Values are separated by ';' instead when one "
-                            "holds a comma: --grid='hidden_units=64,32;128,64'.", flag_values=flag_values)
-  flags.DEFINE_bool("with_single_task", False,
-                    "Also train one single-task baseline per task and seed (--balancer=fixed, no grid).",
-                    flag_values=flag_values)
-  flags.DEFINE_integer("parallel", 1, "Runs trained at once; each gets cores/parallel TensorFlow threads.",
-                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_string(
+    "sweep_dir", None, "Directory of the sweep: sweep.json and runs/<name>/ per run.", flag_values=flag_values
+  )
+  flags.DEFINE_list(
+    "balancers",
+    list(DEFAULT_BALANCERS),
+    f"Balancers of the multi-task runs (registered: {', '.join(BALANCERS.names())}).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_list(
+    "seeds", ["0", "1", "2"], "Seeds; every configuration is trained once per seed.", flag_values=flag_values
+  )
+  flags.DEFINE_multi_string(
+    "grid",
+    [],
+    "FLAG=V1,V2,...: a training flag and its values; repeat for more flags (their "
+    "cartesian product is trained). Values are separated by ';' instead when one "
+    "holds a comma: --grid='hidden_units=64,32;128,64'.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_bool(
+    "with_single_task",
+    False,
+    "Also train one single-task baseline per task and seed (--balancer=fixed, no grid).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "parallel",
+    1,
+    "Runs trained at once; each gets cores/parallel TensorFlow threads.",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
   # The summarizer's metric choices (reports/aggregation.py), checked here before any training;
   # None leaves the choice to the summarizer's default.
-  flags.DEFINE_enum("regression_metric", None, aggregation.PRIMARY_REGRESSION_METRICS,
-                    "Test metric of regression tasks in the summary table (default: the summarizer's).",
-                    flag_values=flag_values)
-  flags.DEFINE_enum("classification_metric", None, aggregation.PRIMARY_CLASSIFICATION_METRICS,
-                    "Test metric of classification tasks in the summary table (default: the summarizer's).",
-                    flag_values=flag_values)
+  flags.DEFINE_enum(
+    "regression_metric",
+    None,
+    aggregation.PRIMARY_REGRESSION_METRICS,
+    "Test metric of regression tasks in the summary table (default: the summarizer's).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_enum(
+    "classification_metric",
+    None,
+    aggregation.PRIMARY_CLASSIFICATION_METRICS,
+    "Test metric of classification tasks in the summary table (default: the summarizer's).",
+    flag_values=flag_values,
+  )
 
 
 class SweepPlan:
@@ -82,8 +106,7 @@ class SweepPlan:
 
 def training_flag_names() -> list[str]:
   """Flags a training run accepts: those mtl_research.flags defines."""
-  return [name for name in flags_lib.our_flag_names()
-          if FLAGS.find_module_defining_flag(name) == flags_lib.__name__]
+  return [name for name in flags_lib.our_flag_names() if FLAGS.find_module_defining_flag(name) == flags_lib.__name__]
 
 
 def passthrough_flags() -> list[str]:
@@ -142,8 +165,10 @@ def _task_names(seed: int) -> list[str]:
   config = flags_lib.config_from_flags()
   bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, seed, None)
   if ":" in config.selection and len(bundle.task_names) > 1:
-    raise UserError(f"--selection={config.selection} names one task, so the single-task baselines of the "
-                    "others could not be selected; use --selection=mean_loss or last with --with_single_task.")
+    raise UserError(
+      f"--selection={config.selection} names one task, so the single-task baselines of the "
+      "others could not be selected; use --selection=mean_loss or last with --with_single_task."
+    )
   return list(bundle.task_names)
 
 
@@ -172,8 +197,10 @@ def _check_sweep_dir(path: str, definition: dict) -> None:
   if not os.path.isdir(path) or not os.listdir(path):
     return
   if not os.path.isfile(sweep_file):
-    raise UserError(f"--sweep_dir={path} is not empty and has no {plan_lib.SWEEP_FILE}, so it is not a sweep; "
-                    "choose another --sweep_dir.")
+    raise UserError(
+      f"--sweep_dir={path} is not empty and has no {plan_lib.SWEEP_FILE}, so it is not a sweep; "
+      "choose another --sweep_dir."
+    )
   try:
     with open(sweep_file, encoding="utf-8") as handle:
       old = json.load(handle)
@@ -181,8 +208,10 @@ def _check_sweep_dir(path: str, definition: dict) -> None:
     raise UserError(f"{sweep_file} cannot be read ({error}); choose another --sweep_dir.") from None
   diff = plan_lib.difference(old, definition)
   if diff:
-    raise UserError(f"--sweep_dir={path} holds a different sweep ({diff}); choose another --sweep_dir, "
-                    "or run it with its own flags to resume it.")
+    raise UserError(
+      f"--sweep_dir={path} holds a different sweep ({diff}); choose another --sweep_dir, "
+      "or run it with its own flags to resume it."
+    )
 
 
 def _write(sweep: SweepPlan) -> None:
@@ -207,8 +236,10 @@ def _lock(sweep: SweepPlan):
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
     handle.close()
-    raise UserError(f"--sweep_dir={sweep.directory} is being run by another mtl-ablate right now; "
-                    "wait for it to end or stop it first.") from None
+    raise UserError(
+      f"--sweep_dir={sweep.directory} is being run by another mtl-ablate right now; "
+      "wait for it to end or stop it first."
+    ) from None
   return handle
 
 
@@ -226,18 +257,22 @@ def _summarize(directory: str) -> None:
   print(result["markdown"].rstrip())
   print(f"Summary table: {result['results_md']}")
 
+
 def _main() -> None:
   sweep = plan_from_flags()
   _write(sweep)
   lock = _lock(sweep)  # noqa: F841  (held until the process ends)
   outcome = runner_lib.Runner(sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel).run()
   if outcome.interrupted is not None:
-    sys.stderr.write(f"Sweep interrupted: {outcome.done} of {outcome.total} runs finished; run the same "
-                     "command again to resume it.\n")
+    sys.stderr.write(
+      f"Sweep interrupted: {outcome.done} of {outcome.total} runs finished; run the same command again to resume it.\n"
+    )
     sys.exit(128 + outcome.interrupted)
-  print(f"Sweep {sweep.directory}: {outcome.done} of {outcome.total} runs finished "
-        f"({outcome.skipped} skipped as already finished, {len(outcome.finished)} trained now), "
-        f"{len(outcome.failed)} failed.")
+  print(
+    f"Sweep {sweep.directory}: {outcome.done} of {outcome.total} runs finished "
+    f"({outcome.skipped} skipped as already finished, {len(outcome.finished)} trained now), "
+    f"{len(outcome.failed)} failed."
+  )
   for name in outcome.failed:
     print(f"  failed: {os.path.join(sweep.directory, plan_lib.RUNS_DIR, name, runner_lib.FAILED_FILE)}")
   _summarize(sweep.directory)

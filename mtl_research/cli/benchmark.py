@@ -9,7 +9,7 @@ regression `price` + 3-class `kind`) and the same batch size:
               with `model.fit(x, [y1, y2], batch_size, shuffle=True)`;
   tuned fit   the same model compiled with steps_per_execution=100, jit_compile=True
               (a reference: the best plain Keras gets without our loop);
-  <balancer>  our loop (`mtl_research.train.components.build` + `TrainStep.run`) under each
+  <balancer>  our loop (`mtl_research.train.components.build` + `TrainLoop.run`) under each
               balancer of --balancers (default: every registered one), once as one XLA
               program (`--jit_compile=on`) and once as a TensorFlow graph (`off`), each
               with its first-call compile time;
@@ -35,6 +35,7 @@ Prints a table, and as the last line of stdout one JSON object with the results.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import json
 import os
 import re
@@ -43,25 +44,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-
+from absl import (
+  app,  # noqa: E402
+  flags,  # noqa: E402
+)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtl_research import config as config_lib  # noqa: E402
-from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.balancers import BALANCERS  # noqa: E402
+from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
 from mtl_research.train import compilation  # noqa: E402
 from mtl_research.train import components as components_lib  # noqa: E402
-from mtl_research.train.step import TrainStep  # noqa: E402
+from mtl_research.train.train_loop import TrainLoop  # noqa: E402
 
 keras = tf.keras
 
@@ -99,36 +100,71 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   other names are chosen not to clash with mtl_research.flags (the trainer's
   flags and every component Param).
   """
-  flags.DEFINE_list("balancers", None,
-                    f"Balancers whose loop is timed; default: every registered one "
-                    f"(now: {','.join(BALANCERS.names())}). '{BASELINE}' is always included.",
-                    flag_values=flag_values)
-  flags.DEFINE_integer("repeats", DEFAULT_REPEATS, "Timed repetitions of every measurement; the median is reported.",
-                       lower_bound=1, flag_values=flag_values)
-  flags.DEFINE_integer("fit_epochs", DEFAULT_FIT_EPOCHS,
-                       "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("warmup_steps", DEFAULT_WARMUP_STEPS,
-                       "Steps of the untimed warm-up call of our loop (after its compilation).", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("bench_train_rows", DEFAULT_TRAIN_ROWS,
-                       "Rows of the synthetic train split (an epoch of fit).", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_list(
+    "balancers",
+    None,
+    f"Balancers whose loop is timed; default: every registered one "
+    f"(now: {','.join(BALANCERS.names())}). '{BASELINE}' is always included.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "repeats",
+    DEFAULT_REPEATS,
+    "Timed repetitions of every measurement; the median is reported.",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "fit_epochs",
+    DEFAULT_FIT_EPOCHS,
+    "Epochs of Keras fit per timed repetition (after a 1-epoch warm-up).",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "loop_steps", DEFAULT_LOOP_STEPS, "Steps per call of our compiled loop.", lower_bound=1, flag_values=flag_values
+  )
+  flags.DEFINE_integer(
+    "loop_calls", DEFAULT_LOOP_CALLS, "Calls of our loop per timed repetition.", lower_bound=1, flag_values=flag_values
+  )
+  flags.DEFINE_integer(
+    "warmup_steps",
+    DEFAULT_WARMUP_STEPS,
+    "Steps of the untimed warm-up call of our loop (after its compilation).",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "bench_batch_size", DEFAULT_BATCH_SIZE, "Batch size of every measurement.", lower_bound=1, flag_values=flag_values
+  )
+  flags.DEFINE_integer(
+    "bench_train_rows",
+    DEFAULT_TRAIN_ROWS,
+    "Rows of the synthetic train split (an epoch of fit).",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer("bench_seed", 0, "Seed of the data, the models and the shuffles.", flag_values=flag_values)
-  flags.DEFINE_list("bench_hidden_units", [str(units) for units in HIDDEN_UNITS],
-                    "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).",
-                    flag_values=flag_values)
-  flags.DEFINE_integer("large_steps", DEFAULT_LARGE_STEPS,
-                       "Steps per timed repetition of the large configuration (0: skip it).", lower_bound=0,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("wall_long_steps", DEFAULT_WALL_LONG_STEPS,
-                       "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
-                       lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_list(
+    "bench_hidden_units",
+    [str(units) for units in HIDDEN_UNITS],
+    "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "large_steps",
+    DEFAULT_LARGE_STEPS,
+    "Steps per timed repetition of the large configuration (0: skip it).",
+    lower_bound=0,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "wall_long_steps",
+    DEFAULT_WALL_LONG_STEPS,
+    "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
+    lower_bound=0,
+    flag_values=flag_values,
+  )
 
 
 def _stderr(message: str) -> None:
@@ -141,21 +177,34 @@ def balancer_params(name: str) -> config_lib.ComponentConfig:
   return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
 
 
-def make_config(balancer: str, batch_size: int, seed: int, num_train: int, train_steps: int,
-                steps_per_loop: int = DEFAULT_LOOP_STEPS, jit_compile: str = config_lib.JitMode.AUTO,
-                hidden_units: Sequence[int] = HIDDEN_UNITS, executor: str = config_lib.Executor.AUTO) -> config_lib.Config:
+def make_config(
+  balancer: str,
+  batch_size: int,
+  seed: int,
+  num_train: int,
+  train_steps: int,
+  steps_per_loop: int = DEFAULT_LOOP_STEPS,
+  jit_compile: str = config_lib.JitMode.AUTO,
+  hidden_units: Sequence[int] = HIDDEN_UNITS,
+  executor: str = config_lib.Executor.AUTO,
+) -> config_lib.Config:
   """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
-      run_dir="",  # nothing is written
-      seed=seed,
-      dataset=config_lib.ComponentConfig(
-          DATASET, config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train))),
-      model=config_lib.ComponentConfig(ARCHITECTURE, config_lib.frozen_mapping(
-          dict(MODEL_PARAMS, hidden_units=tuple(hidden_units)))),
-      balancer=balancer_params(balancer),
-      optimizer=config_lib.OptimizerConfig(),
-      loop=config_lib.LoopConfig(batch_size=batch_size, train_steps=train_steps, steps_per_loop=steps_per_loop,
-                                 jit_compile=jit_compile, executor=executor),
+    run_dir="",  # nothing is written
+    seed=seed,
+    dataset=config_lib.ComponentConfig(DATASET, config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train))),
+    model=config_lib.ComponentConfig(
+      ARCHITECTURE, config_lib.frozen_mapping(dict(MODEL_PARAMS, hidden_units=tuple(hidden_units)))
+    ),
+    balancer=balancer_params(balancer),
+    optimizer=config_lib.OptimizerConfig(),
+    loop=config_lib.LoopConfig(
+      batch_size=batch_size,
+      train_steps=train_steps,
+      steps_per_loop=steps_per_loop,
+      jit_compile=jit_compile,
+      executor=executor,
+    ),
   )
 
 
@@ -165,8 +214,9 @@ def resolve_balancers(names: Sequence[str] | None) -> list[str]:
   names = list(registered if not names else names)
   unknown = [n for n in names if n not in registered]
   if unknown:
-    raise UserError(f"--balancers names {', '.join(map(repr, unknown))}, not registered "
-                    f"(registered: {', '.join(registered)}).")
+    raise UserError(
+      f"--balancers names {', '.join(map(repr, unknown))}, not registered (registered: {', '.join(registered)})."
+    )
   ordered = [BASELINE] + [n for n in names if n != BASELINE]
   return list(dict.fromkeys(ordered))
 
@@ -221,21 +271,22 @@ class FitTimer:
 class LoopTimer:
   """Times calls of our compiled loop under one configuration, after compiling and a warm-up."""
 
-  def __init__(self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int,
-               keras_adam: bool = False):
+  def __init__(
+    self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int, keras_adam: bool = False
+  ):
     self.name = config.balancer.name
     self.parts = components_lib.build(config, bundle)
     if keras_adam:
-      self.parts.train_step = with_keras_adam(self.parts.train_step, config.optimizer.learning_rate)
+      self.parts.train_loop = with_keras_adam(self.parts.train_loop, config.optimizer.learning_rate)
     tick = time.perf_counter()
-    self.parts.train_step.compile()  # traces (and under XLA compiles) the loop, running no step
+    self.parts.train_loop.compile()  # traces (and under XLA compiles) the loop, running no step
     self.compile_s = time.perf_counter() - tick
     self.steps, self.calls = steps, calls
     self._call(warmup_steps)
 
   def _call(self, num_steps: int) -> dict:
     # The logs come back as NumPy values: the clock sees the whole loop.
-    return self.parts.train_step.run(num_steps)
+    return self.parts.train_loop.run(num_steps)
 
   def steps_per_s(self) -> float:
     tick = time.perf_counter()
@@ -247,18 +298,33 @@ class LoopTimer:
     return self.steps * self.calls / elapsed
 
 
-def with_keras_adam(step: TrainStep, learning_rate: float) -> TrainStep:
-  """`step` with `keras.optimizers.Adam` in place of mtl_research's Adam (same arithmetic, other op count)."""
-  optimizer = keras.optimizers.Adam(learning_rate)
-  optimizer.build(step.trained_variables)
-  return TrainStep(step.model, step.balancer, optimizer, step.data, step.order, step.step, step.steps_per_call,
-                   step.log_grad_conflict, step.requested_executor, step.nan_policy, None, step.jit_compile)
+def with_keras_adam(loop: TrainLoop, learning_rate: float) -> TrainLoop:
+  """`loop` with `keras.optimizers.Adam` in place of mtl_research's Adam (same arithmetic, other op count)."""
+  optimizer = tf.keras.optimizers.Adam(learning_rate)
+  optimizer.build(loop.trained_variables)
+  return TrainLoop(
+    loop.model,
+    loop.balancer,
+    optimizer,
+    loop.data,
+    loop.order,
+    loop.global_step,
+    loop.steps_per_call,
+    loop.log_grad_conflict,
+    loop.requested_executor,
+    loop.nan_policy,
+    None,
+    loop.jit_compile,
+  )
 
 
 # (timer key, XLA?, executor, Keras's Adam?): the fixed loop with one speedup undone.
-VARIANTS = (("fixed_xla_keras_adam", True, "auto", True), ("fixed_graph_keras_adam", False, "auto", True),
-            ("fixed_graph_default_executor", False, config_lib.Executor.DEFAULT, False),
-            ("fixed_xla_single_threaded", True, config_lib.Executor.SINGLE_THREADED, False))
+VARIANTS = (
+  ("fixed_xla_keras_adam", True, "auto", True),
+  ("fixed_graph_keras_adam", False, "auto", True),
+  ("fixed_graph_default_executor", False, config_lib.Executor.DEFAULT, False),
+  ("fixed_xla_single_threaded", True, config_lib.Executor.SINGLE_THREADED, False),
+)
 
 
 def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int:
@@ -309,8 +375,16 @@ def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None
   mode = default_mode()
   bundle = synthetic_bundle(LARGE_TRAIN_ROWS, seed)
   bundle.validate(LARGE_BATCH_SIZE)
-  config = make_config(BASELINE, LARGE_BATCH_SIZE, seed, LARGE_TRAIN_ROWS, 2 * (repeats + 1) * steps, steps,
-                       config_lib.JitMode.ON if mode == "xla" else config_lib.JitMode.OFF, LARGE_HIDDEN_UNITS)
+  config = make_config(
+    BASELINE,
+    LARGE_BATCH_SIZE,
+    seed,
+    LARGE_TRAIN_ROWS,
+    2 * (repeats + 1) * steps,
+    steps,
+    config_lib.JitMode.ON if mode == "xla" else config_lib.JitMode.OFF,
+    LARGE_HIDDEN_UNITS,
+  )
   log(f"large configuration: compiling our loop ({mode}) and bare matmuls…")
   loop = LoopTimer(config, bundle, 1, steps, 1)
   flops = dense_flops(model_dense_shapes(loop.parts.model), LARGE_BATCH_SIZE)
@@ -326,16 +400,19 @@ def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None
   bare_rate = {jit: statistics.median(values) for jit, values in bare.items()}
   best = max(bare_rate.values())
   return {
-      "large_mode": mode,
-      "large_flops_per_step": flops,
-      "large_steps_per_s": ours_rate / flops,
-      "large_flops_per_s": ours_rate,
-      "large_compile_s": loop.compile_s,
-      "matmul_xla_flops_per_s": bare_rate[True],
-      "matmul_graph_flops_per_s": bare_rate[False],
-      "flops_fraction_of_matmul": ours_rate / best,
-      "large_samples": {"ours_flops_per_s": ours, "matmul_xla_flops_per_s": bare[True],
-                        "matmul_graph_flops_per_s": bare[False]},
+    "large_mode": mode,
+    "large_flops_per_step": flops,
+    "large_steps_per_s": ours_rate / flops,
+    "large_flops_per_s": ours_rate,
+    "large_compile_s": loop.compile_s,
+    "matmul_xla_flops_per_s": bare_rate[True],
+    "matmul_graph_flops_per_s": bare_rate[False],
+    "flops_fraction_of_matmul": ours_rate / best,
+    "large_samples": {
+      "ours_flops_per_s": ours,
+      "matmul_xla_flops_per_s": bare[True],
+      "matmul_graph_flops_per_s": bare[False],
+    },
   }
 
 
@@ -348,8 +425,9 @@ def _train_process(steps: int | None, jit_compile: str, run_dir: str) -> tuple[f
   if steps is not None:
     args.append(f"--train_steps={steps}")
   tick = time.perf_counter()
-  proc = subprocess.run(args, capture_output=True, text=True, check=False,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  proc = subprocess.run(
+    args, capture_output=True, text=True, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  )
   wall = time.perf_counter() - tick
   if proc.returncode != 0:
     raise RuntimeError(f"the training run failed: {proc.stderr[-2000:]}")
@@ -378,13 +456,21 @@ def measure_wall(long_steps: int, log: Callable[[str], None]) -> dict:
 # --- the benchmark -----------------------------------------------------------
 
 
-def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEATS,
-            fit_epochs: int = DEFAULT_FIT_EPOCHS, loop_steps: int = DEFAULT_LOOP_STEPS,
-            loop_calls: int = DEFAULT_LOOP_CALLS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
-            batch_size: int = DEFAULT_BATCH_SIZE,
-            num_train: int = DEFAULT_TRAIN_ROWS, seed: int = 0, large_steps: int = DEFAULT_LARGE_STEPS,
-            hidden_units: Sequence[int] = HIDDEN_UNITS,
-            wall_long_steps: int = DEFAULT_WALL_LONG_STEPS, log: Callable[[str], None] = _stderr) -> dict:
+def measure(
+  balancers: Sequence[str] | None = None,
+  repeats: int = DEFAULT_REPEATS,
+  fit_epochs: int = DEFAULT_FIT_EPOCHS,
+  loop_steps: int = DEFAULT_LOOP_STEPS,
+  loop_calls: int = DEFAULT_LOOP_CALLS,
+  warmup_steps: int = DEFAULT_WARMUP_STEPS,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+  num_train: int = DEFAULT_TRAIN_ROWS,
+  seed: int = 0,
+  large_steps: int = DEFAULT_LARGE_STEPS,
+  hidden_units: Sequence[int] = HIDDEN_UNITS,
+  wall_long_steps: int = DEFAULT_WALL_LONG_STEPS,
+  log: Callable[[str], None] = _stderr,
+) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
 
   Keys: `seed_fit_steps_per_s`, `tuned_fit_steps_per_s`, `<balancer>_<mode>_steps_per_s`
@@ -396,7 +482,8 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
   (`<variant>_steps_per_s`, `<variant>_compile_s`) and their ratios
   `adam_ours_vs_keras_<mode>`, `executor_auto_vs_default_graph` and
   `executor_single_vs_default_xla`, the large configuration's
-  `flops_fraction_of_matmul` and its parts (`large_*`, `matmul_*`), the wall-time runs (`default_run_*`, `long_run_*`), the
+  `flops_fraction_of_matmul` and its parts (`large_*`, `matmul_*`), the
+  wall-time runs (`default_run_*`, `long_run_*`), the
   settings, and `samples` (every repetition's steps/s).
   """
   names = resolve_balancers(balancers)
@@ -412,25 +499,40 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
   timers: dict[str, Callable[[], float]] = {}
   compile_s: dict[str, float] = {}
   log("warming up seed fit (1 epoch)…")
-  timers["seed_fit"] = FitTimer(seed_model(x.shape[1], num_classes, seed), x, ys, batch_size,
-                                fit_epochs).steps_per_s
+  timers["seed_fit"] = FitTimer(seed_model(x.shape[1], num_classes, seed), x, ys, batch_size, fit_epochs).steps_per_s
   log("warming up tuned fit (1 epoch, XLA compile)…")
-  tuned = seed_model(x.shape[1], num_classes, seed, steps_per_execution=TUNED_STEPS_PER_EXECUTION,
-                     jit_compile=True)
+  tuned = seed_model(x.shape[1], num_classes, seed, steps_per_execution=TUNED_STEPS_PER_EXECUTION, jit_compile=True)
   timers["tuned_fit"] = FitTimer(tuned, x, ys, batch_size, fit_epochs).steps_per_s
   for name in names:
     for loop_mode in MODES:
       key = f"{name}_{loop_mode}"
       log(f"compiling our loop, balancer {name}, {loop_mode}, and warming up ({warmup_steps} steps)…")
-      config = make_config(name, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                           config_lib.JitMode.ON if loop_mode == "xla" else config_lib.JitMode.OFF, hidden_units)
+      config = make_config(
+        name,
+        batch_size,
+        seed,
+        num_train,
+        loop_total,
+        max(loop_steps, warmup_steps),
+        config_lib.JitMode.ON if loop_mode == "xla" else config_lib.JitMode.OFF,
+        hidden_units,
+      )
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
       timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
   for key, xla, executor, keras_adam in VARIANTS:
     log(f"compiling the variant {key.replace('_', ' ')}…")
-    config = make_config(BASELINE, batch_size, seed, num_train, loop_total, max(loop_steps, warmup_steps),
-                         config_lib.JitMode.ON if xla else config_lib.JitMode.OFF, hidden_units, executor=executor)
+    config = make_config(
+      BASELINE,
+      batch_size,
+      seed,
+      num_train,
+      loop_total,
+      max(loop_steps, warmup_steps),
+      config_lib.JitMode.ON if xla else config_lib.JitMode.OFF,
+      hidden_units,
+      executor=executor,
+    )
     timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=keras_adam)
     timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
@@ -463,7 +565,8 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
     result.update(measure_large(large_steps, repeats, seed, log))
   if wall_long_steps:
     result.update(measure_wall(wall_long_steps, log))
-  result.update({
+  result.update(
+    {
       "balancers": names,
       "batch_size": batch_size,
       "hidden_units": list(hidden_units),
@@ -478,47 +581,69 @@ def measure(balancers: Sequence[str] | None = None, repeats: int = DEFAULT_REPEA
       "gpus": len(tf.config.list_physical_devices("GPU")),
       "tf_version": tf.__version__,
       "samples": samples,
-  })
+    }
+  )
   return result
 
 
 def format_table(result: dict) -> str:
   """One row per measured thing: steps/s, ms/step, speed relative to the seed fit, compile time."""
   seed_rate = result["seed_fit_steps_per_s"]
-  rows = [("seed fit (Keras fit)", seed_rate, None),
-          (f"tuned fit (spe={TUNED_STEPS_PER_EXECUTION}, XLA)", result["tuned_fit_steps_per_s"], None)]
-  rows += [(f"ours, {name}, {mode}", result[f"{name}_{mode}_steps_per_s"], result[f"{name}_{mode}_compile_s"])
-           for name in result["balancers"] for mode in MODES]
-  rows += [(f"variant: {key.replace('_', ' ')}", result[f"{key}_steps_per_s"], result[f"{key}_compile_s"])
-           for key, *_ in VARIANTS]
+  rows = [
+    ("seed fit (Keras fit)", seed_rate, None),
+    (f"tuned fit (spe={TUNED_STEPS_PER_EXECUTION}, XLA)", result["tuned_fit_steps_per_s"], None),
+  ]
+  rows += [
+    (f"ours, {name}, {mode}", result[f"{name}_{mode}_steps_per_s"], result[f"{name}_{mode}_compile_s"])
+    for name in result["balancers"]
+    for mode in MODES
+  ]
+  rows += [
+    (f"variant: {key.replace('_', ' ')}", result[f"{key}_steps_per_s"], result[f"{key}_compile_s"])
+    for key, *_ in VARIANTS
+  ]
   width = max(len(label) for label, _, _ in rows)
-  lines = [f"{'measurement':<{width}}  {'steps/s':>10}  {'ms/step':>8}  {'vs seed fit':>11}  {'compile s':>9}",
-           "-" * (width + 48)]
+  lines = [
+    f"{'measurement':<{width}}  {'steps/s':>10}  {'ms/step':>8}  {'vs seed fit':>11}  {'compile s':>9}",
+    "-" * (width + 48),
+  ]
   for label, rate, compile_s in rows:
     compiled = f"{compile_s:>9.2f}" if compile_s is not None else f"{'':>9}"
     lines.append(f"{label:<{width}}  {rate:>10,.0f}  {1000 / rate:>8.3f}  {rate / seed_rate:>10.2f}x  {compiled}")
-  lines.append(f"default mode {result['default_mode']}: ratio_fixed_vs_seed_fit {result['ratio_fixed_vs_seed_fit']:.1f}, "
-               f"ratio_xla_vs_graph {result['ratio_xla_vs_graph']:.2f}, " + ", ".join(
-                   f"{name}_time_vs_fixed {result[f'{name}_time_vs_fixed']:.2f}"
-                   for name in result["balancers"] if name != BASELINE))
-  lines.append(f"hand-written speedups: our Adam vs Keras's {result['adam_ours_vs_keras_xla']:.2f}x (XLA), "
-               f"{result['adam_ours_vs_keras_graph']:.2f}x (graph); single-threaded vs default executor "
-               f"{result['executor_auto_vs_default_graph']:.2f}x (graph), "
-               f"{result['executor_single_vs_default_xla']:.2f}x (XLA)")
+  lines.append(
+    f"default mode {result['default_mode']}: ratio_fixed_vs_seed_fit {result['ratio_fixed_vs_seed_fit']:.1f}, "
+    f"ratio_xla_vs_graph {result['ratio_xla_vs_graph']:.2f}, "
+    + ", ".join(
+      f"{name}_time_vs_fixed {result[f'{name}_time_vs_fixed']:.2f}" for name in result["balancers"] if name != BASELINE
+    )
+  )
+  lines.append(
+    f"hand-written speedups: our Adam vs Keras's {result['adam_ours_vs_keras_xla']:.2f}x (XLA), "
+    f"{result['adam_ours_vs_keras_graph']:.2f}x (graph); single-threaded vs default executor "
+    f"{result['executor_auto_vs_default_graph']:.2f}x (graph), "
+    f"{result['executor_single_vs_default_xla']:.2f}x (XLA)"
+  )
   if "flops_fraction_of_matmul" in result:
-    lines.append(f"large (batch {LARGE_BATCH_SIZE}, trunk {','.join(map(str, LARGE_HIDDEN_UNITS))}, "
-                 f"{result['large_mode']}): {result['large_steps_per_s']:.2f} steps/s, "
-                 f"{result['large_flops_per_s'] / 1e9:.1f} GFLOP/s; bare matmul {result['matmul_xla_flops_per_s'] / 1e9:.1f} "
-                 f"(XLA) and {result['matmul_graph_flops_per_s'] / 1e9:.1f} (graph) GFLOP/s; "
-                 f"flops_fraction_of_matmul {result['flops_fraction_of_matmul']:.2f}")
+    lines.append(
+      f"large (batch {LARGE_BATCH_SIZE}, trunk {','.join(map(str, LARGE_HIDDEN_UNITS))}, "
+      f"{result['large_mode']}): {result['large_steps_per_s']:.2f} steps/s, "
+      f"{result['large_flops_per_s'] / 1e9:.1f} GFLOP/s; bare matmul {result['matmul_xla_flops_per_s'] / 1e9:.1f} "
+      f"(XLA) and {result['matmul_graph_flops_per_s'] / 1e9:.1f} (graph) GFLOP/s; "
+      f"flops_fraction_of_matmul {result['flops_fraction_of_matmul']:.2f}"
+    )
   if "default_run_off_wall_s" in result:
-    lines.append(f"default run (2,500 steps) wall: off {result['default_run_off_wall_s']:.2f} s, auto "
-                 f"{result['default_run_auto_wall_s']:.2f} s ({result['default_run_auto_minus_off_wall_s']:+.2f} s); "
-                 f"{result['long_run_steps']:,}-step run training time: off {result['long_run_off_train_s']:.2f} s, "
-                 f"auto {result['long_run_auto_train_s']:.2f} s (x{result['long_run_auto_vs_off_train_time']:.2f})")
-  lines.append(f"batch {result['batch_size']}, trunk {','.join(map(str, result['hidden_units']))}, {result['train_rows']} train rows, median of "
-               f"{result['repeats']} runs, {result['cpu_count']} CPUs, {result['gpus']} GPUs, "
-               f"TensorFlow {result['tf_version']}")
+    lines.append(
+      f"default run (2,500 steps) wall: off {result['default_run_off_wall_s']:.2f} s, auto "
+      f"{result['default_run_auto_wall_s']:.2f} s ({result['default_run_auto_minus_off_wall_s']:+.2f} s); "
+      f"{result['long_run_steps']:,}-step run training time: off {result['long_run_off_train_s']:.2f} s, "
+      f"auto {result['long_run_auto_train_s']:.2f} s (x{result['long_run_auto_vs_off_train_time']:.2f})"
+    )
+  lines.append(
+    f"batch {result['batch_size']}, trunk {','.join(map(str, result['hidden_units']))}, "
+    f"{result['train_rows']} train rows, median of "
+    f"{result['repeats']} runs, {result['cpu_count']} CPUs, {result['gpus']} GPUs, "
+    f"TensorFlow {result['tf_version']}"
+  )
   return "\n".join(lines)
 
 
@@ -535,11 +660,19 @@ def _widths(values: Sequence[str]) -> tuple[int, ...]:
 def _main() -> None:
   began = time.perf_counter()
   result = measure(
-      balancers=FLAGS.balancers, repeats=FLAGS.repeats, fit_epochs=FLAGS.fit_epochs,
-      loop_steps=FLAGS.loop_steps, loop_calls=FLAGS.loop_calls, warmup_steps=FLAGS.warmup_steps,
-      batch_size=FLAGS.bench_batch_size, num_train=FLAGS.bench_train_rows, seed=FLAGS.bench_seed,
-      large_steps=FLAGS.large_steps, wall_long_steps=FLAGS.wall_long_steps,
-      hidden_units=_widths(FLAGS.bench_hidden_units))
+    balancers=FLAGS.balancers,
+    repeats=FLAGS.repeats,
+    fit_epochs=FLAGS.fit_epochs,
+    loop_steps=FLAGS.loop_steps,
+    loop_calls=FLAGS.loop_calls,
+    warmup_steps=FLAGS.warmup_steps,
+    batch_size=FLAGS.bench_batch_size,
+    num_train=FLAGS.bench_train_rows,
+    seed=FLAGS.bench_seed,
+    large_steps=FLAGS.large_steps,
+    wall_long_steps=FLAGS.wall_long_steps,
+    hidden_units=_widths(FLAGS.bench_hidden_units),
+  )
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))
   print(json.dumps(result, sort_keys=True), flush=True)

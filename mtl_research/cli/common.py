@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import sys
-from typing import Callable
 
 from absl import flags
 from absl import logging as absl_logging

@@ -18,29 +18,27 @@ import io
 import os
 import sys
 
-from absl import app
-from absl import flags
-
+from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
 from mtl_research import config as config_lib
 from mtl_research import export as export_lib
 from mtl_research import flags as flags_lib  # noqa: F401  (defines --run_dir, --csv_path and the model's flags)
-from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research import metrics as metrics_lib
 from mtl_research import tasks as tasks_lib
+from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import csv_reader, preprocessing, tabular
 from mtl_research.data.bundle import Split
 from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature, Preprocessing, RegressionTarget
 from mtl_research.errors import UserError
+from mtl_research.files import write_json_atomic, write_text_atomic
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel
 from mtl_research.params import Param
 from mtl_research.train import checkpoints
 from mtl_research.train import run_dir as run_dir_lib
 from mtl_research.train.evaluate import Evaluator
-from mtl_research.files import write_json_atomic, write_text_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.")
@@ -68,8 +66,10 @@ def architecture(run: run_dir_lib.RunDir) -> config_lib.ComponentConfig:
       raw = flag.parser.parse(saved[name]) if name in saved else flag.default
       return param.parse(raw) if param else raw
     except (UserError, ValueError, TypeError) as error:
-      raise UserError(f"{run.flags_file} gives --{name}={saved.get(name)}, which this version of mtl_research "
-                      f"cannot use ({str(error).rstrip('.')}).") from None
+      raise UserError(
+        f"{run.flags_file} gives --{name}={saved.get(name)}, which this version of mtl_research "
+        f"cannot use ({str(error).rstrip('.')})."
+      ) from None
 
   name = value("model")
   params = {param.name: value(param.name, param) for param in ARCHITECTURES.get(name).params}
@@ -148,13 +148,18 @@ def run_evaluate() -> dict:
   if not os.path.isfile(run.flags_file):
     raise UserError(f"--run_dir={run.path} is not a run directory (no flags.txt).")
   if not os.path.isfile(run.preprocessing_file):
-    raise UserError(f"--run_dir={run.path} has no preprocessing.json: only runs trained on tabular data "
-                    "(--dataset=csv, npz or census_income) can be applied to a CSV file or exported.")
+    raise UserError(
+      f"--run_dir={run.path} has no preprocessing.json: only runs trained on tabular data "
+      "(--dataset=csv, npz or census_income) can be applied to a CSV file or exported."
+    )
   state = preprocessing.read(run.preprocessing_file)
   if export_dir and os.path.exists(export_dir) and os.listdir(export_dir):
     raise UserError(f"--export_dir={export_dir} exists and is not empty; choose a new directory.")
-  for flag, path in (("predictions_out", FLAGS.predictions_out), ("metrics_out", FLAGS.metrics_out),
-                     ("export_dir", export_dir)):
+  for flag, path in (
+    ("predictions_out", FLAGS.predictions_out),
+    ("metrics_out", FLAGS.metrics_out),
+    ("export_dir", export_dir),
+  ):
     parent = os.path.dirname(os.path.abspath(path)) if path else ""
     if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
       raise UserError(f"--{flag}={path} cannot be written: {parent} is not a writable directory.")

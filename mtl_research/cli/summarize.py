@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.errors import UserError
@@ -30,31 +29,49 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flag already defined is left as it is, so calling this twice is harmless.
   """
   if "sweep_dir" not in flag_values:
-    flags.DEFINE_string("sweep_dir", None, "Sweep directory written by mtl-ablate (holds runs/).",
-                        flag_values=flag_values)
+    flags.DEFINE_string(
+      "sweep_dir", None, "Sweep directory written by mtl-ablate (holds runs/).", flag_values=flag_values
+    )
   if "regression_metric" not in flag_values:
-    flags.DEFINE_enum("regression_metric", aggregation.DEFAULT_REGRESSION_METRIC,
-                      aggregation.PRIMARY_REGRESSION_METRICS,
-                      "Primary metric of regression tasks (lower is better).", flag_values=flag_values)
+    flags.DEFINE_enum(
+      "regression_metric",
+      aggregation.DEFAULT_REGRESSION_METRIC,
+      aggregation.PRIMARY_REGRESSION_METRICS,
+      "Primary metric of regression tasks (lower is better).",
+      flag_values=flag_values,
+    )
   if "classification_metric" not in flag_values:
-    flags.DEFINE_enum("classification_metric", aggregation.DEFAULT_CLASSIFICATION_METRIC,
-                      aggregation.PRIMARY_CLASSIFICATION_METRICS,
-                      "Primary metric of classification tasks (higher is better); auc applies to binary tasks "
-                      "only, the others show accuracy.", flag_values=flag_values)
+    flags.DEFINE_enum(
+      "classification_metric",
+      aggregation.DEFAULT_CLASSIFICATION_METRIC,
+      aggregation.PRIMARY_CLASSIFICATION_METRICS,
+      "Primary metric of classification tasks (higher is better); auc applies to binary tasks "
+      "only, the others show accuracy.",
+      flag_values=flag_values,
+    )
   if "plots" not in flag_values:
-    flags.DEFINE_bool("plots", True, "Write PNG plots into <sweep_dir>/plots (needs matplotlib); --noplots skips "
-                      "them.", flag_values=flag_values)
+    flags.DEFINE_bool(
+      "plots",
+      True,
+      "Write PNG plots into <sweep_dir>/plots (needs matplotlib); --noplots skips them.",
+      flag_values=flag_values,
+    )
 
 
 def _main() -> None:
   if not FLAGS.sweep_dir:
     raise UserError("--sweep_dir is required: the directory mtl-ablate wrote (it holds runs/).")
   from mtl_research.reports import collect  # pylint: disable=g-import-not-at-top
+
   collect.collect(FLAGS.sweep_dir)  # a bad directory fails here, before TensorFlow is imported
   from mtl_research.reports import summarize as summarize_lib  # pylint: disable=g-import-not-at-top
-  result = summarize_lib.summarize(FLAGS.sweep_dir, FLAGS.regression_metric or aggregation.DEFAULT_REGRESSION_METRIC,
-                                   FLAGS.classification_metric or aggregation.DEFAULT_CLASSIFICATION_METRIC,
-                                   FLAGS.plots)
+
+  result = summarize_lib.summarize(
+    FLAGS.sweep_dir,
+    FLAGS.regression_metric or aggregation.DEFAULT_REGRESSION_METRIC,
+    FLAGS.classification_metric or aggregation.DEFAULT_CLASSIFICATION_METRIC,
+    FLAGS.plots,
+  )
   print(result["markdown"], end="")
   print(f"\nResults: {result['results_md']}, {result['results_tex']}, {result['results_csv']}")
   if result["plots"]:

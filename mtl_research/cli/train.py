@@ -14,8 +14,8 @@ from mtl_research import flags as flags_lib
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
-from mtl_research.train import distribution, loop, run_dir
 from mtl_research.train import components as components_lib
+from mtl_research.train import distribution, loop, run_dir
 from mtl_research.train.interrupt import Interrupted, StopRequest
 
 
@@ -37,8 +37,13 @@ def train(strategy: tf.distribute.Strategy | None = None) -> dict | None:
 def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   flags_lib.check_unused_flags()
   config = flags_lib.config_from_flags()
-  contract = (config.run_dir, flags_lib.flag_values(config.run_dir), config.overwrite, flags_lib.OPERATIONAL,
-              flags_lib.flag_defaults())
+  contract = (
+    config.run_dir,
+    flags_lib.flag_values(config.run_dir),
+    config.overwrite,
+    flags_lib.OPERATIONAL,
+    flags_lib.flag_defaults(),
+  )
   # A resumed run encodes its data with the preprocessing it was trained with.
   resuming = run_dir.check(*contract)
   fitted = run_dir.read_preprocessing(config.run_dir) if resuming else None
@@ -54,9 +59,16 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   try:
     if not chief:
       scratch = tempfile.mkdtemp(prefix=f"mtl-{distribution.worker_name(strategy)}-")
-    trainer = loop.Trainer(config, bundle, parts, run_dir.RunDir(scratch or config.run_dir),
-                           hparams=flags_lib.hparam_values(), stop=stop, resume_from=run_dir.RunDir(config.run_dir),
-                           resume=resuming)
+    trainer = loop.Trainer(
+      config,
+      bundle,
+      parts,
+      run_dir.RunDir(scratch or config.run_dir),
+      hparams=flags_lib.hparam_values(),
+      stop=stop,
+      resume_from=run_dir.RunDir(config.run_dir),
+      resume=resuming,
+    )
     if resuming:
       trainer.restore()  # before anything is written: damaged checkpoints are refused here
     trainer.compile()  # before anything is written too: --jit_compile=on is refused here if XLA cannot serve
@@ -96,8 +108,10 @@ def _main() -> None:
     if strategy is None:
       raise
     reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    raise UserError(f"the workers lost contact ({reason[:200]}); once all are up, run the same command on "
-                    "each to resume from the last checkpoint.") from None
+    raise UserError(
+      f"the workers lost contact ({reason[:200]}); once all are up, run the same command on "
+      "each to resume from the last checkpoint."
+    ) from None
 
 
 main = entry_point(_main)

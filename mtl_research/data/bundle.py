@@ -7,8 +7,9 @@ Features come in two groups: "numeric", a float32 matrix the model reads as is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from mtl_research.errors import UserError
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "val", "test")
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Rows of one split: named feature arrays and one label array per task."""
@@ -59,17 +62,24 @@ class DatasetBundle:
   def features(self) -> FeatureSpec:
     return self.feature_spec or FeatureSpec.of_numeric(self.train.features)
 
-  def only(self, task_name: str) -> "DatasetBundle":
+  def only(self, task_name: str) -> DatasetBundle:
     """The same data with one task: the single-task baseline of a multi-task study."""
     if task_name not in self.task_names:
-      raise UserError(f"--single_task={task_name} is not a task of this dataset (its tasks: "
-                      f"{', '.join(self.task_names)}).")
+      raise UserError(
+        f"--single_task={task_name} is not a task of this dataset (its tasks: {', '.join(self.task_names)})."
+      )
     keep = lambda mapping: {k: v for k, v in mapping.items() if k == task_name}  # noqa: E731
     splits = [Split(s.features, keep(s.labels)) for s in (self.train, self.val, self.test)]
     return dataclasses.replace(
-        self, tasks=tuple(t for t in self.tasks if t.name == task_name), train=splits[0], val=splits[1],
-        test=splits[2], target_scale=keep(self.target_scale), class_names=keep(self.class_names),
-        fitted=self.fitted.with_tasks([task_name]) if self.fitted is not None else None)
+      self,
+      tasks=tuple(t for t in self.tasks if t.name == task_name),
+      train=splits[0],
+      val=splits[1],
+      test=splits[2],
+      target_scale=keep(self.target_scale),
+      class_names=keep(self.class_names),
+      fitted=self.fitted.with_tasks([task_name]) if self.fitted is not None else None,
+    )
 
   @property
   def task_names(self) -> list[str]:
@@ -93,8 +103,7 @@ class DatasetBundle:
       for task in self.tasks:
         _check_labels(task, split.labels[task.name], split_name)
     if len(self.train) < batch_size:
-      raise UserError(
-          f"The train split has {len(self.train)} rows, fewer than one batch (--batch_size={batch_size}).")
+      raise UserError(f"The train split has {len(self.train)} rows, fewer than one batch (--batch_size={batch_size}).")
 
 
 def _check_labels(task: tasks_lib.TaskSpec, labels: np.ndarray, split_name: str) -> None:
@@ -102,5 +111,4 @@ def _check_labels(task: tasks_lib.TaskSpec, labels: np.ndarray, split_name: str)
     if not np.all(np.isfinite(labels)):
       raise UserError(f"Task {task.name!r} has non-finite targets in the {split_name} split.")
   elif labels.min() < 0 or labels.max() >= task.num_classes:
-    raise UserError(
-        f"Task {task.name!r} has labels outside [0, {task.num_classes - 1}] in the {split_name} split.")
+    raise UserError(f"Task {task.name!r} has labels outside [0, {task.num_classes - 1}] in the {split_name} split.")

@@ -15,8 +15,9 @@ into validation and test; the 199,523 training rows are the train split.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -27,30 +28,70 @@ from mtl_research.errors import UserError
 from mtl_research.params import ENUM, INT, STRING, Param
 
 COLUMNS = (
-    "age", "class_of_worker", "industry_code", "occupation_code", "education", "wage_per_hour",
-    "enrolled_in_edu_last_wk", "marital_status", "major_industry", "major_occupation", "race",
-    "hispanic_origin", "sex", "labor_union_member", "unemployment_reason", "employment_status",
-    "capital_gains", "capital_losses", "dividends", "tax_filer_status", "previous_region",
-    "previous_state", "household_family_status", "household_summary", "instance_weight",
-    "migration_msa", "migration_region", "migration_within_region", "same_house_1_year_ago",
-    "previous_residence_sunbelt", "num_persons_worked_for_employer", "family_members_under_18",
-    "father_birth_country", "mother_birth_country", "birth_country", "citizenship",
-    "own_business_or_self_employed", "veterans_questionnaire", "veterans_benefits", "weeks_worked",
-    "year", "income_label",
+  "age",
+  "class_of_worker",
+  "industry_code",
+  "occupation_code",
+  "education",
+  "wage_per_hour",
+  "enrolled_in_edu_last_wk",
+  "marital_status",
+  "major_industry",
+  "major_occupation",
+  "race",
+  "hispanic_origin",
+  "sex",
+  "labor_union_member",
+  "unemployment_reason",
+  "employment_status",
+  "capital_gains",
+  "capital_losses",
+  "dividends",
+  "tax_filer_status",
+  "previous_region",
+  "previous_state",
+  "household_family_status",
+  "household_summary",
+  "instance_weight",
+  "migration_msa",
+  "migration_region",
+  "migration_within_region",
+  "same_house_1_year_ago",
+  "previous_residence_sunbelt",
+  "num_persons_worked_for_employer",
+  "family_members_under_18",
+  "father_birth_country",
+  "mother_birth_country",
+  "birth_country",
+  "citizenship",
+  "own_business_or_self_employed",
+  "veterans_questionnaire",
+  "veterans_benefits",
+  "weeks_worked",
+  "year",
+  "income_label",
 )
-CATEGORICAL_CODES = ("industry_code", "occupation_code", "own_business_or_self_employed", "veterans_benefits",
-                     "year")
+CATEGORICAL_CODES = ("industry_code", "occupation_code", "own_business_or_self_employed", "veterans_benefits", "year")
 FILES = ("census-income.data", "census-income.test")
 TASKS = {"income": "classification", "marital": "classification", "age": "regression"}
 
 PARAMS = (
-    Param("data_dir", STRING, "", "Directory with census-income.data and census-income.test (or .gz)."),
-    Param("census_marital", ENUM, "all",
-          "census_income marital task: all 7 statuses, or the MMoE paper's binary never_married.",
-          choices=("all", "never_married")),
-    table_source.STANDARDIZE_TARGETS,
-    Param("embedding_threshold", INT, 32,
-          "Categorical columns with more categories than this are embedded instead of one-hot encoded.", lower=2),
+  Param("data_dir", STRING, "", "Directory with census-income.data and census-income.test (or .gz)."),
+  Param(
+    "census_marital",
+    ENUM,
+    "all",
+    "census_income marital task: all 7 statuses, or the MMoE paper's binary never_married.",
+    choices=("all", "never_married"),
+  ),
+  table_source.STANDARDIZE_TARGETS,
+  Param(
+    "embedding_threshold",
+    INT,
+    32,
+    "Categorical columns with more categories than this are embedded instead of one-hot encoded.",
+    lower=2,
+  ),
 )
 
 
@@ -66,8 +107,10 @@ def _read(data_dir: str) -> list[csv_reader.Table]:
   found = [_find(data_dir, name) for name in FILES]
   paths = [path for path in found if path is not None]
   if not data_dir or len(paths) < len(FILES):
-    raise UserError(f"--dataset=census_income needs {FILES[0]} and {FILES[1]} (from the UCI census-income (KDD) "
-                    f"data, plain or .gz) in --data_dir={data_dir or '<unset>'}; nothing is downloaded.")
+    raise UserError(
+      f"--dataset=census_income needs {FILES[0]} and {FILES[1]} (from the UCI census-income (KDD) "
+      f"data, plain or .gz) in --data_dir={data_dir or '<unset>'}; nothing is downloaded."
+    )
   return [csv_reader.read_table(path, string_columns=CATEGORICAL_CODES, names=COLUMNS) for path in paths]
 
 
@@ -77,8 +120,9 @@ def _with_tasks(table: csv_reader.Table, marital: str) -> csv_reader.Table:
   label = np.char.strip(columns.pop("income_label"))
   columns["income"] = np.where(np.char.startswith(label, b"50000+"), b"above_50k", b"up_to_50k")
   status = columns.pop("marital_status")
-  columns["marital"] = (np.where(status == b"Never married", b"never_married", b"other")
-                        if marital == "never_married" else status)
+  columns["marital"] = (
+    np.where(status == b"Never married", b"never_married", b"other") if marital == "never_married" else status
+  )
   return csv_reader.Table(table.path, columns, table.lines)
 
 
@@ -89,5 +133,6 @@ def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping |
   halves = np.array_split(np.random.default_rng(seed).permutation(test.num_rows), 2)
   val, test = (test.take(np.sort(rows)) for rows in halves)
   features = [c for c in train.columns if c not in TASKS and c != "instance_weight"]
-  return table_source.build_bundle([train, val, test], TASKS, features, params, seed, fitted,
-                                   params["embedding_threshold"])
+  return table_source.build_bundle(
+    [train, val, test], TASKS, features, params, seed, fitted, params["embedding_threshold"]
+  )

@@ -13,6 +13,7 @@ assume there are none before the line named.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 import csv
 import dataclasses
 import gzip
@@ -21,7 +22,6 @@ import os
 import sys
 import time
 import zlib
-from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -51,7 +51,7 @@ class Table:
     """1-based line number of data row `row` (the header is line 1)."""
     return int(self.lines[row]) if self.lines is not None else row + 2
 
-  def take(self, rows: np.ndarray) -> "Table":
+  def take(self, rows: np.ndarray) -> Table:
     """The rows `rows` (indices) as a new table that still knows their line numbers."""
     lines = self.lines[rows] if self.lines is not None else np.asarray(rows) + 2
     return Table(self.path, {name: column[rows] for name, column in self.columns.items()}, lines)
@@ -124,8 +124,9 @@ def check_gzip(path: str) -> None:
     raise UserError(f"CSV file {path} is truncated or not valid gzip.") from None
 
 
-def read_table(path: str, string_columns: Iterable[str] = (), numeric_columns: Iterable[str] = (),
-               names: Sequence[str] | None = None) -> Table:
+def read_table(
+  path: str, string_columns: Iterable[str] = (), numeric_columns: Iterable[str] = (), names: Sequence[str] | None = None
+) -> Table:
   """Reads `path` into typed columns.
 
   Args:
@@ -219,8 +220,10 @@ def main(argv: list[str]) -> None:
   began = time.perf_counter()
   table = read_table(argv[1])
   numeric = sum(table.is_numeric(name) for name in table.columns)
-  print(f"{table.num_rows} rows × {len(table.columns)} columns ({numeric} numeric) read in "
-        f"{time.perf_counter() - began:.1f} s")
+  print(
+    f"{table.num_rows} rows × {len(table.columns)} columns ({numeric} numeric) read in "
+    f"{time.perf_counter() - began:.1f} s"
+  )
 
 
 if __name__ == "__main__":

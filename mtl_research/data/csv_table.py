@@ -8,7 +8,8 @@ says so. Preprocessing is described in `tabular.py`; splits in `table_source.py`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mtl_research.data import csv_reader, table_source
 from mtl_research.data.preprocessing import Preprocessing
@@ -17,13 +18,18 @@ from mtl_research.errors import UserError
 from mtl_research.params import INT, STRING, STRINGS, Param
 
 PARAMS = table_source.PARAMS + (
-    Param("csv_path", STRING, "", "CSV file (plain or .gz) for --dataset=csv; the first line names the columns."),
-    Param("val_csv_path", STRING, "", "Validation CSV (with --test_csv_path; then --split is not used)."),
-    Param("test_csv_path", STRING, "", "Test CSV (with --val_csv_path)."),
-    Param("feature_columns", STRINGS, "", "Feature columns (default: every column that is not a target)."),
-    Param("categorical_columns", STRINGS, "", "Columns to treat as categorical even if they look numeric."),
-    Param("embedding_threshold", INT, 32,
-          "Categorical columns with more categories than this are embedded instead of one-hot encoded.", lower=2),
+  Param("csv_path", STRING, "", "CSV file (plain or .gz) for --dataset=csv; the first line names the columns."),
+  Param("val_csv_path", STRING, "", "Validation CSV (with --test_csv_path; then --split is not used)."),
+  Param("test_csv_path", STRING, "", "Test CSV (with --val_csv_path)."),
+  Param("feature_columns", STRINGS, "", "Feature columns (default: every column that is not a target)."),
+  Param("categorical_columns", STRINGS, "", "Columns to treat as categorical even if they look numeric."),
+  Param(
+    "embedding_threshold",
+    INT,
+    32,
+    "Categorical columns with more categories than this are embedded instead of one-hot encoded.",
+    lower=2,
+  ),
 )
 
 
@@ -39,8 +45,9 @@ def read(params: Mapping[str, Any]) -> list[csv_reader.Table]:
     return [train]
   numeric = [name for name in train.columns if train.is_numeric(name)]
   strings = [name for name in train.columns if not train.is_numeric(name)]
-  return [train] + [csv_reader.read_table(p, string_columns=strings, numeric_columns=numeric)
-                    for p in (val_path, test_path)]
+  return [train] + [
+    csv_reader.read_table(p, string_columns=strings, numeric_columns=numeric) for p in (val_path, test_path)
+  ]
 
 
 @DATASETS.register("csv", params=PARAMS)

@@ -47,7 +47,8 @@ Tasks are named t0, t1, ... (regression).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,15 @@ SHARED_VARIANCE = 10.0  # variance of the entries of B
 TASK_VARIANCE = 3.5  # variance of the entries of ε_t
 
 PARAMS = SIZE_PARAMS + (
-    Param("gradnorm_toy_tasks", INT, 2, "Number of tasks T of the GradNorm toy regression.", lower=1),
-    Param("gradnorm_toy_sigmas", FLOATS, "1,100",
-          "Output scales σ_t of the GradNorm toy tasks, one per task (--gradnorm_toy_tasks of them).",
-          lower=0.0),
-    Param("gradnorm_toy_input_dim", INT, 250, "Input dimension of the GradNorm toy regression.", lower=1),
+  Param("gradnorm_toy_tasks", INT, 2, "Number of tasks T of the GradNorm toy regression.", lower=1),
+  Param(
+    "gradnorm_toy_sigmas",
+    FLOATS,
+    "1,100",
+    "Output scales σ_t of the GradNorm toy tasks, one per task (--gradnorm_toy_tasks of them).",
+    lower=0.0,
+  ),
+  Param("gradnorm_toy_input_dim", INT, 250, "Input dimension of the GradNorm toy regression.", lower=1),
 )
 
 
@@ -88,8 +93,8 @@ def sigmas_of(params: Mapping[str, Any]) -> tuple[float, ...]:
   sigmas = tuple(float(s) for s in params["gradnorm_toy_sigmas"])
   if len(sigmas) != num_tasks:
     raise UserError(
-        f"--gradnorm_toy_sigmas has {len(sigmas)} value(s) but --gradnorm_toy_tasks={num_tasks}; "
-        "give one σ per task.")
+      f"--gradnorm_toy_sigmas has {len(sigmas)} value(s) but --gradnorm_toy_tasks={num_tasks}; give one σ per task."
+    )
   return sigmas
 
 

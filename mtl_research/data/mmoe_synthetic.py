@@ -33,7 +33,8 @@ Targets are not rescaled. Tasks: y1, y2 (regression).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,17 +49,22 @@ SHAPE_VARIANCE = 0.01  # variance of α_i and β_i
 NOISE_VARIANCE = 0.01  # variance of ε1 and ε2
 
 PARAMS = SIZE_PARAMS + (
-    Param("mmoe_correlation", FLOAT, 0.5,
-          "Task correlation p in [-1, 1] of the MMoE synthetic data: the cosine between w1 and w2.",
-          lower=-1.0),
-    Param("mmoe_input_dim", INT, 100, "Input dimension d of the MMoE synthetic data.", lower=2),
-    Param("mmoe_num_sinusoids", INT, 10, "Number m of sinusoids in the MMoE synthetic labels.", lower=0),
-    Param("mmoe_scale", FLOAT, 1.0, "Scale c (the norm of w1 and w2) of the MMoE synthetic data.", lower=0.0),
+  Param(
+    "mmoe_correlation",
+    FLOAT,
+    0.5,
+    "Task correlation p in [-1, 1] of the MMoE synthetic data: the cosine between w1 and w2.",
+    lower=-1.0,
+  ),
+  Param("mmoe_input_dim", INT, 100, "Input dimension d of the MMoE synthetic data.", lower=2),
+  Param("mmoe_num_sinusoids", INT, 10, "Number m of sinusoids in the MMoE synthetic labels.", lower=0),
+  Param("mmoe_scale", FLOAT, 1.0, "Scale c (the norm of w1 and w2) of the MMoE synthetic data.", lower=0.0),
 )
 
 
-def task_weights(input_dim: int, scale: float, correlation: float,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def task_weights(
+  input_dim: int, scale: float, correlation: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """(w1, w2) of norm `scale` whose cosine is `correlation`, from orthonormal u1, u2."""
   basis, _ = np.linalg.qr(rng.normal(size=(input_dim, 2)))
   u1, u2 = basis[:, 0], basis[:, 1]
@@ -88,8 +94,10 @@ def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None) ->
   betas = rng.normal(0.0, np.sqrt(SHAPE_VARIANCE), size=num_sinusoids)
   x = rng.normal(size=(total, input_dim))
   noise = rng.normal(0.0, np.sqrt(NOISE_VARIANCE), size=(2, total))
-  labels = {"y1": _label(x @ w1, alphas, betas, noise[0]).astype(np.float32),
-            "y2": _label(x @ w2, alphas, betas, noise[1]).astype(np.float32)}
+  labels = {
+    "y1": _label(x @ w1, alphas, betas, noise[0]).astype(np.float32),
+    "y2": _label(x @ w2, alphas, betas, noise[1]).astype(np.float32),
+  }
   splits = split_rows({"numeric": x.astype(np.float32)}, labels, sizes)
   task_specs = (tasks_lib.TaskSpec("y1", tasks_lib.REGRESSION), tasks_lib.TaskSpec("y2", tasks_lib.REGRESSION))
   return DatasetBundle(task_specs, *splits)

@@ -7,21 +7,22 @@ features, classification labels mapped to classes, --split.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
+from typing import Any
 import zipfile
-from typing import Any, Mapping
 
 import numpy as np
 
 from mtl_research.data import table_source
-from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.csv_reader import Table
+from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.params import STRING, Param
 
 PARAMS = table_source.PARAMS + (
-    Param("npz_path", STRING, "", "NumPy .npz file for --dataset=npz: an array x [N, D] and one array per task."),
+  Param("npz_path", STRING, "", "NumPy .npz file for --dataset=npz: an array x [N, D] and one array per task."),
 )
 
 
@@ -59,4 +60,4 @@ def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping |
   kinds = table_source.task_kinds(params, "npz")
   table = read(params["npz_path"], list(kinds))
   features = [name for name in table.columns if name not in kinds]
-  return table_source.build_bundle([table], kinds, features, params, seed, fitted, embedding_threshold=2 ** 31)
+  return table_source.build_bundle([table], kinds, features, params, seed, fitted, embedding_threshold=2**31)

@@ -35,8 +35,10 @@ class DeviceSplit:
     self.num_rows = len(split)
 
   def gather(self, indices: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-    return ({k: tf.gather(v, indices) for k, v in self.features.items()},
-            {k: tf.gather(v, indices) for k, v in self.labels.items()})
+    return (
+      {k: tf.gather(v, indices) for k, v in self.features.items()},
+      {k: tf.gather(v, indices) for k, v in self.labels.items()},
+    )
 
 
 def steps_per_epoch(num_rows: int, batch_size: int) -> int:
@@ -82,7 +84,7 @@ class TrainOrder:
     while step < end:
       epoch, offset = divmod(step, self.steps_per_epoch)
       take = min(end - step, self.steps_per_epoch - offset)
-      parts.append(self._epoch(epoch)[offset:offset + take])
+      parts.append(self._epoch(epoch)[offset : offset + take])
       step += take
     if not parts:
       return np.zeros([0, self.batch_size], np.int32)

@@ -33,10 +33,11 @@ as it always did.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import dataclasses
 import json
 import math
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError
@@ -118,10 +119,13 @@ class Preprocessing:
 
   def to_json(self) -> dict[str, Any]:
     """The document `write` stores (JSON types only)."""
-    return {"version": self.version, "features": [_feature_json(f) for f in self.features],
-            "targets": {t.name: _target_json(t) for t in self.targets},
-            # The file is written with sorted keys, so the head order is kept explicitly.
-            "task_order": self.task_names}
+    return {
+      "version": self.version,
+      "features": [_feature_json(f) for f in self.features],
+      "targets": {t.name: _target_json(t) for t in self.targets},
+      # The file is written with sorted keys, so the head order is kept explicitly.
+      "task_order": self.task_names,
+    }
 
   @classmethod
   def from_json(cls, document: Any, origin: str) -> Preprocessing:
@@ -129,8 +133,9 @@ class Preprocessing:
     try:
       return _parse(document)
     except _Malformed as problem:
-      raise UserError(f"{origin} is not a preprocessing file this version of mtl_research can read "
-                      f"({problem}).") from None
+      raise UserError(
+        f"{origin} is not a preprocessing file this version of mtl_research can read ({problem})."
+      ) from None
 
 
 def read(path: str) -> Preprocessing:
@@ -141,8 +146,9 @@ def read(path: str) -> Preprocessing:
   except OSError as error:
     raise UserError(f"{path} cannot be read ({error.strerror}).") from None
   except ValueError as error:  # not UTF-8, or not JSON
-    raise UserError(f"{path} is not a preprocessing file this version of mtl_research can read "
-                    f"(not JSON: {error}).") from None
+    raise UserError(
+      f"{path} is not a preprocessing file this version of mtl_research can read (not JSON: {error})."
+    ) from None
   return Preprocessing.from_json(document, path)
 
 
@@ -165,10 +171,19 @@ def coerce(fitted: Preprocessing | Mapping | None, origin: str) -> Preprocessing
 
 def _feature_json(feature: Feature) -> dict[str, Any]:
   if isinstance(feature, NumericFeature):
-    return {"name": feature.name, "type": NUMERIC, "mean": feature.mean, "std": feature.std,
-            "indicator": feature.indicator}
-  return {"name": feature.name, "type": CATEGORICAL, "vocabulary": list(feature.vocabulary),
-          "encoding": feature.encoding}
+    return {
+      "name": feature.name,
+      "type": NUMERIC,
+      "mean": feature.mean,
+      "std": feature.std,
+      "indicator": feature.indicator,
+    }
+  return {
+    "name": feature.name,
+    "type": CATEGORICAL,
+    "vocabulary": list(feature.vocabulary),
+    "encoding": feature.encoding,
+  }
 
 
 def _target_json(target: Target) -> dict[str, Any]:
@@ -180,8 +195,10 @@ def _target_json(target: Target) -> dict[str, Any]:
 # Parsing. Every check raises _Malformed with the place and the problem, which
 # from_json turns into one sentence naming the file.
 
-_FEATURE_KEYS = {NUMERIC: {"name", "type", "mean", "std", "indicator"},
-                 CATEGORICAL: {"name", "type", "vocabulary", "encoding"}}
+_FEATURE_KEYS = {
+  NUMERIC: {"name", "type", "mean", "std", "indicator"},
+  CATEGORICAL: {"name", "type", "vocabulary", "encoding"},
+}
 _TARGET_KEYS = {tasks_lib.REGRESSION: {"kind", "mean", "std"}, tasks_lib.CLASSIFICATION: {"kind", "classes"}}
 
 
@@ -196,8 +213,9 @@ def _parse(document: Any) -> Preprocessing:
     raise _Malformed(f"unknown version {_show(version)}")
   if version > VERSION:
     raise _Malformed(f"version {version}, newer than the version {VERSION} this code reads")
-  features = tuple(_parse_feature(entry, f"features[{i}]")
-                   for i, entry in enumerate(_list(document["features"], "features")))
+  features = tuple(
+    _parse_feature(entry, f"features[{i}]") for i, entry in enumerate(_list(document["features"], "features"))
+  )
   _unique([feature.name for feature in features], "features", "feature")
   targets = document["targets"]
   _keys(targets, "targets", set())
@@ -206,8 +224,9 @@ def _parse(document: Any) -> Preprocessing:
   if set(order) != set(targets):
     raise _Malformed(f"task_order names {sorted(order)} but targets holds {sorted(targets)}")
   # Upgraded to the current schema as read (with one version there is nothing to convert).
-  return Preprocessing(features, tuple(_parse_target(name, targets[name], f"targets.{name}") for name in order),
-                       VERSION)
+  return Preprocessing(
+    features, tuple(_parse_target(name, targets[name], f"targets.{name}") for name in order), VERSION
+  )
 
 
 def _parse_feature(entry: Any, where: str) -> Feature:
@@ -217,8 +236,9 @@ def _parse_feature(entry: Any, where: str) -> Feature:
   if kind == NUMERIC:
     if not isinstance(entry["indicator"], bool):
       raise _Malformed(f"{where}.indicator is {_show(entry['indicator'])}, not true or false")
-    return NumericFeature(name, _number(entry["mean"], f"{where}.mean"), _scale(entry["std"], f"{where}.std"),
-                          entry["indicator"])
+    return NumericFeature(
+      name, _number(entry["mean"], f"{where}.mean"), _scale(entry["std"], f"{where}.std"), entry["indicator"]
+    )
   vocabulary = _strings(entry["vocabulary"], f"{where}.vocabulary")
   _unique(vocabulary, f"{where}.vocabulary", "category")
   if entry["encoding"] not in (ONE_HOT, EMBEDDING):

@@ -15,13 +15,14 @@ inputs of the largest class probability) is 0.86-0.88 for seeds 0-2 (chance is
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.data.registry import DATASETS
 from mtl_research.data.bundle import DatasetBundle, Split
+from mtl_research.data.registry import DATASETS
 from mtl_research.params import FLOAT, INT, Param
 
 NUM_FEATURES = 10
@@ -31,22 +32,24 @@ SHARPNESS = 2.0
 
 # Split sizes are shared by every generated dataset, hence their generic names.
 SIZE_PARAMS = (
-    Param("num_train", INT, 8000, "Training rows of a generated dataset.", lower=1),
-    Param("num_val", INT, 1000, "Validation rows of a generated dataset.", lower=1),
-    Param("num_test", INT, 1000, "Test rows of a generated dataset.", lower=1),
+  Param("num_train", INT, 8000, "Training rows of a generated dataset.", lower=1),
+  Param("num_val", INT, 1000, "Validation rows of a generated dataset.", lower=1),
+  Param("num_test", INT, 1000, "Test rows of a generated dataset.", lower=1),
 )
 PARAMS = SIZE_PARAMS + (
-    Param("synthetic_noise", FLOAT, 0.3, "Std of the Gaussian noise on the synthetic regression target.", lower=0.0),
+  Param("synthetic_noise", FLOAT, 0.3, "Std of the Gaussian noise on the synthetic regression target.", lower=0.0),
 )
 
 
-def split_rows(features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
-               sizes: tuple[int, int, int]) -> tuple[Split, Split, Split]:
+def split_rows(
+  features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], sizes: tuple[int, int, int]
+) -> tuple[Split, Split, Split]:
   """Cuts generated arrays into consecutive train/val/test splits of the given sizes."""
   bounds = np.cumsum((0,) + sizes)
   train, val, test = (
-      Split({k: v[lo:hi] for k, v in features.items()}, {k: v[lo:hi] for k, v in labels.items()})
-      for lo, hi in zip(bounds[:-1], bounds[1:]))
+    Split({k: v[lo:hi] for k, v in features.items()}, {k: v[lo:hi] for k, v in labels.items()})
+    for lo, hi in zip(bounds[:-1], bounds[1:])
+  )
   return train, val, test
 
 
@@ -65,14 +68,17 @@ def load(params: Mapping[str, Any], seed: int, fitted: Mapping | None = None) ->
   x = rng.normal(size=(total, NUM_FEATURES))
   h = np.tanh(x @ u * 1.5)
   signal = h @ a + 0.5 * x[:, 0] * x[:, 1]
-  train = signal[:sizes[0]]
+  train = signal[: sizes[0]]
   signal = (signal - train.mean()) / train.std()  # train rows only: nothing leaks from val/test
   price = signal + params["synthetic_noise"] * rng.normal(size=total)
   logits = SHARPNESS * (h @ c)
   # Gumbel-max draws exactly from softmax(logits).
   kind = np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
-  splits = split_rows({"numeric": x.astype(np.float32)},
-                      {"price": price.astype(np.float32), "kind": kind.astype(np.int32)}, sizes)
-  task_specs = (tasks_lib.TaskSpec("price", tasks_lib.REGRESSION),
-                tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, NUM_CLASSES))
+  splits = split_rows(
+    {"numeric": x.astype(np.float32)}, {"price": price.astype(np.float32), "kind": kind.astype(np.int32)}, sizes
+  )
+  task_specs = (
+    tasks_lib.TaskSpec("price", tasks_lib.REGRESSION),
+    tasks_lib.TaskSpec("kind", tasks_lib.CLASSIFICATION, NUM_CLASSES),
+  )
   return DatasetBundle(task_specs, *splits)

@@ -5,8 +5,9 @@ Shared by the `csv` and `npz` sources, which only differ in how they read files.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,13 +18,19 @@ from mtl_research.data.csv_reader import Table
 from mtl_research.errors import UserError
 from mtl_research.params import BOOL, FLOATS, NAMED_CHOICES, Param
 
-TASKS = Param("tasks", NAMED_CHOICES, "",
-              "Target columns and their kinds for --dataset=csv|npz: col:regression,col:classification,...",
-              choices=tasks_lib.KINDS)
-SPLIT = Param("split", FLOATS, "0.6,0.2,0.2", "Train/val/test fractions of a single file, shuffled with --seed.",
-              lower=0.0)
-STANDARDIZE_TARGETS = Param("standardize_targets", BOOL, True,
-                            "Train on standardized regression targets (metrics stay in original units).")
+TASKS = Param(
+  "tasks",
+  NAMED_CHOICES,
+  "",
+  "Target columns and their kinds for --dataset=csv|npz: col:regression,col:classification,...",
+  choices=tasks_lib.KINDS,
+)
+SPLIT = Param(
+  "split", FLOATS, "0.6,0.2,0.2", "Train/val/test fractions of a single file, shuffled with --seed.", lower=0.0
+)
+STANDARDIZE_TARGETS = Param(
+  "standardize_targets", BOOL, True, "Train on standardized regression targets (metrics stay in original units)."
+)
 PARAMS = (TASKS, SPLIT, STANDARDIZE_TARGETS)
 
 
@@ -40,8 +47,9 @@ def check_columns(table: Table, kinds: Mapping[str, str], features: Sequence[str
   for flag, names in (("tasks", list(kinds)), ("feature_columns", list(features))):
     missing = [name for name in names if name not in table.columns]
     if missing:
-      raise UserError(f"--{flag} names column {missing[0]!r}, which {table.path} does not have "
-                      f"(its columns: {', '.join(available)}).")
+      raise UserError(
+        f"--{flag} names column {missing[0]!r}, which {table.path} does not have (its columns: {', '.join(available)})."
+      )
   both = [name for name in features if name in kinds]
   if both:
     raise UserError(f"Column {both[0]!r} is named both as a feature (--feature_columns) and as a target (--tasks).")
@@ -57,8 +65,9 @@ def _split_rows(num_rows: int, fractions: Sequence[float], seed: int) -> list[np
   parts = [np.sort(order[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
   for name, rows in zip(("train", "val", "test"), parts):
     if rows.size == 0:
-      raise UserError(f"--split={','.join(map(str, fractions))} leaves the {name} split empty "
-                      f"({num_rows} rows with targets).")
+      raise UserError(
+        f"--split={','.join(map(str, fractions))} leaves the {name} split empty ({num_rows} rows with targets)."
+      )
   return parts
 
 
@@ -70,9 +79,16 @@ def _drop_missing_targets(table: Table, kinds: Mapping[str, str], log: Callable[
   return table
 
 
-def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Sequence[str],
-                 params: Mapping[str, Any], seed: int, fitted: preprocessing.Preprocessing | Mapping | None,
-                 embedding_threshold: int, log: Callable[[str], None] = print) -> DatasetBundle:
+def build_bundle(
+  tables: Sequence[Table],
+  kinds: Mapping[str, str],
+  features: Sequence[str],
+  params: Mapping[str, Any],
+  seed: int,
+  fitted: preprocessing.Preprocessing | Mapping | None,
+  embedding_threshold: int,
+  log: Callable[[str], None] = print,
+) -> DatasetBundle:
   """A bundle from one table (split by --split) or three (train, val, test).
 
   `fitted`: the preprocessing of the run being resumed, used instead of
@@ -91,20 +107,38 @@ def build_bundle(tables: Sequence[Table], kinds: Mapping[str, str], features: Se
   state = fitted or _fit(splits, kinds, features, embedding_threshold, params["standardize_targets"])
   # Three splits: --split has three fractions (checked by _split_rows), or the tables are train, val and test.
   train, val, test = (Split(tabular.encode_features(t, state), tabular.encode_targets(t, state)) for t in splits)
-  return DatasetBundle(tabular.task_specs(state), train, val, test, feature_spec=tabular.feature_spec(state),
-                       target_scale=tabular.target_scale(state), class_names=tabular.class_names(state),
-                       fitted=state)
+  return DatasetBundle(
+    tabular.task_specs(state),
+    train,
+    val,
+    test,
+    feature_spec=tabular.feature_spec(state),
+    target_scale=tabular.target_scale(state),
+    class_names=tabular.class_names(state),
+    fitted=state,
+  )
 
 
-def _fit(splits: Sequence[Table], kinds, features, embedding_threshold: int,
-         standardize: bool) -> preprocessing.Preprocessing:
+def _fit(
+  splits: Sequence[Table], kinds, features, embedding_threshold: int, standardize: bool
+) -> preprocessing.Preprocessing:
   # Class lists come from every split (a class absent from train is still a class);
   # every statistic comes from the train split only.
   train = splits[0]
-  merged = Table(train.path, {name: np.concatenate([t.columns[name] for t in splits]) for name in kinds},
-                 np.concatenate([t.lines if t.lines is not None else np.arange(t.num_rows) + 2 for t in splits]))
+  merged = Table(
+    train.path,
+    {name: np.concatenate([t.columns[name] for t in splits]) for name in kinds},
+    np.concatenate([t.lines if t.lines is not None else np.arange(t.num_rows) + 2 for t in splits]),
+  )
   state = tabular.fit(train, kinds, features, np.arange(train.num_rows), embedding_threshold, standardize)
-  classes = tabular.fit(merged, {name: kind for name, kind in kinds.items() if kind == tasks_lib.CLASSIFICATION}, [],
-                        np.arange(merged.num_rows), 0, False)
-  return dataclasses.replace(state, targets=tuple(
-      classes.target(t.name) if t.kind == tasks_lib.CLASSIFICATION else t for t in state.targets))
+  classes = tabular.fit(
+    merged,
+    {name: kind for name, kind in kinds.items() if kind == tasks_lib.CLASSIFICATION},
+    [],
+    np.arange(merged.num_rows),
+    0,
+    False,
+  )
+  return dataclasses.replace(
+    state, targets=tuple(classes.target(t.name) if t.kind == tasks_lib.CLASSIFICATION else t for t in state.targets)
+  )

@@ -23,16 +23,25 @@ encodes data exactly as training did.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.data.csv_reader import MISSING_TOKENS, Table, first_non_number
-from mtl_research.data.preprocessing import (CategoricalFeature, ClassificationTarget, EMBEDDING, Feature,
-                                             NumericFeature, ONE_HOT, Preprocessing, RegressionTarget, Target)
+from mtl_research.data.preprocessing import (
+  EMBEDDING,
+  ONE_HOT,
+  CategoricalFeature,
+  ClassificationTarget,
+  Feature,
+  NumericFeature,
+  Preprocessing,
+  RegressionTarget,
+  Target,
+)
 from mtl_research.errors import UserError
+from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 
 MISSING = "<missing>"
 _MISSING_BYTES = tuple(token.encode() for token in MISSING_TOKENS)
@@ -81,12 +90,17 @@ def _index(texts: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndar
   return np.array([lookup.get(name, -1) for name in unique.tolist()], np.int64)[inverse]
 
 
-def fit(table: Table, task_kinds: Mapping[str, str], feature_columns: Sequence[str], train_rows: np.ndarray,
-        embedding_threshold: int, standardize_targets: bool) -> Preprocessing:
+def fit(
+  table: Table,
+  task_kinds: Mapping[str, str],
+  feature_columns: Sequence[str],
+  train_rows: np.ndarray,
+  embedding_threshold: int,
+  standardize_targets: bool,
+) -> Preprocessing:
   """Fits the preprocessing on the rows `train_rows` of `table`; targets in the order of `task_kinds`."""
   features = tuple(_fit_feature(table, name, train_rows, embedding_threshold) for name in feature_columns)
-  targets = tuple(_fit_target(table, name, kind, train_rows, standardize_targets)
-                  for name, kind in task_kinds.items())
+  targets = tuple(_fit_target(table, name, kind, train_rows, standardize_targets) for name, kind in task_kinds.items())
   return Preprocessing(features, targets)
 
 
@@ -112,8 +126,10 @@ def check_targets(table: Table, task_kinds: Mapping[str, str]) -> None:
     column = table.columns[name]
     if not table.is_numeric(name):
       row = first_non_number(column)
-      raise UserError(f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
-                      f"holds {column[row].decode('utf-8', 'replace')!r}.")
+      raise UserError(
+        f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
+        f"holds {column[row].decode('utf-8', 'replace')!r}."
+      )
     _check_finite(table, name)
 
 
@@ -121,8 +137,10 @@ def _check_finite(table: Table, name: str) -> None:
   bad = np.isinf(table.columns[name])
   if bad.any():
     row = int(np.argmax(bad))
-    raise UserError(f"Column {name!r} of {table.path} has a non-finite value ({table.columns[name][row]}) "
-                    f"at line {table.line_of(row)}.")
+    raise UserError(
+      f"Column {name!r} of {table.path} has a non-finite value ({table.columns[name][row]}) "
+      f"at line {table.line_of(row)}."
+    )
 
 
 def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> Target:
@@ -135,15 +153,19 @@ def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardiz
     return RegressionTarget(name, mean, std if std > 0 else 1.0)
   classes = _sorted_names(_texts(column))
   if len(classes) < 2:
-    raise UserError(f"Classification target {name!r} of {table.path} has {len(classes)} class(es) "
-                    f"({', '.join(classes) or 'none'}); it needs at least 2.")
+    raise UserError(
+      f"Classification target {name!r} of {table.path} has {len(classes)} class(es) "
+      f"({', '.join(classes) or 'none'}); it needs at least 2."
+    )
   return ClassificationTarget(name, tuple(classes))
 
 
 def task_specs(state: Preprocessing) -> tuple[tasks_lib.TaskSpec, ...]:
   """The model's heads, in the order of --tasks."""
-  return tuple(tasks_lib.TaskSpec(t.name, t.kind, len(t.classes) if isinstance(t, ClassificationTarget) else 0)
-               for t in state.targets)
+  return tuple(
+    tasks_lib.TaskSpec(t.name, t.kind, len(t.classes) if isinstance(t, ClassificationTarget) else 0)
+    for t in state.targets
+  )
 
 
 def feature_spec(state: Preprocessing) -> FeatureSpec:
@@ -177,8 +199,11 @@ def encode_features(table: Table, state: Preprocessing) -> dict[str, np.ndarray]
     else:
       numeric.append(np.eye(len(feature.vocabulary) + 1, dtype=np.float32)[index])
   rows = table.num_rows
-  result = {NUMERIC: np.concatenate([c.reshape(rows, -1) for c in numeric], axis=1).astype(np.float32)
-            if numeric else np.zeros([rows, 0], np.float32)}
+  result = {
+    NUMERIC: np.concatenate([c.reshape(rows, -1) for c in numeric], axis=1).astype(np.float32)
+    if numeric
+    else np.zeros([rows, 0], np.float32)
+  }
   if embedded:
     result[EMBEDDED] = np.stack(embedded, axis=1)
   return result
@@ -188,8 +213,11 @@ def _encode_numeric(table: Table, feature: NumericFeature) -> list[np.ndarray]:
   name = feature.name
   if not table.is_numeric(name):
     row = first_non_number(table.columns[name])
-    where = f"line {table.line_of(row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}" \
-        if row >= 0 else "it was read as text"
+    where = (
+      f"line {table.line_of(row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}"
+      if row >= 0
+      else "it was read as text"
+    )
     raise UserError(f"Column {name!r} of {table.path} must be numeric, but {where}.")
   _check_finite(table, name)
   values = table.columns[name]
@@ -222,8 +250,10 @@ def encode_targets(table: Table, state: Preprocessing) -> dict[str, np.ndarray]:
     unknown = (index < 0) & ~missing_mask(column)
     if unknown.any():
       row = int(np.argmax(unknown))
-      raise UserError(f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at line "
-                      f"{table.line_of(row)}, which the model does not know ({', '.join(target.classes)}).")
+      raise UserError(
+        f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at line "
+        f"{table.line_of(row)}, which the model does not know ({', '.join(target.classes)})."
+      )
     labels[name] = index.astype(np.int32)
   return labels
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -73,9 +73,14 @@ class FeatureEncoder(tf.keras.layers.Layer):
 
   def __init__(self, feature_spec: FeatureSpec, embedding_dim: int, **kwargs):
     super().__init__(**kwargs)
-    self.embeddings = track(self, "embedding_", [
+    self.embeddings = track(
+      self,
+      "embedding_",
+      [
         tf.keras.layers.Embedding(size, embedding_dim, name=f"embedding_{i}")
-        for i, size in enumerate(feature_spec.embedded_vocab_sizes)])
+        for i, size in enumerate(feature_spec.embedded_vocab_sizes)
+      ],
+    )
 
   def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
     parts = [tf.cast(features[NUMERIC], tf.float32)]
@@ -98,8 +103,9 @@ class MultiTaskModel(tf.keras.Model):
   * `last_shared_kernel`: the kernel of the last shared layer, the W of GradNorm.
   """
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
-               embedding_dim: int = 8, **kwargs):
+  def __init__(
+    self, task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec, embedding_dim: int = 8, **kwargs
+  ):
     super().__init__(**kwargs)
     self.task_specs = tuple(task_specs)
     self.feature_spec = feature_spec

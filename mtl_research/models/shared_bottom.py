@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -15,31 +16,45 @@ from mtl_research.params import FLOAT, INT, INTS, Param
 keras = tf.keras
 
 PARAMS = (
-    Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
-    Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer, in [0, 1).", lower=0.0, below=1.0),
-    Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
-    Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
+  Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
+  Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer, in [0, 1).", lower=0.0, below=1.0),
+  Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
+  Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
 )
 
 
 class SharedBottom(base.MultiTaskModel):
   """Dense(ReLU) trunk → per-task Dense head emitting logits (1 unit for regression)."""
 
-  def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
-               hidden_units: Sequence[int], dropout: float = 0.0, l2: float = 0.0, embedding_dim: int = 8):
+  def __init__(
+    self,
+    task_specs: Sequence[tasks_lib.TaskSpec],
+    feature_spec: FeatureSpec,
+    hidden_units: Sequence[int],
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    embedding_dim: int = 8,
+  ):
     super().__init__(task_specs, feature_spec, embedding_dim)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
-    self.trunk = base.track(self, "shared_", [
+    self.trunk = base.track(
+      self,
+      "shared_",
+      [
         keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"shared_{i}")
         for i, units in enumerate(hidden_units)
-    ])
+      ],
+    )
     # Tracked too: their random-number state belongs in the checkpoint.
-    self.dropouts = base.track(self, "dropout_", [base.Dropout(dropout) for _ in self.trunk]
-                               if dropout > 0 else [])
-    self.heads = base.track(self, "head_", {
+    self.dropouts = base.track(self, "dropout_", [base.Dropout(dropout) for _ in self.trunk] if dropout > 0 else [])
+    self.heads = base.track(
+      self,
+      "head_",
+      {
         task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
         for task in task_specs
-    })
+      },
+    )
 
   def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
     hidden = self.encoder(features)
@@ -59,8 +74,10 @@ class SharedBottom(base.MultiTaskModel):
 
 
 @ARCHITECTURES.register("shared_bottom", params=PARAMS)
-def build(task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec,
-          params: Mapping[str, Any]) -> SharedBottom:
+def build(
+  task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec, params: Mapping[str, Any]
+) -> SharedBottom:
   """Shared Dense trunk with one linear head per task (the tutorial's architecture)."""
-  return SharedBottom(task_specs, feature_spec, params["hidden_units"], params["dropout"], params["l2"],
-                      params["embedding_dim"])
+  return SharedBottom(
+    task_specs, feature_spec, params["hidden_units"], params["dropout"], params["l2"], params["embedding_dim"]
+  )

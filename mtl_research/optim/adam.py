@@ -26,8 +26,11 @@ class _OncePerStep:
 
   def _backend_update_step(self, grads, trainable_variables, learning_rate):
     step = tf.cast(self.iterations + 1, tf.float32)
-    self._alpha = (tf.cast(learning_rate, tf.float32) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, tf.float32), step))
-                   / (1 - tf.pow(tf.cast(self.beta_1, tf.float32), step)))
+    self._alpha = (
+      tf.cast(learning_rate, tf.float32)
+      * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, tf.float32), step))
+      / (1 - tf.pow(tf.cast(self.beta_1, tf.float32), step))
+    )
     try:
       super()._backend_update_step(grads, trainable_variables, learning_rate)
     finally:

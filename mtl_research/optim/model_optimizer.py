@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mtl_research.optim import adam
 from mtl_research.config import LrSchedule, OptimizerConfig, OptimizerName
+from mtl_research.optim import adam
 
 keras = tf.keras
 
@@ -17,7 +17,8 @@ def learning_rate(config: OptimizerConfig, total_steps: int):
   if config.schedule == LrSchedule.STEP:
     every = config.decay_steps or max(total_steps // 3, 1)
     return keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=every, decay_rate=config.decay_rate, staircase=True)
+      config.learning_rate, decay_steps=every, decay_rate=config.decay_rate, staircase=True
+    )
   return config.learning_rate
 
 

@@ -15,7 +15,7 @@ variables, so the copies stay equal with no communication.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -25,8 +25,14 @@ from mtl_research.replicated import state_variable
 class StateAdam(tf.Module):
   """Adam for a few balancer variables; its state is checkpointed with the balancer."""
 
-  def __init__(self, learning_rate: float, variables: Sequence[tf.Variable], beta_1: float = 0.9,
-               beta_2: float = 0.999, epsilon: float = 1e-7):
+  def __init__(
+    self,
+    learning_rate: float,
+    variables: Sequence[tf.Variable],
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+  ):
     super().__init__(name="state_adam")
     self.learning_rate = float(learning_rate)
     self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
@@ -47,12 +53,16 @@ class StateAdam(tf.Module):
     a `tf.cond`: an assignment to a distributed variable synchronizes the
     replicas, which TensorFlow does not allow inside control flow.
     """
+
     def keep(new: tf.Tensor, old: tf.Variable) -> tf.Tensor:
       return new if active is None else tf.where(active, new, old)
 
     step = tf.cast(self.iterations + 1, tf.float32)
-    alpha = (tf.constant(self.learning_rate, tf.float32) * tf.sqrt(1 - tf.pow(tf.constant(self.beta_2), step))
-             / (1 - tf.pow(tf.constant(self.beta_1), step)))
+    alpha = (
+      tf.constant(self.learning_rate, tf.float32)
+      * tf.sqrt(1 - tf.pow(tf.constant(self.beta_2), step))
+      / (1 - tf.pow(tf.constant(self.beta_1), step))
+    )
     for grad, var, m, v in zip(grads, self.targets, self.momentums, self.velocities):
       m.assign(keep(m + (grad - m) * (1 - self.beta_1), m))
       v.assign(keep(v + (tf.square(grad) - v) * (1 - self.beta_2), v))

@@ -1,15 +1,15 @@
 """Reports over a sweep directory (written by mtl-ablate): results tables with Δm, plots, HParams.
 
-  collect.py      sweep dir -> finished run records (run.json + metrics.json)
-  events.py       a run's TensorBoard event files -> scalar series, logged HParams values
-  delta_m.py      Δm% against single-task baselines (pure functions)
-  table.py        the results table as data: Stat, Column, Row, Table
-  aggregation.py  run records -> Table: primary metrics, rows per balancer × grid point, mean ± std, Δm
-  cells.py        a Table's header and body as text cells (number formats, bold best), for md and tex
-  results_md.py   results.md (Markdown)
-  results_tex.py  results.tex (LaTeX, booktabs)
-  results_csv.py  results.csv (plain numbers)
-  plots.py        PNG plots (optional matplotlib): task weights, validation curves
-  hparams.py      the HParams dashboard config and each run's final metrics for TensorBoard
-  summarize.py    summarize(): all of the above; the mtl-summarize CLI calls it
+collect.py      sweep dir -> finished run records (run.json + metrics.json)
+events.py       a run's TensorBoard event files -> scalar series, logged HParams values
+delta_m.py      Δm% against single-task baselines (pure functions)
+table.py        the results table as data: Stat, Column, Row, Table
+aggregation.py  run records -> Table: primary metrics, rows per balancer × grid point, mean ± std, Δm
+cells.py        a Table's header and body as text cells (number formats, bold best), for md and tex
+results_md.py   results.md (Markdown)
+results_tex.py  results.tex (LaTeX, booktabs)
+results_csv.py  results.csv (plain numbers)
+plots.py        PNG plots (optional matplotlib): task weights, validation curves
+hparams.py      the HParams dashboard config and each run's final metrics for TensorBoard
+summarize.py    summarize(): all of the above; the mtl-summarize CLI calls it
 """

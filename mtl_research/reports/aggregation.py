@@ -11,9 +11,9 @@ has a finite, non-zero single-task baseline; otherwise a note says why not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 import math
 import os
-from typing import Iterable, Mapping, Sequence
 
 from mtl_research import metrics as metrics_lib
 from mtl_research.errors import UserError
@@ -29,12 +29,21 @@ DEFAULT_REGRESSION_METRIC = metrics_lib.MAE
 DEFAULT_CLASSIFICATION_METRIC = metrics_lib.ACCURACY
 BASELINE_LABEL = "single-task"
 # The order of a task's other metrics after its primary one (Table.metrics: the CSV, the HParams data).
-METRIC_ORDER = (metrics_lib.MSE, metrics_lib.MAE, metrics_lib.R2, metrics_lib.ACCURACY, metrics_lib.AUC,
-                metrics_lib.CROSS_ENTROPY)
+METRIC_ORDER = (
+  metrics_lib.MSE,
+  metrics_lib.MAE,
+  metrics_lib.R2,
+  metrics_lib.ACCURACY,
+  metrics_lib.AUC,
+  metrics_lib.CROSS_ENTROPY,
+)
 
 
-def build_table(sweep: SweepRecords, regression_metric: str = DEFAULT_REGRESSION_METRIC,
-                classification_metric: str = DEFAULT_CLASSIFICATION_METRIC) -> Table:
+def build_table(
+  sweep: SweepRecords,
+  regression_metric: str = DEFAULT_REGRESSION_METRIC,
+  classification_metric: str = DEFAULT_CLASSIFICATION_METRIC,
+) -> Table:
   """Aggregates the sweep's finished runs; UserError for an unknown metric choice."""
   _check_choice("regression_metric", regression_metric, PRIMARY_REGRESSION_METRICS)
   _check_choice("classification_metric", classification_metric, PRIMARY_CLASSIFICATION_METRICS)
@@ -68,19 +77,21 @@ def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
     raise UserError(f"--{flag}={value} is not one of {', '.join(choices)}.")
 
 
-def _column(task: str, info: Mapping, regression_metric: str, classification_metric: str,
-            notes: list[str]) -> Column:
+def _column(task: str, info: Mapping, regression_metric: str, classification_metric: str, notes: list[str]) -> Column:
   metric = _primary_metric(task, info, regression_metric, classification_metric, notes)
   return Column(task, metric, not delta_m_lib.lower_is_better(metric))
 
 
-def _primary_metric(task: str, info: Mapping, regression_metric: str, classification_metric: str,
-                    notes: list[str]) -> str:
+def _primary_metric(
+  task: str, info: Mapping, regression_metric: str, classification_metric: str, notes: list[str]
+) -> str:
   if info.get("kind") == "regression":
     return regression_metric
   if classification_metric == metrics_lib.AUC and int(info.get("num_classes", 0)) != 2:
-    notes.append(f"Task {task} has {info.get('num_classes')} classes and AUC is defined here for binary tasks "
-                 "only, so its column shows accuracy.")
+    notes.append(
+      f"Task {task} has {info.get('num_classes')} classes and AUC is defined here for binary tasks "
+      "only, so its column shows accuracy."
+    )
     return metrics_lib.ACCURACY
   return classification_metric
 
@@ -100,8 +111,7 @@ def _metrics_seen(sweep: SweepRecords, columns: Sequence[Column]) -> dict[str, l
   metrics = {}
   for column in columns:
     seen = {m for run in sweep.runs for m in run.test_metrics(column.task)}
-    rest = sorted(seen - {column.metric},
-                  key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
+    rest = sorted(seen - {column.metric}, key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
     metrics[column.task] = ([column.metric] if column.metric in seen else []) + rest
   return metrics
 
@@ -167,35 +177,45 @@ def _baseline_row(baselines: Sequence[RunRecord], tasks: Sequence[str]) -> Row |
   return Row(BASELINE_LABEL, "", {}, runs, stats, seeds, baseline=True)
 
 
-def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Sequence[Row],
-                       notes: list[str]) -> bool:
+def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Sequence[Row], notes: list[str]) -> bool:
   if not rows or not columns:
     if not rows:
       notes.append("No multi-task run has finished, so there are no method rows and no Δm.")
     return False
   missing = [c.task for c in columns if baseline is None or (c.task, c.metric) not in baseline.stats]
   if missing:
-    notes.append(f"The Δm column is omitted: no finished single-task baseline for task(s) {', '.join(missing)} "
-                 "(Δm needs a baseline for every task; sweep with single-task baselines to get it).")
+    notes.append(
+      f"The Δm column is omitted: no finished single-task baseline for task(s) {', '.join(missing)} "
+      "(Δm needs a baseline for every task; sweep with single-task baselines to get it)."
+    )
     return False
   assert baseline is not None  # without one every column is missing above
-  bad = [c.task for c in columns if not (math.isfinite(baseline.stats[(c.task, c.metric)].mean)
-                                         and baseline.stats[(c.task, c.metric)].mean != 0.0)]
+  bad = [
+    c.task
+    for c in columns
+    if not (math.isfinite(baseline.stats[(c.task, c.metric)].mean) and baseline.stats[(c.task, c.metric)].mean != 0.0)
+  ]
   if bad:
-    notes.append(f"The Δm column is omitted: the single-task baseline of task(s) {', '.join(bad)} is zero or not "
-                 "finite, so the relative change is undefined.")
+    notes.append(
+      f"The Δm column is omitted: the single-task baseline of task(s) {', '.join(bad)} is zero or not "
+      "finite, so the relative change is undefined."
+    )
     return False
   return True
 
 
-def _note_missing_seeds(sweep: SweepRecords, rows: Sequence[Row], baseline: Row | None, tasks: Sequence[str],
-                        notes: list[str]) -> None:
+def _note_missing_seeds(
+  sweep: SweepRecords, rows: Sequence[Row], baseline: Row | None, tasks: Sequence[str], notes: list[str]
+) -> None:
   expected = len(sweep.spec.get("seeds") or [])
   if not expected:
     return
   short = [f"{row.description}: {row.num_seeds}" for row in rows if row.num_seeds < expected]
   if baseline is not None:
-    short += [f"{BASELINE_LABEL} {task}: {baseline.seeds.get(task, 0)}" for task in tasks
-              if baseline.seeds.get(task, 0) < expected and sweep.spec.get("with_single_task")]
+    short += [
+      f"{BASELINE_LABEL} {task}: {baseline.seeds.get(task, 0)}"
+      for task in tasks
+      if baseline.seeds.get(task, 0) < expected and sweep.spec.get("with_single_task")
+    ]
   if short:
     notes.append(f"Fewer finished seeds than the sweep's {expected} in: {'; '.join(short)}.")

@@ -9,9 +9,9 @@ the reference and is never bold.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import math
-from typing import Sequence
 
 from mtl_research.reports.table import Row, Stat, Table
 
@@ -37,8 +37,9 @@ def headers(table: Table) -> list[tuple[str, str]]:
 
 def body(table: Table) -> list[list[Cell]]:
   """The table body as cells: method, grid flags, metrics, [Δm], seeds; baseline first."""
-  best = {c: _best(table.rows, lambda r, c=c: r.stats.get((c.task, c.metric)), c.higher_is_better)
-          for c in table.columns}
+  best = {
+    c: _best(table.rows, lambda r, c=c: r.stats.get((c.task, c.metric)), c.higher_is_better) for c in table.columns
+  }
   best_dm = _best(table.rows, lambda r: r.delta_m, True, 2, True) if table.has_delta_m else set()
   rows = []
   for index, row in enumerate(table.all_rows):
@@ -70,8 +71,9 @@ def _parts(stat: Stat | None, decimals: int = 4, signed: bool = False) -> tuple[
 
 def _best(rows: Sequence[Row], get, higher_is_better: bool, decimals: int = 4, signed: bool = False) -> set[int]:
   """Indices of rows whose shown mean equals the best shown mean."""
-  candidates = [(i, get(row).mean) for i, row in enumerate(rows)
-                if get(row) is not None and math.isfinite(get(row).mean)]
+  candidates = [
+    (i, get(row).mean) for i, row in enumerate(rows) if get(row) is not None and math.isfinite(get(row).mean)
+  ]
   if not candidates:
     return set()
   best = (max if higher_is_better else min)(v for _, v in candidates)

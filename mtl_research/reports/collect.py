@@ -12,10 +12,11 @@ never started) and failed runs are skipped and counted in the notes. Only JSON
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import Any
 
 from mtl_research.errors import UserError
 from mtl_research.sweep.plan import RUNS_DIR, SWEEP_FILE
@@ -94,35 +95,45 @@ def _record(name: str, path: str, spec: Mapping[str, Any], metrics: Mapping[str,
   if os.path.isfile(run_file):
     info = _read_json(run_file)
     single_task = info.get("single_task", metrics.get("single_task")) or None
-    return RunRecord(name=str(info.get("name", name)), path=path,
-                     balancer=str(info.get("balancer", metrics.get("balancer", ""))),
-                     seed=int(info.get("seed", 0)),
-                     grid={str(k): str(v) for k, v in (info.get("grid") or {}).items()},
-                     single_task=single_task, metrics=metrics)
+    return RunRecord(
+      name=str(info.get("name", name)),
+      path=path,
+      balancer=str(info.get("balancer", metrics.get("balancer", ""))),
+      seed=int(info.get("seed", 0)),
+      grid={str(k): str(v) for k, v in (info.get("grid") or {}).items()},
+      single_task=single_task,
+      metrics=metrics,
+    )
   # A run without run.json (e.g. copied in by hand): its flags.txt says what it was.
   flag_values = _read_flags(RunDir(path).flags_file)
   single_task = metrics.get("single_task") or flag_values.get("single_task") or None
-  grid = {} if single_task else {flag: flag_values[flag] for flag in spec.get("grid", {}) or {}
-                                 if flag in flag_values}
-  return RunRecord(name=name, path=path, balancer=str(metrics.get("balancer", flag_values.get("balancer", ""))),
-                   seed=int(flag_values.get("seed", 0) or 0), grid=grid, single_task=single_task,
-                   metrics=metrics)
-
-
+  grid = {} if single_task else {flag: flag_values[flag] for flag in spec.get("grid", {}) or {} if flag in flag_values}
+  return RunRecord(
+    name=name,
+    path=path,
+    balancer=str(metrics.get("balancer", flag_values.get("balancer", ""))),
+    seed=int(flag_values.get("seed", 0) or 0),
+    grid=grid,
+    single_task=single_task,
+    metrics=metrics,
+  )
 
 
 def collect(sweep_dir: str) -> SweepRecords:
   """Every finished run of `sweep_dir`; UserError if it has no runs/ or no finished run."""
   runs_dir = os.path.join(sweep_dir, RUNS_DIR)
   if not os.path.isdir(runs_dir):
-    raise UserError(f"--sweep_dir={sweep_dir} has no {RUNS_DIR}/ directory, so it is not a sweep written by "
-                    "mtl-ablate.")
+    raise UserError(
+      f"--sweep_dir={sweep_dir} has no {RUNS_DIR}/ directory, so it is not a sweep written by mtl-ablate."
+    )
   spec_file = os.path.join(sweep_dir, SWEEP_FILE)
   spec = _read_json(spec_file) if os.path.isfile(spec_file) else {}
   runs, failed, unfinished, no_run_json = _scan(runs_dir, spec)
   if not runs:
-    raise UserError(f"--sweep_dir={sweep_dir} has no finished run yet ({len(unfinished)} unfinished, "
-                    f"{len(failed)} failed; a finished run has metrics.json).")
+    raise UserError(
+      f"--sweep_dir={sweep_dir} has no finished run yet ({len(unfinished)} unfinished, "
+      f"{len(failed)} failed; a finished run has metrics.json)."
+    )
   notes = _notes(spec, failed, unfinished, no_run_json)
   return SweepRecords(sweep_dir, spec, tuple(runs), tuple(unfinished), tuple(failed), tuple(notes))
 
@@ -149,11 +160,11 @@ def _scan(runs_dir: str, spec: Mapping[str, Any]) -> tuple[list[RunRecord], list
 def _notes(spec: Mapping[str, Any], failed: list[str], unfinished: list[str], no_run_json: list[str]) -> list[str]:
   notes = [] if spec else [f"{SWEEP_FILE} is missing: rows and grid columns follow the runs' own run.json."]
   if failed:
-    notes.append(f"{len(failed)} failed run(s) skipped (see log.txt in each run directory): "
-                 f"{', '.join(failed)}.")
+    notes.append(f"{len(failed)} failed run(s) skipped (see log.txt in each run directory): {', '.join(failed)}.")
   if unfinished:
     notes.append(f"{len(unfinished)} unfinished run(s) skipped (no metrics.json yet): {', '.join(unfinished)}.")
   if no_run_json:
-    notes.append(f"{len(no_run_json)} run(s) without run.json described from their flags.txt: "
-                 f"{', '.join(no_run_json)}.")
+    notes.append(
+      f"{len(no_run_json)} run(s) without run.json described from their flags.txt: {', '.join(no_run_json)}."
+    )
   return notes

@@ -22,8 +22,8 @@ values against the same baseline means) equals Δm of the seed means.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
-from typing import Mapping
 
 from mtl_research.metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
@@ -40,8 +40,9 @@ def lower_is_better(metric: str) -> bool:
   raise ValueError(f"unknown metric {metric!r}: its better direction is not known")
 
 
-def relative_terms(method: Mapping[str, float], baseline: Mapping[str, float],
-                   lower: Mapping[str, bool]) -> dict[str, float]:
+def relative_terms(
+  method: Mapping[str, float], baseline: Mapping[str, float], lower: Mapping[str, bool]
+) -> dict[str, float]:
   """Per-task signed relative change (−1)^{l_t}·(M_t − B_t)/B_t (not yet × 100/T).
 
   `method`, `baseline` and `lower` are keyed by task and must have the same keys.
@@ -49,8 +50,7 @@ def relative_terms(method: Mapping[str, float], baseline: Mapping[str, float],
   (the relative change is then undefined).
   """
   if not (set(method) == set(baseline) == set(lower)):
-    raise ValueError(f"tasks differ: method {sorted(method)}, baseline {sorted(baseline)}, "
-                     f"directions {sorted(lower)}")
+    raise ValueError(f"tasks differ: method {sorted(method)}, baseline {sorted(baseline)}, directions {sorted(lower)}")
   if not method:
     raise ValueError("no tasks")
   terms = {}

@@ -14,13 +14,17 @@ SESSION_START_INFO_TAG = "_hparams_/session_start_info"
 def _event_files(logdir: str) -> list[str]:
   if not os.path.isdir(logdir):
     return []
-  return sorted(os.path.join(logdir, name) for name in os.listdir(logdir)
-                if name.startswith("events.out.tfevents.") and os.path.isfile(os.path.join(logdir, name)))
+  return sorted(
+    os.path.join(logdir, name)
+    for name in os.listdir(logdir)
+    if name.startswith("events.out.tfevents.") and os.path.isfile(os.path.join(logdir, name))
+  )
 
 
 def _events(logdir: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
+
   for path in _event_files(logdir):
     try:
       for record in tf.data.TFRecordDataset(path):
@@ -36,14 +40,18 @@ def read_scalars(logdir: str, prefixes: tuple[str, ...] = ("",)) -> dict[str, li
   logged twice (a resumed run) keeps its last value.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   found: dict[str, dict[int, float]] = {}
   plugins: dict[str, str] = {}  # a summary names its plugin on its first event at least
   for event in _events(logdir):
     for value in event.summary.value:
       if value.metadata.plugin_data.plugin_name:
         plugins[value.tag] = value.metadata.plugin_data.plugin_name
-      if (plugins.get(value.tag, "scalars") != "scalars" or not value.tag.startswith(prefixes)
-          or not value.HasField("tensor")):
+      if (
+        plugins.get(value.tag, "scalars") != "scalars"
+        or not value.tag.startswith(prefixes)
+        or not value.HasField("tensor")
+      ):
         continue
       array = tf.make_ndarray(value.tensor)
       if array.size != 1 or array.dtype.kind not in "fiu":
@@ -55,6 +63,7 @@ def read_scalars(logdir: str, prefixes: tuple[str, ...] = ("",)) -> dict[str, li
 def read_session_hparams(logdir: str) -> tuple[dict[str, bool | float | str], str] | None:
   """The HParams values a run logged in `logdir` (hp.hparams) and their group name, or None."""
   from tensorboard.plugins.hparams import metadata  # pylint: disable=g-import-not-at-top
+
   for event in _events(logdir):
     for value in event.summary.value:
       if value.tag == SESSION_START_INFO_TAG:

@@ -24,10 +24,10 @@ one with its swept values, in its own file in train/.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import math
 import os
 import shutil
-from typing import Mapping, Sequence
 
 from mtl_research.reports.aggregation import run_delta_m
 from mtl_research.reports.collect import RunRecord, SweepRecords
@@ -67,6 +67,7 @@ def _swept(run: RunRecord, names: Sequence[str]) -> dict[str, bool | float | str
 
 def _domain(values: Sequence):
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+
   if not values:
     return None
   if all(isinstance(v, bool) for v in values):
@@ -80,8 +81,8 @@ def _domain(values: Sequence):
 
 def write_hparams(sweep: SweepRecords, table: Table) -> tuple[dict[str, object], list[str]]:
   """Writes the experiment config and every finished run's final metrics; returns (paths, notes)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   notes = []
   names = ["balancer", "seed", *sweep.grid_flags] + (["single_task"] if sweep.baseline_runs else [])
@@ -98,13 +99,24 @@ def write_hparams(sweep: SweepRecords, table: Table) -> tuple[dict[str, object],
   metrics = []
   for task, task_metrics in table.metrics.items():
     for metric in task_metrics:
-      metrics.append(hp.Metric(metric_tag(task, metric), group=FINAL_GROUP,
-                               display_name=f"{task} {metric} (test)",
-                               description=f"Test {metric} of task {task} at the selected checkpoint."))
+      metrics.append(
+        hp.Metric(
+          metric_tag(task, metric),
+          group=FINAL_GROUP,
+          display_name=f"{task} {metric} (test)",
+          description=f"Test {metric} of task {task} at the selected checkpoint.",
+        )
+      )
   baseline_means = table.baseline_means()
   if baseline_means is not None:
-    metrics.append(hp.Metric(DELTA_M_TAG, group=FINAL_GROUP, display_name="Δm% (test)",
-                             description="Δm% against the single-task baselines' means; positive = better."))
+    metrics.append(
+      hp.Metric(
+        DELTA_M_TAG,
+        group=FINAL_GROUP,
+        display_name="Δm% (test)",
+        description="Δm% against the single-task baselines' means; positive = better.",
+      )
+    )
 
   config_dir = os.path.join(sweep.path, HPARAMS_DIR)
   shutil.rmtree(config_dir, ignore_errors=True)
@@ -120,14 +132,17 @@ def write_hparams(sweep: SweepRecords, table: Table) -> tuple[dict[str, object],
       _write_session(run, _swept(run, names))
     _write_final(run, table, baseline_means)
   if missing:
-    notes.append(f"{len(missing)} run(s) had no HParams summary in train/; one with their swept values was "
-                 f"added: {', '.join(missing)}.")
+    notes.append(
+      f"{len(missing)} run(s) had no HParams summary in train/; one with their swept values was "
+      f"added: {', '.join(missing)}."
+    )
   return {"config_dir": config_dir, "final_dirs": [final_logdir(r) for r in sweep.runs]}, notes
 
 
 def _write_session(run: RunRecord, values: Mapping[str, bool | float | str]) -> None:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   writer = tf.summary.create_file_writer(run.run_dir.train_logdir, filename_suffix=".hparams")
   with writer.as_default():
     hp.hparams(dict(values))
@@ -148,6 +163,7 @@ def final_scalars(run: RunRecord, table: Table, baseline_means: Mapping[str, flo
 
 def _write_final(run: RunRecord, table: Table, baseline_means: Mapping[str, float] | None) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   logdir = final_logdir(run)
   shutil.rmtree(logdir, ignore_errors=True)
   selection = run.metrics.get("selection") or {}

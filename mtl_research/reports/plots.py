@@ -13,16 +13,16 @@ row has logged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import io
 import os
 import re
-from typing import Sequence
 
 import numpy as np
 
 from mtl_research import tags
-from mtl_research.reports.collect import RunRecord, SweepRecords
 from mtl_research.files import write_bytes_atomic
+from mtl_research.reports.collect import RunRecord, SweepRecords
 from mtl_research.reports.events import read_scalars
 from mtl_research.reports.table import Row, Table
 
@@ -103,7 +103,7 @@ def write_plots(sweep: SweepRecords, table: Table, out_dir: str | None = None) -
         if band is None:
           continue
         steps, mean, low, high = band
-        line, = axes.plot(steps, mean, label=task)
+        (line,) = axes.plot(steps, mean, label=task)
         axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         drawn += 1
       axes.set_title(_row_title(row), fontsize=9)

@@ -35,14 +35,16 @@ def _cell_text(cell: cells_lib.Cell) -> str:
 
 def _caption_lines(table: Table) -> list[str]:
   lines = [
-      "Test metrics at the checkpoint each run selected (--selection), mean ± sample standard deviation "
-      "(ddof=1) over seeds; a value without ± comes from one seed. ↑: higher is better, ↓: lower is better. "
-      "Bold: the best multi-task row of each column.",
+    "Test metrics at the checkpoint each run selected (--selection), mean ± sample standard deviation "
+    "(ddof=1) over seeds; a value without ± comes from one seed. ↑: higher is better, ↓: lower is better. "
+    "Bold: the best multi-task row of each column.",
   ]
   if table.has_delta_m:
-    lines.append(f"{delta_m_lib.FORMULA} ({delta_m_lib.CITATION}), where T is the number of tasks, M_t and B_t "
-                 "are the method's and the single-task baseline's means over seeds of task t's metric in this "
-                 "table, and l_t = 1 when lower is better for it, else 0. Positive Δm = better than single-task. "
-                 "A row's Δm is the mean ± std over seeds of each seed's Δm against the baseline means (the mean "
-                 "equals Δm of the row's means).")
+    lines.append(
+      f"{delta_m_lib.FORMULA} ({delta_m_lib.CITATION}), where T is the number of tasks, M_t and B_t "
+      "are the method's and the single-task baseline's means over seeds of task t's metric in this "
+      "table, and l_t = 1 when lower is better for it, else 0. Positive Δm = better than single-task. "
+      "A row's Δm is the mean ± std over seeds of each seed's Δm against the baseline means (the mean "
+      "equals Δm of the row's means)."
+    )
   return lines

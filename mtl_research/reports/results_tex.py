@@ -13,20 +13,43 @@ from mtl_research.reports.table import Table
 FILE_NAME = "results.tex"
 
 _LATEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
-    ">": r"\textgreater{}", "Δ": r"$\Delta$", "Σ": r"$\Sigma$", "±": r"$\pm$", "—": "---", "–": "--",
-    "−": r"$-$", "·": r"$\cdot$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$", "≤": r"$\leq$",
-    "×": r"$\times$",
+  "\\": r"\textbackslash{}",
+  "&": r"\&",
+  "%": r"\%",
+  "$": r"\$",
+  "#": r"\#",
+  "_": r"\_",
+  "{": r"\{",
+  "}": r"\}",
+  "~": r"\textasciitilde{}",
+  "^": r"\textasciicircum{}",
+  "<": r"\textless{}",
+  ">": r"\textgreater{}",
+  "Δ": r"$\Delta$",
+  "Σ": r"$\Sigma$",
+  "±": r"$\pm$",
+  "—": "---",
+  "–": "--",
+  "−": r"$-$",
+  "·": r"$\cdot$",
+  "↑": r"$\uparrow$",
+  "↓": r"$\downarrow$",
+  "≥": r"$\geq$",
+  "≤": r"$\leq$",
+  "×": r"$\times$",
 }
 
-_CAPTION = (r"Test metrics at the checkpoint each run selected, mean $\pm$ sample standard deviation over seeds "
-            r"(a value without $\pm$ comes from one seed); $\uparrow$/$\downarrow$: higher/lower is better; "
-            r"bold: best multi-task row per column.")
-_DELTA_M_CAPTION = (r" $\Delta_m = \frac{100}{T}\sum_{t=1}^{T}(-1)^{l_t}\,\frac{M_t - B_t}{B_t}$ "
-                    r"(Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021), where $M_t$ and $B_t$ are the "
-                    r"method's and the single-task baseline's means of task $t$'s metric and $l_t = 1$ when lower "
-                    r"is better; positive $\Delta_m$ is better than single-task.")
+_CAPTION = (
+  r"Test metrics at the checkpoint each run selected, mean $\pm$ sample standard deviation over seeds "
+  r"(a value without $\pm$ comes from one seed); $\uparrow$/$\downarrow$: higher/lower is better; "
+  r"bold: best multi-task row per column."
+)
+_DELTA_M_CAPTION = (
+  r" $\Delta_m = \frac{100}{T}\sum_{t=1}^{T}(-1)^{l_t}\,\frac{M_t - B_t}{B_t}$ "
+  r"(Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021), where $M_t$ and $B_t$ are the "
+  r"method's and the single-task baseline's means of task $t$'s metric and $l_t = 1$ when lower "
+  r"is better; positive $\Delta_m$ is better than single-task."
+)
 
 
 def escape(text: str) -> str:
@@ -38,9 +61,17 @@ def render(table: Table) -> str:
   heads = cells_lib.headers(table)
   spec = "l" * (1 + len(table.grid_flags)) + "r" * (len(heads) - 1 - len(table.grid_flags))
   caption = _CAPTION + (_DELTA_M_CAPTION if table.has_delta_m else "")
-  lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
-           rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.title)}-results}}",
-           rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(map(_head_cell, heads)) + r" \\", r"\midrule"]
+  lines = [
+    r"\begin{table}[t]",
+    r"\centering",
+    r"\small",
+    rf"\caption{{{caption}}}",
+    rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.title)}-results}}",
+    rf"\begin{{tabular}}{{{spec}}}",
+    r"\toprule",
+    " & ".join(map(_head_cell, heads)) + r" \\",
+    r"\midrule",
+  ]
   for index, cells in enumerate(cells_lib.body(table)):
     lines.append(" & ".join(_cell_text(cell) for cell in cells) + r" \\")
     if index == 0 and table.baseline is not None and table.rows:

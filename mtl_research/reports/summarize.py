@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 
 from mtl_research.errors import UserError
+from mtl_research.files import write_text_atomic
 from mtl_research.reports import aggregation as aggregation_lib
 from mtl_research.reports import collect as collect_lib
 from mtl_research.reports import hparams as hparams_lib
 from mtl_research.reports import plots as plots_lib
 from mtl_research.reports import results_csv, results_md, results_tex
 from mtl_research.reports.table import Table
-from mtl_research.files import write_text_atomic
 
 _RESULTS = (("results_md", results_md), ("results_tex", results_tex), ("results_csv", results_csv))
 
 
-def summarize(sweep_dir: str, regression_metric: str = aggregation_lib.DEFAULT_REGRESSION_METRIC,
-              classification_metric: str = aggregation_lib.DEFAULT_CLASSIFICATION_METRIC, plots: bool = True) -> dict:
+def summarize(
+  sweep_dir: str,
+  regression_metric: str = aggregation_lib.DEFAULT_REGRESSION_METRIC,
+  classification_metric: str = aggregation_lib.DEFAULT_CLASSIFICATION_METRIC,
+  plots: bool = True,
+) -> dict:
   """Writes results.{md,tex,csv}, plots/*.png (if matplotlib is importable) and the HParams data.
 
   Raises UserError (one sentence) if `sweep_dir` has no runs/ or no finished
@@ -37,15 +41,15 @@ def summarize(sweep_dir: str, regression_metric: str = aggregation_lib.DEFAULT_R
   hparams_paths, hparams_notes = hparams_lib.write_hparams(sweep, table)
   notes += hparams_notes
   return {
-      **results,
-      "markdown": results_md.render(table),
-      "plots": plot_paths,
-      "hparams": hparams_paths,
-      "notes": notes,
-      "runs": len(sweep.runs),
-      "unfinished": len(sweep.unfinished),
-      "failed": len(sweep.failed),
-      "has_delta_m": table.has_delta_m,
+    **results,
+    "markdown": results_md.render(table),
+    "plots": plot_paths,
+    "hparams": hparams_paths,
+    "notes": notes,
+    "runs": len(sweep.runs),
+    "unfinished": len(sweep.unfinished),
+    "failed": len(sweep.failed),
+    "has_delta_m": table.has_delta_m,
   }
 
 

@@ -9,8 +9,8 @@ sweep; results_md.py, results_tex.py and results_csv.py render it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import dataclasses
-from typing import Iterable, Mapping
 
 import numpy as np
 

@@ -13,11 +13,11 @@ with). Each run is named from its configuration, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Iterable, Mapping, Sequence
 
 from mtl_research.errors import UserError
 
@@ -29,11 +29,11 @@ RUNS_DIR = "runs"
 
 # Training flags the sweep sets itself, and the ablate flag to use instead.
 SWEEP_CONTROLLED = {
-    "run_dir": "--sweep_dir (each run is written to SWEEP_DIR/runs/<name>)",
-    "balancer": "--balancers",
-    "seed": "--seeds",
-    "single_task": "--with_single_task",
-    "overwrite": "another --sweep_dir (a sweep never deletes runs)",
+  "run_dir": "--sweep_dir (each run is written to SWEEP_DIR/runs/<name>)",
+  "balancer": "--balancers",
+  "seed": "--seeds",
+  "single_task": "--with_single_task",
+  "overwrite": "another --sweep_dir (a sweep never deletes runs)",
 }
 # Set per run from --parallel so that parallel runs do not oversubscribe the cores.
 THREAD_FLAGS = ("intra_op_threads", "inter_op_threads")
@@ -65,8 +65,13 @@ class RunSpec:
 
   def to_json(self) -> dict:
     """The content of the run's run.json."""
-    return {"name": self.name, "balancer": self.balancer, "seed": self.seed, "grid": dict(self.grid),
-            "single_task": self.single_task}
+    return {
+      "name": self.name,
+      "balancer": self.balancer,
+      "seed": self.seed,
+      "grid": dict(self.grid),
+      "single_task": self.single_task,
+    }
 
 
 def sanitize(text: str) -> str:
@@ -82,7 +87,7 @@ def run_name(balancer: str | None, grid: Iterable[tuple[str, str]], seed: int, s
   name = sanitize("__".join(parts))
   if len(name) > MAX_NAME_LENGTH:  # keep names under the usual 255-byte file-name limit
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
-    name = f"{name[:MAX_NAME_LENGTH - 11]}-{digest}"
+    name = f"{name[: MAX_NAME_LENGTH - 11]}-{digest}"
   return name
 
 
@@ -107,11 +112,13 @@ def parse_grid(items: Sequence[str], training_flags: Iterable[str]) -> dict[str,
     if name in SWEEP_CONTROLLED:
       raise UserError(f"--grid={item}: --{name} is set by the sweep; use {SWEEP_CONTROLLED[name]}.")
     if name in THREAD_FLAGS:
-      raise UserError(f"--grid={item}: --{name} is set by the sweep from --parallel; pass it as a plain flag "
-                      "to fix it for every run.")
+      raise UserError(
+        f"--grid={item}: --{name} is set by the sweep from --parallel; pass it as a plain flag to fix it for every run."
+      )
     if name not in known:
-      raise UserError(f"--grid={item}: --{name} is not a training flag "
-                      "(python scripts/train.py --helpfull lists them).")
+      raise UserError(
+        f"--grid={item}: --{name} is not a training flag (python scripts/train.py --helpfull lists them)."
+      )
     if name in grid:
       raise UserError(f"--grid={item}: --{name} is in --grid twice; give all its values in one item.")
     values = split_values(text)
@@ -128,8 +135,13 @@ def _points(grid: Mapping[str, Sequence[str]]) -> list[tuple[tuple[str, str], ..
   return [tuple(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
 
 
-def expand(balancers: Sequence[str], seeds: Sequence[int], grid: Mapping[str, Sequence[str]],
-           task_names: Sequence[str] = (), owners: Mapping[str, frozenset[str]] | None = None) -> list[RunSpec]:
+def expand(
+  balancers: Sequence[str],
+  seeds: Sequence[int],
+  grid: Mapping[str, Sequence[str]],
+  task_names: Sequence[str] = (),
+  owners: Mapping[str, frozenset[str]] | None = None,
+) -> list[RunSpec]:
   """Every run of the sweep, one seed after another (so a partial sweep already compares
   every configuration at the first seed); baselines for `task_names` follow each seed's
   multi-task runs. UserError if two runs would get the same name.
@@ -150,23 +162,39 @@ def expand(balancers: Sequence[str], seeds: Sequence[int], grid: Mapping[str, Se
   seen: dict[str, RunSpec] = {}
   for spec in specs:
     if spec.name in seen:
-      raise UserError(f"Two runs of the sweep would share the directory name {spec.name!r} "
-                      f"({' '.join(seen[spec.name].flags())} and {' '.join(spec.flags())}); "
-                      "give grid values that differ in letters, digits or '._=-'.")
+      raise UserError(
+        f"Two runs of the sweep would share the directory name {spec.name!r} "
+        f"({' '.join(seen[spec.name].flags())} and {' '.join(spec.flags())}); "
+        "give grid values that differ in letters, digits or '._=-'."
+      )
     seen[spec.name] = spec
   return specs
 
 
-def definition(balancers: Sequence[str], seeds: Sequence[int], grid: Mapping[str, Sequence[str]],
-               passthrough: Sequence[str], with_single_task: bool) -> dict:
+def definition(
+  balancers: Sequence[str],
+  seeds: Sequence[int],
+  grid: Mapping[str, Sequence[str]],
+  passthrough: Sequence[str],
+  with_single_task: bool,
+) -> dict:
   """The content of sweep.json: what the sweep is, independent of how it is run."""
-  return {"balancers": list(balancers), "seeds": [int(seed) for seed in seeds],
-          "grid": {name: list(values) for name, values in sorted(grid.items())},
-          "flags": list(passthrough), "with_single_task": bool(with_single_task)}
+  return {
+    "balancers": list(balancers),
+    "seeds": [int(seed) for seed in seeds],
+    "grid": {name: list(values) for name, values in sorted(grid.items())},
+    "flags": list(passthrough),
+    "with_single_task": bool(with_single_task),
+  }
 
 
-_WHAT = {"balancers": "--balancers", "seeds": "--seeds", "grid": "--grid", "flags": "training flags",
-         "with_single_task": "--with_single_task"}
+_WHAT = {
+  "balancers": "--balancers",
+  "seeds": "--seeds",
+  "grid": "--grid",
+  "flags": "training flags",
+  "with_single_task": "--with_single_task",
+}
 
 
 def difference(old: Mapping, new: Mapping) -> str | None:

@@ -21,6 +21,7 @@ starts; the trainer treats them (and FAILED) as no part of the run
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import dataclasses
 import datetime
 import os
@@ -28,13 +29,13 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Sequence, TextIO
+from typing import TextIO
 
 from mtl_research import signals
+from mtl_research.files import write_json_atomic, write_text_atomic
+from mtl_research.progress import format_duration
 from mtl_research.sweep.plan import NOT_FOR_BASELINES, RUNS_DIR, THREAD_FLAGS, RunSpec
 from mtl_research.train.run_dir import FAILED_FILE, LOG_FILE, METRICS_FILE, RUN_FILE
-from mtl_research.progress import format_duration
-from mtl_research.files import write_json_atomic, write_text_atomic
 
 TRAIN_MODULE = "mtl_research.cli.train"
 TAIL_LINES = 20
@@ -54,9 +55,11 @@ def threads_per_run(parallel: int, cpus: int) -> int:
   return max(1, cpus // parallel)
 
 
-def command(spec: RunSpec, run_path: str, passthrough: Sequence[str], threads: int,
-            python: str = sys.executable) -> list[str]:
+def command(
+  spec: RunSpec, run_path: str, passthrough: Sequence[str], threads: int, python: str = sys.executable
+) -> list[str]:
   """The training command of one run; thread flags the user passed win over the sweep's."""
+
   def name_of(arg: str) -> str:
     return arg.partition("=")[0].removeprefix("--")
 
@@ -103,9 +106,18 @@ class _Attempt:
 class Runner:
   """Runs `specs` under `sweep_dir`, `parallel` at a time."""
 
-  def __init__(self, sweep_dir: str, specs: Sequence[RunSpec], passthrough: Sequence[str], parallel: int = 1, *,
-               cpus: int | None = None, python: str = sys.executable, out: TextIO | None = None,
-               poll_seconds: float = 0.2):
+  def __init__(
+    self,
+    sweep_dir: str,
+    specs: Sequence[RunSpec],
+    passthrough: Sequence[str],
+    parallel: int = 1,
+    *,
+    cpus: int | None = None,
+    python: str = sys.executable,
+    out: TextIO | None = None,
+    poll_seconds: float = 0.2,
+  ):
     self.sweep_dir = os.path.abspath(sweep_dir)
     self.specs = list(specs)
     self.passthrough = list(passthrough)
@@ -139,8 +151,10 @@ class Runner:
           self._write_run_file(spec)
       else:
         self._queue.append(spec)
-    self._say(f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
-              f"{len(self._queue)} to train, {self.parallel} at a time with {self.threads} thread(s) each.")
+    self._say(
+      f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
+      f"{len(self._queue)} to train, {self.parallel} at a time with {self.threads} thread(s) each."
+    )
     with self._stop:
       while (self._queue or self._active) and not self._stop.requested:
         while self._queue and len(self._active) < self.parallel and not self._stop.requested:
@@ -165,8 +179,7 @@ class Runner:
       handle.write(f"==== {stamp} attempt: {shlex.join(cmd)}\n")
       handle.flush()
       offset = handle.tell()
-      process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self.env)
+      process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
     self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic()))
     self._say(f"start {spec.name}")
     self._progress()
@@ -232,8 +245,10 @@ class Runner:
       now = time.monotonic()
       work = len(self._queue) * mean + sum(max(0.0, mean - (now - a.started)) for a in self._active)
       eta = work / self.parallel
-    self._say(f"done {self._outcome.done} / running {len(self._active)} / failed {len(self._outcome.failed)} / "
-              f"left {len(self._queue)} | ETA {format_duration(eta)}")
+    self._say(
+      f"done {self._outcome.done} / running {len(self._active)} / failed {len(self._outcome.failed)} / "
+      f"left {len(self._queue)} | ETA {format_duration(eta)}"
+    )
 
 
 def _tail(path: str, offset: int, lines: int = TAIL_LINES) -> list[str]:
@@ -254,4 +269,3 @@ def _remove(path: str) -> None:
     os.unlink(path)
   except FileNotFoundError:
     pass
-

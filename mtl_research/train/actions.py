@@ -9,8 +9,9 @@ branch of the controller.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,9 @@ the previous one is tried. Checkpoints are read only through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import re
-from typing import Callable
 
 import tensorflow as tf
 
@@ -29,8 +29,11 @@ def candidates(directory: str, prefix: str = PREFIX) -> list[tuple[int, str]]:
   if not os.path.isdir(directory):
     return []
   pattern = re.compile(rf"{re.escape(prefix)}-(\d+)\.index")
-  found = [(int(match.group(1)), os.path.join(directory, name[:-len(".index")]))
-           for name in os.listdir(directory) if (match := pattern.fullmatch(name))]
+  found = [
+    (int(match.group(1)), os.path.join(directory, name[: -len(".index")]))
+    for name in os.listdir(directory)
+    if (match := pattern.fullmatch(name))
+  ]
   return sorted(found, reverse=True)
 
 
@@ -40,8 +43,9 @@ def _reason(error: Exception) -> str:
   return text[:200]
 
 
-def restore_first_readable(checkpoint: tf.train.Checkpoint, paths: list[str], partial: bool,
-                           warn: Callable[[str], None]) -> str | None:
+def restore_first_readable(
+  checkpoint: tf.train.Checkpoint, paths: list[str], partial: bool, warn: Callable[[str], None]
+) -> str | None:
   """Restores the first of `paths` that reads completely; returns it (None if none does).
 
   A failed attempt may already have assigned some variables, which the next
@@ -57,8 +61,10 @@ def restore_first_readable(checkpoint: tf.train.Checkpoint, paths: list[str], pa
       return path
     # TensorFlow reports damage with many types (OpError, IndexError, ValueError, AssertionError).
     except Exception as error:  # pylint: disable=broad-except
-      warn(f"warning: checkpoint {path} cannot be read or does not match this run's model and balancer "
-           f"({_reason(error)}); trying the previous one.")
+      warn(
+        f"warning: checkpoint {path} cannot be read or does not match this run's model and balancer "
+        f"({_reason(error)}); trying the previous one."
+      )
   return None
 
 
@@ -74,8 +80,7 @@ class Checkpoints:
   `tf.train.CheckpointManager` would.
   """
 
-  def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, best_directory: str,
-               warn: Callable[[str], None]):
+  def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, best_directory: str, warn: Callable[[str], None]):
     self.checkpoint = checkpoint
     self.directory = directory
     self.best_directory = best_directory
@@ -131,8 +136,10 @@ class Checkpoints:
       return None
     restored = restore_first_readable(checkpoint or self.checkpoint, paths, checkpoint is not None, self.warn)
     if restored is None:
-      raise UserError(f"no checkpoint in {directory} can be read and matches this run (tried {len(paths)}: damaged, "
-                      "or written by another version of mtl_research); pass --overwrite to start the run again.")
+      raise UserError(
+        f"no checkpoint in {directory} can be read and matches this run (tried {len(paths)}: damaged, "
+        "or written by another version of mtl_research); pass --overwrite to start the run again."
+      )
     return restored
 
   def best(self) -> tuple[int, str] | None:
@@ -158,13 +165,16 @@ def restore_model(model: tf.Module, run_dir: str, warn: Callable[[str], None]) -
   checkpoint or none can be read.
   """
   run = RunDir(run_dir)
-  paths = ([path for _, path in candidates(run.best_checkpoint_dir, BEST_PREFIX)]
-           + [path for _, path in candidates(run.checkpoint_dir)])
+  paths = [path for _, path in candidates(run.best_checkpoint_dir, BEST_PREFIX)] + [
+    path for _, path in candidates(run.checkpoint_dir)
+  ]
   if not paths:
     raise UserError(f"--run_dir={run_dir} has no checkpoint in {run.checkpoint_dir}.")
   restored = restore_first_readable(tf.train.Checkpoint(model=model), paths, True, warn)
   if restored is None:
-    raise UserError(f"no checkpoint of --run_dir={run_dir} can be read and matches its model (tried {len(paths)} "
-                    f"in {run.checkpoint_dir} and {run.best_checkpoint_dir}: damaged, or written by another "
-                    "version of mtl_research).")
+    raise UserError(
+      f"no checkpoint of --run_dir={run_dir} can be read and matches its model (tried {len(paths)} "
+      f"in {run.checkpoint_dir} and {run.best_checkpoint_dir}: damaged, or written by another "
+      "version of mtl_research)."
+    )
   return restored

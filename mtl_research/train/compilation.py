@@ -18,14 +18,13 @@ never by the run's length, so a shorter run stays a prefix of a longer one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import re
-from typing import Mapping
 
 import tensorflow as tf
 
 from mtl_research.config import JitMode, values
 from mtl_research.errors import UserError
-
 
 
 def resolve(mode: str, strategy: str | None) -> tuple[bool, str]:
@@ -40,8 +39,10 @@ def resolve(mode: str, strategy: str | None) -> tuple[bool, str]:
     return False, ""
   if strategy is not None:
     if mode == JitMode.ON:
-      raise UserError(f"--jit_compile=on cannot run under --strategy={strategy}: the XLA loop runs on one device; "
-                      "use --jit_compile=auto or off.")
+      raise UserError(
+        f"--jit_compile=on cannot run under --strategy={strategy}: the XLA loop runs on one device; "
+        "use --jit_compile=auto or off."
+      )
     return False, f"XLA off: --strategy={strategy} runs the graph loop (the XLA loop runs on one device)"
   return True, ""
 
@@ -54,7 +55,8 @@ def is_compile_error(error: tf.errors.OpError) -> bool:
   """Whether `error` says XLA cannot compile the graph (rather than a failure while running it)."""
   text = str(error)
   return isinstance(error, tf.errors.InvalidArgumentError) and (
-      "XLA" in text and ("compile" in text.lower() or "OpKernel" in text))
+    "XLA" in text and ("compile" in text.lower() or "OpKernel" in text)
+  )
 
 
 def culprit(error: tf.errors.OpError, scopes: Mapping[str, str]) -> str:

@@ -18,11 +18,10 @@ from mtl_research.data.bundle import DatasetBundle
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder, steps_per_epoch
 from mtl_research.models import ARCHITECTURES
 from mtl_research.models.base import MultiTaskModel, random_state
-from mtl_research.train import compilation
-from mtl_research.train import distribution
 from mtl_research.optim import model_optimizer
+from mtl_research.train import compilation, distribution
 from mtl_research.train import selection as selection_lib
-from mtl_research.train.step import TrainStep
+from mtl_research.train.train_loop import TrainLoop
 
 keras = tf.keras
 
@@ -34,8 +33,8 @@ class Components:
   model: MultiTaskModel
   balancer: Balancer
   optimizer: tf.keras.optimizers.Optimizer
-  step: tf.Variable
-  train_step: TrainStep
+  global_step: tf.Variable
+  train_loop: TrainLoop
   checkpoint: tf.train.Checkpoint  # everything: the training state and the selection record
   training_state: tf.train.Checkpoint  # everything the next step depends on
   total_steps: int
@@ -44,13 +43,13 @@ class Components:
   best_step: tf.Variable
   skipped_batches: tf.Variable  # batches --nan_policy=skip_batch did not apply
   strategy: tf.distribute.Strategy | None = None  # None: one device, no tf.distribute
-  origins: dict[str, str] = dataclasses.field(default_factory=dict)  # step.SCOPES → the flag that chose each
+  origins: dict[str, str] = dataclasses.field(default_factory=dict)  # train_loop.SCOPES → the flag that chose each
   jit_note: str = ""  # why --jit_compile=auto runs the graph loop ('' if it does not)
   jit_mode: str = JitMode.AUTO  # --jit_compile as given
 
   def compile_loop(self) -> str:
-    """Compiles the train loop now (see TrainStep.compile); returns the line to log."""
-    line = self.train_step.compile(fall_back=self.jit_mode == JitMode.AUTO, components=self.origins)
+    """Compiles the train loop now (see TrainLoop.compile); returns the line to log."""
+    line = self.train_loop.compile(fall_back=self.jit_mode == JitMode.AUTO, components=self.origins)
     return f"{self.jit_note}. {line}" if self.jit_note else line
 
 
@@ -80,33 +79,72 @@ def build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strateg
 
 
 def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strategy | None) -> Components:
-  jit_compile, jit_note = compilation.resolve(config.loop.jit_compile, None if strategy is None else config.loop.strategy)
+  jit_compile, jit_note = compilation.resolve(
+    config.loop.jit_compile, None if strategy is None else config.loop.strategy
+  )
   model = ARCHITECTURES.get(config.model.name).component(bundle.tasks, bundle.features, config.model.params)
   model.build_for(bundle.train.features)
   steps = total_steps(config, bundle)
   schedule = Schedule(steps_per_epoch(len(bundle.train), config.loop.batch_size), steps)
   balancer = BALANCERS.get(config.balancer.name).component(bundle.tasks, config.balancer.params, schedule)
   optimizer = model_optimizer.build(config.optimizer, steps)
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  global_step = tf.Variable(
+    0, dtype=tf.int64, trainable=False, name="global_step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+  )
   order = TrainOrder(len(bundle.train), config.loop.batch_size, config.seed)
-  train_step = TrainStep(model, balancer, optimizer, DeviceSplit(bundle.train, replicated=strategy is not None),
-                         order, step, config.loop.steps_per_loop, config.loop.log_grad_conflict,
-                         config.loop.executor, config.loop.nan_policy, strategy, jit_compile)
+  train_loop = TrainLoop(
+    model,
+    balancer,
+    optimizer,
+    DeviceSplit(bundle.train, replicated=strategy is not None),
+    order,
+    global_step,
+    config.loop.steps_per_loop,
+    config.loop.log_grad_conflict,
+    config.loop.executor,
+    config.loop.nan_policy,
+    strategy,
+    jit_compile,
+  )
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
     # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
     optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
   # Slots must exist before a restore, or Keras 3 silently drops their values.
-  optimizer.build(train_step.trained_variables)
+  optimizer.build(train_loop.trained_variables)
   criterion = selection_lib.parse(config.selection, bundle.tasks)
   best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
   best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
   skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_batches")
-  state = dict(model=model, optimizer=optimizer, balancer=balancer, step=step, rng=random_state(model),
-               skipped_batches=skipped)
+  state = dict(
+    model=model,
+    optimizer=optimizer,
+    balancer=balancer,
+    step=global_step,
+    rng=random_state(model),
+    skipped_batches=skipped,
+  )
   checkpoint = tf.train.Checkpoint(**state, best_score=best_score, best_step=best_step)
-  origins = {"model": f"--model={config.model.name}", "balancer": f"--balancer={config.balancer.name}",
-             "optimizer": f"--optimizer={config.optimizer.name}", "input": f"--dataset={config.dataset.name}"}
-  return Components(model, balancer, optimizer, step, train_step, checkpoint, tf.train.Checkpoint(**state),
-                    steps, criterion, best_score, best_step, skipped, strategy, origins, jit_note,
-                    config.loop.jit_compile)
+  origins = {
+    "model": f"--model={config.model.name}",
+    "balancer": f"--balancer={config.balancer.name}",
+    "optimizer": f"--optimizer={config.optimizer.name}",
+    "input": f"--dataset={config.dataset.name}",
+  }
+  return Components(
+    model,
+    balancer,
+    optimizer,
+    global_step,
+    train_loop,
+    checkpoint,
+    tf.train.Checkpoint(**state),
+    steps,
+    criterion,
+    best_score,
+    best_step,
+    skipped,
+    strategy,
+    origins,
+    jit_note,
+    config.loop.jit_compile,
+  )

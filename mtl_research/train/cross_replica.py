@@ -42,7 +42,7 @@ class CrossReplica:
       return batch
     size = batch.shape[0] // self.replicas
     first = tf.distribute.get_replica_context().replica_id_in_sync_group * size
-    return batch[first:first + size]
+    return batch[first : first + size]
 
   def sum(self, value):
     """All-reduced sum over replicas (a nest of tensors); identity on one replica."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+
 import tensorflow as tf
 
 from mtl_research.config import Executor, LoopConfig, NanPolicy, StrategyName, values
@@ -29,22 +30,26 @@ def _split_cpu(replicas: int) -> list[str]:
   try:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
   except RuntimeError:
-    raise UserError("--cpu_replicas must be configured before TensorFlow starts; "
-                    "it works from the command line, not in a process that already ran TensorFlow.") from None
+    raise UserError(
+      "--cpu_replicas must be configured before TensorFlow starts; "
+      "it works from the command line, not in a process that already ran TensorFlow."
+    ) from None
   return [f"/cpu:{i}" for i in range(replicas)]
 
 
 def _check_tf_config() -> None:
   text = os.environ.get("TF_CONFIG")
   if not text:
-    raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                    '({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}).')
+    raise UserError(
+      "--strategy=multi_worker needs the TF_CONFIG environment variable "
+      '({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}).'
+    )
   try:
     config = json.loads(text)
     config["cluster"]  # pylint: disable=pointless-statement
     config["task"]["type"], config["task"]["index"]  # pylint: disable=pointless-statement
   except (ValueError, KeyError, TypeError):
-    raise UserError("TF_CONFIG is not JSON with \"cluster\" and \"task\": {\"type\", \"index\"}.") from None
+    raise UserError('TF_CONFIG is not JSON with "cluster" and "task": {"type", "index"}.') from None
 
 
 def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy | None:
@@ -66,8 +71,9 @@ def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy | None:
     if cpu_replicas:
       _split_cpu(cpu_replicas)
     options = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
-        timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
+      implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
+      timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS,
+    )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -104,17 +110,22 @@ def check_config(strategy: tf.distribute.Strategy, loop: LoopConfig) -> None:
   """Raises UserError for loop settings a strategy cannot run."""
   count = replicas(strategy)
   if loop.batch_size % count:
-    raise UserError(f"--batch_size={loop.batch_size} is the global batch and must be divisible by the {count} "
-                    "replicas of the strategy.")
+    raise UserError(
+      f"--batch_size={loop.batch_size} is the global batch and must be divisible by the {count} "
+      "replicas of the strategy."
+    )
   if loop.executor == Executor.SINGLE_THREADED:
-    raise UserError(f"--executor=single_threaded cannot run --strategy={loop.strategy}: "
-                    "tf.distribute needs TensorFlow's default executor.")
+    raise UserError(
+      f"--executor=single_threaded cannot run --strategy={loop.strategy}: "
+      "tf.distribute needs TensorFlow's default executor."
+    )
   if loop.nan_policy == NanPolicy.SKIP_BATCH:
     # Skipping wraps the model optimizer's update in tf.cond, and Keras's
     # cross-replica gradient sum cannot run inside one (TensorFlow: merge_call
     # inside control flow is not supported).
-    raise UserError(f"--nan_policy=skip_batch cannot run under --strategy={loop.strategy}; use "
-                    "--nan_policy=stop (the default).")
+    raise UserError(
+      f"--nan_policy=skip_batch cannot run under --strategy={loop.strategy}; use --nan_policy=stop (the default)."
+    )
 
 
 def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
@@ -123,9 +134,10 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 def _sum_over_workers(strategy: tf.distribute.Strategy, values: list[float]) -> list[float]:
   """Each value summed over the replicas (eager; every worker must call it at the same point)."""
+
   def replica_fn():
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                          tf.constant(values, tf.float64))
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(values, tf.float64))
+
   result = strategy.experimental_local_results(strategy.run(replica_fn))[0]
   return [float(v) for v in result.numpy()]
 
@@ -141,8 +153,10 @@ def check_workers_agree(strategy: tf.distribute.Strategy, step: int) -> None:
     return
   count, total, squares = _sum_over_workers(strategy, [1.0, float(step), float(step) ** 2])
   if squares * count != total * total:  # equal iff every worker holds the same step
-    raise UserError(f"the workers resumed from different checkpoints (this one from step {step}); check that "
-                    "every host sees the same --run_dir.")
+    raise UserError(
+      f"the workers resumed from different checkpoints (this one from step {step}); check that "
+      "every host sees the same --run_dir."
+    )
 
 
 def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:

@@ -12,7 +12,7 @@ back; so evaluation is not compiled with XLA.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -25,8 +25,9 @@ from mtl_research.models.base import MultiTaskModel
 class Evaluator:
   """Computes every task's metrics on a split with the current model weights."""
 
-  def __init__(self, model: MultiTaskModel, batch_size: int,
-               target_scale: Mapping[str, tuple[float, float]] | None = None):
+  def __init__(
+    self, model: MultiTaskModel, batch_size: int, target_scale: Mapping[str, tuple[float, float]] | None = None
+  ):
     self.model = model
     self.batch_size = batch_size
     # Regression targets the model saw as (y − mean) / std; metrics use original units.
@@ -37,20 +38,24 @@ class Evaluator:
     """The forward pass for features of this structure (one trace for every batch size)."""
     key = tuple(sorted((name, value.dtype.str, value.shape[1:]) for name, value in features.items()))
     if key not in self._forward:
-      signature = {name: tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype))
-                   for name, value in features.items()}
-      self._forward[key] = tf.function(lambda batch: self.model(batch, training=False),
-                                       input_signature=[signature], autograph=False)
+      signature = {
+        name: tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype)) for name, value in features.items()
+      }
+      self._forward[key] = tf.function(
+        lambda batch: self.model(batch, training=False), input_signature=[signature], autograph=False
+      )
     return self._forward[key]
 
   def predict(self, split: Split) -> dict[str, np.ndarray]:
     """Raw head outputs (regression values, class logits) for every row of `split`."""
     forward = self._forward_for(split.features)
-    batches = [forward({name: tf.constant(value[begin:begin + self.batch_size])
-                        for name, value in split.features.items()})
-               for begin in range(0, max(len(split), 1), self.batch_size)]  # an empty split: one empty batch
-    return {task.name: np.concatenate([batch[task.name].numpy() for batch in batches])
-            for task in self.model.task_specs}
+    batches = [
+      forward({name: tf.constant(value[begin : begin + self.batch_size]) for name, value in split.features.items()})
+      for begin in range(0, max(len(split), 1), self.batch_size)
+    ]  # an empty split: one empty batch
+    return {
+      task.name: np.concatenate([batch[task.name].numpy() for batch in batches]) for task in self.model.task_specs
+    }
 
   def original_units(self, task_name: str, values: np.ndarray) -> np.ndarray:
     """Regression values (labels or predictions) back in the target's original units."""

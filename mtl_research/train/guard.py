@@ -21,13 +21,13 @@ skipped after the fact, and no checkpoint is written from such a state.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from mtl_research.errors import UserError
-
 
 
 class NonFiniteError(UserError):
@@ -70,8 +70,11 @@ def record(state: GuardState, ok: tf.Tensor, step: tf.Tensor, losses: tf.Tensor)
   """`state` after a step with index `step` whose finiteness is `ok`."""
   failed = tf.logical_not(ok)
   first = tf.logical_and(failed, state.first_bad_step < 0)
-  return GuardState(tf.where(first, step, state.first_bad_step), tf.where(first, losses, state.bad_losses),
-                    state.count + tf.cast(failed, tf.int32))
+  return GuardState(
+    tf.where(first, step, state.first_bad_step),
+    tf.where(first, losses, state.bad_losses),
+    state.count + tf.cast(failed, tf.int32),
+  )
 
 
 def merge(earlier: GuardState, later: GuardState) -> GuardState:
@@ -88,5 +91,4 @@ def describe(record: GuardState, task_names: Sequence[str]) -> str:
   bad = [f"{name} ({value})" for name, value in zip(task_names, losses) if not np.isfinite(value)]
   if bad:
     return f"non-finite loss at step {step} in task(s) {', '.join(bad)}"
-  return (f"non-finite value at step {step} with every task loss finite (in the objective, a gradient "
-          "or the update)")
+  return f"non-finite value at step {step} with every task loss finite (in the objective, a gradient or the update)"

@@ -14,8 +14,8 @@ the trainer does with them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import sys
-from typing import Callable
 
 from mtl_research import signals
 
@@ -32,5 +32,6 @@ class StopRequest(signals.StopSignals):
     self.log = log
 
   def _announce(self, signum: int) -> None:  # pylint: disable=unused-argument
-    self.log(f"{self.name} received: stopping after the current loop with a checkpoint "
-             "(send it again to stop at once).")
+    self.log(
+      f"{self.name} received: stopping after the current loop with a checkpoint (send it again to stop at once)."
+    )

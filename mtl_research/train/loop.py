@@ -5,8 +5,8 @@ run directory's results.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import time
-from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -15,11 +15,10 @@ from mtl_research import tags
 from mtl_research.config import Config, NanPolicy
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.files import write_json_atomic
+from mtl_research.optim import model_optimizer
 from mtl_research.progress import format_duration
 from mtl_research.train import actions as actions_lib
-from mtl_research.train import distribution
-from mtl_research.train import guard
-from mtl_research.optim import model_optimizer
+from mtl_research.train import distribution, guard
 from mtl_research.train.checkpoints import Checkpoints
 from mtl_research.train.components import Components
 from mtl_research.train.evaluate import Evaluator, mean_loss
@@ -32,9 +31,18 @@ from mtl_research.train.writers import MetricWriter, ScalarWriter, per_task
 class Trainer:
   """Trains one configuration into one run directory."""
 
-  def __init__(self, config: Config, bundle: DatasetBundle, parts: Components, run: RunDir,
-               log: Callable[[str], None] = print, hparams: Mapping[str, HParamValue] | None = None,
-               stop: StopRequest | None = None, resume_from: RunDir | None = None, resume: bool = True):
+  def __init__(
+    self,
+    config: Config,
+    bundle: DatasetBundle,
+    parts: Components,
+    run: RunDir,
+    log: Callable[[str], None] = print,
+    hparams: Mapping[str, HParamValue] | None = None,
+    stop: StopRequest | None = None,
+    resume_from: RunDir | None = None,
+    resume: bool = True,
+  ):
     """`run` receives everything written; a run is resumed from `resume_from` (default: `run`).
 
     `resume` False: start from step 0 without looking for checkpoints (a new
@@ -62,7 +70,7 @@ class Trainer:
     """
     path = self.checkpoints.restore_latest(directory=self.resume_from)
     self._restored = True
-    step = int(self.parts.step.numpy())
+    step = int(self.parts.global_step.numpy())
     if path:
       self._adopt_newer_best(step)
       self.log(f"Resumed from {path} at step {step}.")
@@ -72,8 +80,9 @@ class Trainer:
     """A selected checkpoint saved after `step` (by a run killed later) stays the one to beat."""
     best = self.checkpoints.best()
     if best is not None and best[0] > step and self.parts.criterion is not None:
-      self.checkpoints.restore_best(tf.train.Checkpoint(best_score=self.parts.best_score,
-                                                        best_step=self.parts.best_step))
+      self.checkpoints.restore_best(
+        tf.train.Checkpoint(best_score=self.parts.best_score, best_step=self.parts.best_step)
+      )
 
   def compile(self) -> None:
     """Compiles the train loop (XLA) or traces it (graph) and logs how long it took.
@@ -89,7 +98,7 @@ class Trainer:
     Raises Interrupted after saving a checkpoint if `stop` was requested, and
     guard.NonFiniteError if a non-finite loss stopped the run.
     """
-    start = int(self.parts.step.numpy()) if self._restored else self.restore()
+    start = int(self.parts.global_step.numpy()) if self._restored else self.restore()
     if self.parts.strategy is not None:
       distribution.check_workers_agree(self.parts.strategy, start)
     total = self.parts.total_steps
@@ -98,10 +107,10 @@ class Trainer:
     return self._finish()
 
   def _train(self, start: int, total: int) -> None:
-    if not self.parts.train_step.compiled:
+    if not self.parts.train_loop.compiled:
       self.compile()
     if start == 0 and self.hparams:
-      prefixes = [*tags.TASK_PREFIXES, *self.parts.train_step.per_task_diagnostics()]
+      prefixes = [*tags.TASK_PREFIXES, *self.parts.train_loop.per_task_diagnostics()]
       if self.config.loop.log_grad_conflict:
         prefixes.append(tags.CONFLICT_GRAD_NORM)
       write_run_metadata(self.run_dir.train_logdir, self.hparams, prefixes)
@@ -118,7 +127,7 @@ class Trainer:
         stop = actions_lib.next_stop(step, total, self.config.loop.steps_per_loop, actions)
         diagnose = actions_lib.needs_diagnostics(actions, stop, total)
         tick = time.perf_counter()
-        logs = self.parts.train_step.run(stop - step, diagnose)
+        logs = self.parts.train_loop.run(stop - step, diagnose)
         if not logs["healthy"]:
           logs = self._recover(step, stop, diagnose)
         end = actions_lib.LoopEnd(stop, total, logs, (stop - step) / (time.perf_counter() - tick))
@@ -130,9 +139,11 @@ class Trainer:
     finally:
       train_writer.close()
       eval_writer.close()
-    compiling = self.parts.train_step.compile_seconds
-    self.log(f"Trained {total - start} steps in {time.perf_counter() - began + compiling:.2f} s, "
-             f"{compiling:.2f} s of it compiling the loop.")
+    compiling = self.parts.train_loop.compile_seconds
+    self.log(
+      f"Trained {total - start} steps in {time.perf_counter() - began + compiling:.2f} s, "
+      f"{compiling:.2f} s of it compiling the loop."
+    )
 
   def _actions(self, train_writer: MetricWriter, eval_writer: MetricWriter) -> list[actions_lib.PeriodicAction]:
     """Summaries, validation and checkpoints, in the order they run after a loop call."""
@@ -151,10 +162,11 @@ class Trainer:
       eval_writer.flush()
 
     return [
-        actions_lib.PeriodicAction("summaries", loop_cfg.summary_every, summarize,
-                                   needs_diagnostics=loop_cfg.log_grad_conflict),
-        actions_lib.PeriodicAction("validation", loop_cfg.eval_every, validate),
-        actions_lib.PeriodicAction("checkpoint", loop_cfg.checkpoint_every, checkpoint),
+      actions_lib.PeriodicAction(
+        "summaries", loop_cfg.summary_every, summarize, needs_diagnostics=loop_cfg.log_grad_conflict
+      ),
+      actions_lib.PeriodicAction("validation", loop_cfg.eval_every, validate),
+      actions_lib.PeriodicAction("checkpoint", loop_cfg.checkpoint_every, checkpoint),
     ]
 
   def _honour_stop(self, step: int, total: int) -> None:
@@ -168,8 +180,9 @@ class Trainer:
       return
     path = self.checkpoints.save_unless_saved(step)
     name = self.stop.name if self.stop is not None and self.stop.requested else "another worker's signal"
-    raise Interrupted(f"{name}: stopped at step {step} of {total} with checkpoint {path}; "
-                      "run the same command again to resume.")
+    raise Interrupted(
+      f"{name}: stopped at step {step} of {total} with checkpoint {path}; run the same command again to resume."
+    )
 
   def _recover(self, first: int, stop: int, diagnose: bool) -> dict:
     """Replays steps from the last checkpoint to `stop`, testing each one (guard.py).
@@ -179,24 +192,32 @@ class Trainer:
     good state. Raises guard.NonFiniteError under --nan_policy=stop.
     """
     path = self.checkpoints.restore_latest(self.parts.training_state)
-    begin = int(self.parts.step.numpy())
-    self.log(f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
-             f"{begin + 1}-{stop} from {path}, testing each one.")
-    logs = self.parts.train_step.run(stop - begin, diagnose, careful=True)
+    begin = int(self.parts.global_step.numpy())
+    self.log(
+      f"warning: a non-finite loss or gradient in steps {first + 1}-{stop}; replaying steps "
+      f"{begin + 1}-{stop} from {path}, testing each one."
+    )
+    logs = self.parts.train_loop.run(stop - begin, diagnose, careful=True)
     record = guard.GuardState(**logs["guard"])
     skip = "" if self.parts.strategy is not None else " or pass --nan_policy=skip_batch"
-    advice = (f"; the run stopped, keeping its last good checkpoint {path} "
-              f"(lower --learning_rate, check the data{skip}).")
+    advice = (
+      f"; the run stopped, keeping its last good checkpoint {path} (lower --learning_rate, check the data{skip})."
+    )
     if record.count == 0:
-      self.log("warning: the replay met no non-finite value, so the run is not deterministic; "
-               "it continues from the replayed state (--deterministic makes reruns exact).")
-    elif (self.config.loop.nan_policy == NanPolicy.STOP
-          or not bool(guard.variables_finite(self.parts.train_step.state_variables))):
+      self.log(
+        "warning: the replay met no non-finite value, so the run is not deterministic; "
+        "it continues from the replayed state (--deterministic makes reruns exact)."
+      )
+    elif self.config.loop.nan_policy == NanPolicy.STOP or not bool(
+      guard.variables_finite(self.parts.train_loop.state_variables)
+    ):
       raise guard.NonFiniteError(guard.describe(record, self.task_names) + advice)
     else:
       self.parts.skipped_batches.assign_add(int(record.count))
-      self.log(f"warning: skipped {int(record.count)} batch(es) in steps {begin + 1}-{stop}, the first "
-               f"{guard.describe(record, self.task_names)} ({int(self.parts.skipped_batches.numpy())} in all).")
+      self.log(
+        f"warning: skipped {int(record.count)} batch(es) in steps {begin + 1}-{stop}, the first "
+        f"{guard.describe(record, self.task_names)} ({int(self.parts.skipped_batches.numpy())} in all)."
+      )
     return logs
 
   def _validate(self, step: int, writer: MetricWriter) -> None:
@@ -217,13 +238,18 @@ class Trainer:
     losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
     eta = format_duration((total - step) / max(mean_rate, 1e-9))
     width = len(str(total))
-    self.log(f"step {step:>{width}}/{total} | total {float(logs['objective']):.4f} | {losses} | "
-             f"{mean_rate:,.0f} steps/s | ETA {eta}")
+    self.log(
+      f"step {step:>{width}}/{total} | total {float(logs['objective']):.4f} | {losses} | "
+      f"{mean_rate:,.0f} steps/s | ETA {eta}"
+    )
 
   def _train_scalars(self, logs: dict, rate: float) -> dict[str, float]:
     names = self.task_names
-    scalars = {tags.TOTAL_LOSS: float(logs["objective"]), tags.STEPS_PER_SEC: rate,
-               tags.LEARNING_RATE: model_optimizer.current_learning_rate(self.parts.optimizer)}
+    scalars = {
+      tags.TOTAL_LOSS: float(logs["objective"]),
+      tags.STEPS_PER_SEC: rate,
+      tags.LEARNING_RATE: model_optimizer.current_learning_rate(self.parts.optimizer),
+    }
     scalars.update(per_task(tags.LOSS, names, logs["losses"]))
     scalars.update(per_task(tags.WEIGHTED_LOSS, names, logs["weights"] * logs["losses"]))
     scalars.update(per_task(tags.WEIGHT, names, logs["weights"]))
@@ -238,8 +264,9 @@ class Trainer:
     return scalars
 
   def _eval_scalars(self, results: dict, losses: dict) -> dict[str, float]:
-    scalars = {tags.eval_metric(task, metric): value for task, values in results.items()
-               for metric, value in values.items()}
+    scalars = {
+      tags.eval_metric(task, metric): value for task, values in results.items() for metric, value in values.items()
+    }
     # Validation losses (training units) under the train tags, so TensorBoard overlays the curves.
     scalars.update({tags.per_task(tags.LOSS, name): loss for name, loss in losses.items()})
     scalars[tags.MEAN_LOSS] = mean_loss(losses)
@@ -247,19 +274,29 @@ class Trainer:
 
   def _select(self) -> dict:
     """Loads the selected checkpoint's model and balancer; describes the choice."""
-    final_step = int(self.parts.step.numpy())
+    final_step = int(self.parts.global_step.numpy())
     if self.parts.criterion is None or self.checkpoints.best() is None:
       return {"criterion": self.config.selection, "step": final_step}
     # The best checkpoint holds its own step and score (saved after they were set).
-    selected = tf.train.Checkpoint(model=self.parts.model, balancer=self.parts.balancer,
-                                   best_score=self.parts.best_score, best_step=self.parts.best_step)
+    selected = tf.train.Checkpoint(
+      model=self.parts.model,
+      balancer=self.parts.balancer,
+      best_score=self.parts.best_score,
+      best_step=self.parts.best_step,
+    )
     if self.checkpoints.restore_best(selected) is None:
       # The final state is whole (restore_best restores all of it or warns); report it, saying so.
       self.checkpoints.restore_latest(self.parts.training_state)
-      return {"criterion": "last", "step": int(self.parts.step.numpy()),
-              "note": f"the checkpoint selected by {self.parts.criterion.name} could not be read"}
-    return {"criterion": self.parts.criterion.name, "step": int(self.parts.best_step.numpy()),
-            "val_score": float(self.parts.best_score.numpy())}
+      return {
+        "criterion": "last",
+        "step": int(self.parts.global_step.numpy()),
+        "note": f"the checkpoint selected by {self.parts.criterion.name} could not be read",
+      }
+    return {
+      "criterion": self.parts.criterion.name,
+      "step": int(self.parts.best_step.numpy()),
+      "val_score": float(self.parts.best_score.numpy()),
+    }
 
   def _finish(self) -> dict:
     final_weights = self.parts.balancer.weights().numpy()
@@ -267,20 +304,23 @@ class Trainer:
     val = self.evaluator.evaluate(self.bundle.val)
     test = self.evaluator.evaluate(self.bundle.test)
     metrics = {
-        "val": val,
-        "test": test,
-        "weights": {name: float(w) for name, w in zip(self.task_names, final_weights)},
-        "selected_weights": {name: float(w) for name, w in
-                             zip(self.task_names, self.parts.balancer.weights().numpy())},
-        "selection": selected,
-        "single_task": self.config.single_task or None,
-        "steps": int(self.parts.step.numpy()),
-        "balancer": self.config.balancer.name,
-        "dataset": self.config.dataset.name,
-        "tasks": {t.name: {"kind": t.kind, "num_classes": t.num_classes,
-                           **({"classes": list(self.bundle.class_names[t.name])}
-                              if t.name in self.bundle.class_names else {})}
-                  for t in self.bundle.tasks},
+      "val": val,
+      "test": test,
+      "weights": {name: float(w) for name, w in zip(self.task_names, final_weights)},
+      "selected_weights": {name: float(w) for name, w in zip(self.task_names, self.parts.balancer.weights().numpy())},
+      "selection": selected,
+      "single_task": self.config.single_task or None,
+      "steps": int(self.parts.global_step.numpy()),
+      "balancer": self.config.balancer.name,
+      "dataset": self.config.dataset.name,
+      "tasks": {
+        t.name: {
+          "kind": t.kind,
+          "num_classes": t.num_classes,
+          **({"classes": list(self.bundle.class_names[t.name])} if t.name in self.bundle.class_names else {}),
+        }
+        for t in self.bundle.tasks
+      },
     }
     write_json_atomic(self.run_dir.metrics_file, metrics)
     return metrics

@@ -19,10 +19,11 @@ directory is not a run directory, and it is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import dataclasses
 import os
 import shutil
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from mtl_research.errors import UserError
 from mtl_research.files import is_partial_write, write_text_atomic
@@ -89,8 +90,9 @@ def flag_file_text(values: Mapping[str, str]) -> str:
   return "".join(f"--{name}={values[name]}\n" for name in sorted(values))
 
 
-def differences(old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable[str],
-                defaults: Mapping[str, str]) -> list[str]:
+def differences(
+  old: Mapping[str, str], new: Mapping[str, str], ignore: Iterable[str], defaults: Mapping[str, str]
+) -> list[str]:
   """Human-readable differences between two flag sets, ignoring `ignore`.
 
   A flag missing from one side counts as its default, so that a run written
@@ -116,8 +118,13 @@ def run_entries(path: str) -> list[str]:
   return sorted(name for name in os.listdir(path) if name not in SWEEP_FILES and not is_partial_write(name))
 
 
-def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
-          defaults: Mapping[str, str] | None = None) -> bool:
+def check(
+  path: str,
+  flag_values: Mapping[str, str],
+  overwrite: bool,
+  operational: Iterable[str] = (),
+  defaults: Mapping[str, str] | None = None,
+) -> bool:
   """Read-only: raises UserError if `path` cannot hold this run; True if it holds one to resume.
 
   A directory that is missing, empty or holds only a sweep's SWEEP_FILES is a new run (False).
@@ -128,15 +135,18 @@ def check(path: str, flag_values: Mapping[str, str], overwrite: bool, operationa
   if not run_entries(path):
     return False
   if not os.path.isfile(run.flags_file):
-    raise UserError(f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; "
-                    "choose another --run_dir.")
+    raise UserError(
+      f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; choose another --run_dir."
+    )
   if overwrite:
     return False
   with open(run.flags_file, encoding="utf-8") as handle:
     diffs = differences(parse_flagfile(handle), flag_values, operational, defaults or {})
   if diffs:
-    raise UserError(f"--run_dir={path} was written with different flags ({'; '.join(diffs[:3])}); "
-                    "pass --overwrite to replace it or choose another --run_dir.")
+    raise UserError(
+      f"--run_dir={path} was written with different flags ({'; '.join(diffs[:3])}); "
+      "pass --overwrite to replace it or choose another --run_dir."
+    )
   return True
 
 
@@ -148,8 +158,14 @@ def read_preprocessing(path: str) -> Preprocessing | None:
   return preprocessing_lib.read(file) if os.path.isfile(file) else None
 
 
-def prepare(path: str, flag_values: Mapping[str, str], overwrite: bool, operational: Iterable[str] = (),
-            defaults: Mapping[str, str] | None = None, preprocessing: Preprocessing | None = None) -> RunDir:
+def prepare(
+  path: str,
+  flag_values: Mapping[str, str],
+  overwrite: bool,
+  operational: Iterable[str] = (),
+  defaults: Mapping[str, str] | None = None,
+  preprocessing: Preprocessing | None = None,
+) -> RunDir:
   """Creates or reopens a run directory; refuses one written with other flags.
 
   Raises UserError before changing anything on disk when the directory cannot

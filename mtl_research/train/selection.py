@@ -14,9 +14,9 @@ checkpoint is kept in <run_dir>/ckpt/best.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import math
-from typing import Mapping, Sequence
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.errors import UserError

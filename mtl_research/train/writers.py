@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import time
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -20,8 +21,9 @@ _FLUSH_SECONDS = 5
 
 
 def _value(tag: str, value: float) -> summary_pb2.Summary.Value:
-  tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
-                                  float_val=[value])
+  tensor = tensor_pb2.TensorProto(
+    dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(), float_val=[value]
+  )
   return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=_SCALAR)
 
 

@@ -22,21 +22,20 @@ under tf.distribute), and computes only the per-task gradients the balancer's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import functools
 import time
-from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.config import Executor, NanPolicy, values
 from mtl_research.balancers.base import Balancer, GradientScope, StepStats
+from mtl_research.config import Executor, NanPolicy, values
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder
 from mtl_research.errors import UserError
 from mtl_research.models.base import MultiTaskModel
-from mtl_research.train import compilation
-from mtl_research.train import guard
+from mtl_research.train import compilation, guard
 from mtl_research.train.cross_replica import CrossReplica
 
 
@@ -78,20 +77,31 @@ def _row(block: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
 SCOPES = ("input", "model", "balancer", "optimizer")
 
 
-class TrainStep:
+class TrainLoop:
   """Owns the compiled loop that trains `model` under `balancer`."""
 
-  def __init__(self, model: MultiTaskModel, balancer: Balancer, optimizer, data: DeviceSplit, order: TrainOrder,
-               step: tf.Variable, steps_per_call: int, log_grad_conflict: bool = False, executor: str = Executor.DEFAULT,
-               nan_policy: str = NanPolicy.STOP, strategy: tf.distribute.Strategy | None = None,
-               jit_compile: bool = False):
+  def __init__(
+    self,
+    model: MultiTaskModel,
+    balancer: Balancer,
+    optimizer,
+    data: DeviceSplit,
+    order: TrainOrder,
+    global_step: tf.Variable,
+    steps_per_call: int,
+    log_grad_conflict: bool = False,
+    executor: str = Executor.DEFAULT,
+    nan_policy: str = NanPolicy.STOP,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+  ):
     self.model = model
     self.balancer = balancer
     self.optimizer = optimizer
     self.data = data
     self.order = order
     self.global_batch_size = order.batch_size
-    self.step = step
+    self.global_step = global_step
     self.steps_per_call = steps_per_call
     self.log_grad_conflict = log_grad_conflict
     self.task_specs = model.task_specs
@@ -104,8 +114,9 @@ class TrainStep:
       raise ValueError(f"nan_policy must be one of {values(NanPolicy)}, not {nan_policy!r}")
     self.nan_policy = nan_policy
     # The fast loop's running sum of losses (≥ 0, so finite iff every loss was); not checkpointed.
-    self.loss_sum = tf.Variable(0.0, trainable=False, name="loop_loss_sum",
-                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.loss_sum = tf.Variable(
+      0.0, trainable=False, name="loop_loss_sum", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+    )
     self._diagnostic_specs = None
     self._use(jit_compile)
 
@@ -155,10 +166,11 @@ class TrainStep:
     scalars, because slicing a stack after the tape closes is not recorded.
     """
     return [
-        tf.nn.compute_average_loss(
-            tasks_lib.per_example_loss(task, labels[task.name], outputs[task.name]),
-            global_batch_size=self.global_batch_size)
-        for task in self.task_specs
+      tf.nn.compute_average_loss(
+        tasks_lib.per_example_loss(task, labels[task.name], outputs[task.name]),
+        global_batch_size=self.global_batch_size,
+      )
+      for task in self.task_specs
     ]
 
   def _regularization(self) -> tuple[tf.Tensor, tf.Tensor]:
@@ -169,8 +181,7 @@ class TrainStep:
     total = tf.add_n(self.model.losses)
     return total, tf.nn.scale_regularization_loss(total)
 
-  def _gradients(self, tape, objective, regularization, stats: StepStats,
-                 local_task_grads=None) -> tuple[list, list]:
+  def _gradients(self, tape, objective, regularization, stats: StepStats, local_task_grads=None) -> tuple[list, list]:
     """Gradients for every trained variable: from the objective, or aggregated.
 
     `local_task_grads`: this replica's per-task gradients of the scope
@@ -192,8 +203,9 @@ class TrainStep:
     with tf.name_scope("balancer"):
       shared = self.cross.divide_among_replicas(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
-    return self._share_joint(grads, others) + self._plus_regularization(tape, regularization, stats.scope_variables,
-                                                                        shared), others + list(stats.scope_variables)
+    return self._share_joint(grads, others) + self._plus_regularization(
+      tape, regularization, stats.scope_variables, shared
+    ), others + list(stats.scope_variables)
 
   def _plus_regularization(self, tape, regularization, variables, grads: list) -> list:
     """`grads` of `variables` plus the regularization's gradient.
@@ -209,16 +221,16 @@ class TrainStep:
   def _assembled(self, tape, objective, regularization, stats: StepStats, local_task_grads) -> tuple[list, list]:
     """The objective's gradients, those of the (dense) scope variables from `local_task_grads`."""
     # IndexedSlices (an embedding's rows) keep their sparse gradient from the tape.
-    dense = [i for i in range(len(stats.scope_variables))
-             if all(isinstance(grads[i], tf.Tensor) for grads in local_task_grads)]
+    dense = [
+      i for i in range(len(stats.scope_variables)) if all(isinstance(grads[i], tf.Tensor) for grads in local_task_grads)
+    ]
     dense_ids = {id(stats.scope_variables[i]) for i in dense}
     others = [v for v in self.trained_variables if id(v) not in dense_ids]
     grads = self._share_joint(tape.gradient(objective, others), others)
     # ∂objective/∂L_t, taken at the global losses (under a strategy each replica's
     # task gradients are its own share, so Keras's sum over replicas is global).
     coefficients = tape.gradient(objective, stats.losses)
-    assembled = [tf.add_n([coefficients[t] * grads_t[i] for t, grads_t in enumerate(local_task_grads)])
-                 for i in dense]
+    assembled = [tf.add_n([coefficients[t] * grads_t[i] for t, grads_t in enumerate(local_task_grads)]) for i in dense]
     scope = [stats.scope_variables[i] for i in dense]
     return grads + self._plus_regularization(tape, regularization, scope, assembled), others + scope
 
@@ -237,8 +249,9 @@ class TrainStep:
       # training=False: a diagnostic must not draw dropout masks, or turning it
       # on would change the random numbers, and so the results, of training.
       losses = self.task_losses(labels, self.model(features, training=False))
-    grads = [flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-             for loss in losses]
+    grads = [
+      flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO)) for loss in losses
+    ]
     return conflict_stats(self.cross.sum(grads))
 
   def _apply_careful(self, ok: tf.Tensor, apply) -> dict[str, tf.Tensor]:
@@ -256,8 +269,9 @@ class TrainStep:
       return structure["diagnostics"]
 
     def skipped() -> dict[str, tf.Tensor]:
-      return tf.nest.map_structure(lambda t: tf.fill(tf.shape(t), tf.constant(float("nan"), t.dtype)),
-                                   structure["diagnostics"])
+      return tf.nest.map_structure(
+        lambda t: tf.fill(tf.shape(t), tf.constant(float("nan"), t.dtype)), structure["diagnostics"]
+      )
 
     return tf.cond(ok, applied, skipped)
 
@@ -290,7 +304,7 @@ class TrainStep:
     if scope_variables:
       local_task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
       task_grads = self.cross.sum(local_task_grads)
-    stats = StepStats(losses, task_grads, scope_variables, self.step.read_value())
+    stats = StepStats(losses, task_grads, scope_variables, self.global_step.read_value())
     with tf.name_scope("balancer"):
       weights = self.balancer.weights()
     # Under a strategy each replica's objective holds only its share of the regularization.
@@ -313,7 +327,7 @@ class TrainStep:
     else:
       self.loss_sum.assign_add(tf.reduce_sum(losses))
       result["diagnostics"] = apply()
-    self.step.assign_add(1)
+    self.global_step.assign_add(1)
     return result
 
   # --- the loops ---------------------------------------------------------------------------
@@ -329,13 +343,14 @@ class TrainStep:
     """Zeros shaped like the balancer's diagnostics, the loop's initial logs.
 
     Their structure is learned by tracing `balancer.update` alone (a few ops,
-    never run), once per TrainStep.
+    never run), once per TrainLoop.
     """
     if self._diagnostic_specs is None:
       scope = self._scope_variables()
       num_tasks = len(self.task_specs)
-      grad_specs = (tuple(tuple(tf.TensorSpec(v.shape, v.dtype) for v in scope) for _ in range(num_tasks))
-                    if scope else None)
+      grad_specs = (
+        tuple(tuple(tf.TensorSpec(v.shape, v.dtype) for v in scope) for _ in range(num_tasks)) if scope else None
+      )
 
       def update(losses, task_grads, step):
         return self.balancer.update(StepStats(losses, task_grads, scope, step))
@@ -343,10 +358,12 @@ class TrainStep:
       def probe(losses, task_grads, step):
         return self._first_replica(self.strategy.run(update, args=(losses, task_grads, step)))
 
-      traced = tf.function(probe, autograph=False).get_concrete_function(tf.TensorSpec([num_tasks], tf.float32), grad_specs,
-                                                        tf.TensorSpec([], tf.int64))
-      self._diagnostic_specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                                     traced.structured_outputs)
+      traced = tf.function(probe, autograph=False).get_concrete_function(
+        tf.TensorSpec([num_tasks], tf.float32), grad_specs, tf.TensorSpec([], tf.int64)
+      )
+      self._diagnostic_specs = tf.nest.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype), traced.structured_outputs
+      )
     return tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), self._diagnostic_specs)
 
   def per_task_diagnostics(self) -> list[str]:
@@ -357,8 +374,13 @@ class TrainStep:
   def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
     """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record)."""
     num_tasks = len(self.task_specs)
-    logs = {"losses": tf.zeros([num_tasks]), "step": tf.constant(-1, tf.int64), "weights": tf.zeros([num_tasks]),
-            "objective": tf.constant(0.0), "diagnostics": self._balancer_diagnostics()}
+    logs = {
+      "losses": tf.zeros([num_tasks]),
+      "step": tf.constant(-1, tf.int64),
+      "weights": tf.zeros([num_tasks]),
+      "objective": tf.constant(0.0),
+      "diagnostics": self._balancer_diagnostics(),
+    }
     if careful:
       logs["ok"] = tf.constant(True)
     record = guard.initial_state(num_tasks)
@@ -381,12 +403,14 @@ class TrainStep:
     last = tf.maximum(num_steps - 1, 0)
     if self.cross.active:
       # All-reduces cannot run inside tf.cond: computed at every loop's end.
-      conflict = self._first_replica(self.strategy.run(
-          lambda b, i: self._conflict(self.cross.local_rows(_row(b, i))), args=(block, last)))
+      conflict = self._first_replica(
+        self.strategy.run(lambda b, i: self._conflict(self.cross.local_rows(_row(b, i))), args=(block, last))
+      )
     else:
       num = len(self.task_specs)
-      conflict = tf.cond(diagnose, lambda: self._conflict(_row(block, last)),
-                         lambda: (tf.zeros([num, num]), tf.zeros([num])))
+      conflict = tf.cond(
+        diagnose, lambda: self._conflict(_row(block, last)), lambda: (tf.zeros([num, num]), tf.zeros([num]))
+      )
     logs["conflict_cos"], logs["conflict_norm"] = conflict
     return logs
 
@@ -413,7 +437,7 @@ class TrainStep:
   def _call(self, loop, rows: np.ndarray, diagnose: bool) -> dict:
     """One call of `loop` on the batches `rows` (at most steps_per_call of them); NumPy logs."""
     block = np.zeros([self.steps_per_call, self.global_batch_size], np.int32)
-    block[:len(rows)] = rows
+    block[: len(rows)] = rows
     args = (tf.constant(block), tf.constant(len(rows), tf.int32), tf.constant(diagnose))
     if self.executor == Executor.SINGLE_THREADED:
       with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
@@ -439,8 +463,9 @@ class TrainStep:
         raise
       cause = compilation.culprit(error, components or {})
       if not fall_back:
-        raise UserError(f"--jit_compile=on: XLA cannot compile the train loop: {cause}; "
-                        "use --jit_compile=auto or off.") from None
+        raise UserError(
+          f"--jit_compile=on: XLA cannot compile the train loop: {cause}; use --jit_compile=auto or off."
+        ) from None
       self._use(False)
       line = self.compile()
       self.compile_seconds = time.perf_counter() - tick
@@ -461,7 +486,7 @@ class TrainStep:
     if num_steps < 1:
       raise ValueError(f"num_steps must be at least 1, not {num_steps}")
     if rows is None:
-      rows = self.order.batches(int(self.step.numpy()), num_steps)
+      rows = self.order.batches(int(self.global_step.numpy()), num_steps)
     if len(rows) != num_steps:
       raise ValueError(f"{len(rows)} batches of rows for {num_steps} steps")
     loop = self.careful_loop if careful else self.loop
