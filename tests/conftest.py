@@ -47,8 +47,9 @@ SMALL_RUN_FLAGS = (
 
 
 # A run with one of these needs a process of its own: they configure TensorFlow before it
-# starts (threads, logical devices, collectives) or change it for the rest of the process.
-FRESH_PROCESS_FLAGS = ("--intra_op_threads", "--inter_op_threads", "--strategy", "--cpu_replicas", "--deterministic")
+# starts (threads, logical devices, collectives). (--deterministic turns op determinism on for
+# the rest of the process; CPU kernels are deterministic anyway, so later runs are unaffected.)
+FRESH_PROCESS_FLAGS = ("--intra_op_threads", "--inter_op_threads", "--strategy", "--cpu_replicas")
 
 
 def run_train(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ import re
 import tensorflow as tf
 
 from mtl_research.errors import UserError
+from mtl_research.files import write_text_atomic
 from mtl_research.train.run_dir import RunDir
 
 PREFIX = "ckpt"
@@ -68,6 +69,18 @@ def restore_first_readable(
   return None
 
 
+def _write_state_file(directory: str, latest: str, kept: list[str]) -> None:
+  """TensorFlow's `checkpoint` state file (a CheckpointState text proto), as CheckpointManager writes it.
+
+  Written by hand: `tf.compat.v1.train.update_checkpoint_state` logs a deprecation
+  warning on every call. Paths are relative to `directory`, oldest first.
+  """
+  names = [os.path.basename(path) for path in kept]
+  lines = [f'model_checkpoint_path: "{os.path.basename(latest)}"']
+  lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+  write_text_atomic(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+
+
 class Checkpoints:
   """Saves and restores the periodic and the selected checkpoints of one run.
 
@@ -101,7 +114,7 @@ class Checkpoints:
     for old in kept[keep:]:
       for name in tf.io.gfile.glob(f"{old}.index") + tf.io.gfile.glob(f"{old}.data-*"):
         tf.io.gfile.remove(name)
-    tf.compat.v1.train.update_checkpoint_state(directory, path, list(reversed(kept[:keep])))
+    _write_state_file(directory, path, list(reversed(kept[:keep])))
     return path
 
   def save(self, step: int) -> str:
