@@ -111,6 +111,20 @@ def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
   return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
+# A run stopped mid-way and resumed in another mode or strategy: long enough to be stopped,
+# short enough that rounding differences between the modes stay small; no dropout (the modes and
+# replicas draw different masks). Used by test_compilation.py and test_distribution.py.
+RESUMED_RUN = (
+  "--deterministic",
+  "--train_steps=1000",
+  "--checkpoint_every=200",
+  "--eval_every=200",
+  "--steps_per_loop=20",
+  "--num_train=2000",
+  "--num_val=300",
+  "--num_test=300",
+)
+
 # Long enough to be killed mid-run; dropout so the resumed random state matters too.
 LONG_RUN = (
   "--deterministic",

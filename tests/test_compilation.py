@@ -9,6 +9,7 @@ import re
 import signal
 
 from conftest import (
+  RESUMED_RUN,
   SMALL_RUN_FLAGS,
   assert_metrics_agree,
   assert_weights_agree,
@@ -212,17 +213,7 @@ def test_loop_boundaries_do_not_change_a_bit_under_xla():
 # --- a checkpoint resumes in the other mode -------------------------------------------------
 
 # Long enough to be stopped mid-run; no dropout (the modes draw different masks, README).
-CROSS_RUN = (
-  "--deterministic",
-  "--balancer=gradnorm",
-  "--train_steps=1000",
-  "--checkpoint_every=200",
-  "--eval_every=200",
-  "--steps_per_loop=20",
-  "--num_train=2000",
-  "--num_val=300",
-  "--num_test=300",
-)
+CROSS_RUN = ("--balancer=gradnorm", *RESUMED_RUN)
 # Measured: a run resumed in the other mode ends within 1.1e-6 (relative to each
 # variable's largest magnitude) of an uninterrupted XLA run; the bound leaves a margin of 30.
 CROSS_TOLERANCE = 3e-5

@@ -16,6 +16,7 @@ import sys
 
 from conftest import (
   REPO_ROOT,
+  RESUMED_RUN,
   SMALL_RUN_FLAGS,
   TRAIN_SCRIPT,
   assert_metrics_agree,
@@ -36,16 +37,7 @@ TOLERANCE = 1e-3  # relative; the issue's bound (measured: about 1e-7)
 # far below TOLERANCE (they grow with training: ~2e-3 on a kernel after 3000
 # steps). No dropout: replicas draw masks for their half-batches, which cannot
 # equal one device's masks for the whole batch.
-CROSS_RUN = (
-  "--deterministic",
-  "--train_steps=1000",
-  "--checkpoint_every=200",
-  "--eval_every=200",
-  "--steps_per_loop=20",
-  "--num_train=2000",
-  "--num_val=300",
-  "--num_test=300",
-)
+CROSS_RUN = RESUMED_RUN
 WORKER_TIMEOUT = 240  # seconds; a worker whose peer never comes waits forever otherwise
 
 
