@@ -63,20 +63,19 @@ def run_train(*args: str, timeout: float = 180, env: Mapping[str, str] | None = 
   return run_train_in_process(*args)
 
 
+def run_python(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+  """Runs `python ARGS` from the repository root, TensorFlow's C++ logs quiet; the finished process."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+  return subprocess.run(
+    [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
+
+
 def run_train_process(
   *args: str, timeout: float = 180, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess:
   """Runs `python scripts/train.py ARGS` (with `env` added to the environment) as a process."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-  return subprocess.run(
-    [sys.executable, TRAIN_SCRIPT, *args],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    check=False,
-  )
+  return run_python(TRAIN_SCRIPT, *args, timeout=timeout, env=env)
 
 
 def run_train_in_process(*args: str) -> subprocess.CompletedProcess:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 from absl import flags
-import pytest
 
 # All in one process: importing them must not define a flag twice.
+from conftest import REPO_ROOT, run_python
+import pytest
+
 from mtl_research.cli import ablate, benchmark, summarize
 from mtl_research.reports import aggregation
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_FLAGS = {
   ablate: (
     "sweep_dir",
@@ -114,16 +114,7 @@ def test_summarize_parses_its_flags_with_the_tables_metric_choices():
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(
-    [sys.executable, os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
-  )
+  return run_python(os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args, timeout=120)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from conftest import (
   assert_weights_agree,
   checkpoint_numbers,
   metrics_of,
+  run_python,
   run_train,
   start_train,
   wait_for_checkpoint,
@@ -184,16 +185,7 @@ print("SAME" if np.array_equal(masks[0].numpy(), masks[1].numpy()) else "DIFFERE
 
 
 def test_replicas_draw_different_dropout_masks():
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(
-    [sys.executable, "-c", DROPOUT_SCRIPT],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
-  )
+  proc = run_python("-c", DROPOUT_SCRIPT, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == "DIFFERENT"
 
@@ -226,16 +218,7 @@ except guard.NonFiniteError as error:
 
 
 def test_the_non_finite_guard_names_the_step_under_mirrored(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(
-    [sys.executable, "-c", NON_FINITE_SCRIPT, str(tmp_path / "run")],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=180,
-    check=False,
-  )
+  proc = run_python("-c", NON_FINITE_SCRIPT, str(tmp_path / "run"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   first, message = proc.stdout.strip().splitlines()[-1].split(" ", 1)
   assert message.startswith(f"non-finite loss at step {first} in task(s) price (nan)"), message

@@ -4,10 +4,8 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
-from conftest import run_train
+from conftest import run_python, run_train
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,15 +38,7 @@ def write_csv(path, rows, seed):
 
 
 def run_evaluate(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(
-    [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=180,
-    check=False,
-  )
+  return run_python(os.path.join(ROOT, "scripts", "evaluate.py"), *args)
 
 
 @pytest.fixture(name="trained", scope="module")

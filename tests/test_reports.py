@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, read_scalars
+from conftest import REPO_ROOT, read_scalars, run_python
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -507,16 +507,7 @@ def test_summarize_writes_every_file(tmp_path):
 
 
 def _summarize_cli(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(
-    [sys.executable, os.path.join(REPO_ROOT, "scripts", "summarize.py"), *args],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
-  )
+  return run_python(os.path.join(REPO_ROOT, "scripts", "summarize.py"), *args, timeout=120)
 
 
 def test_cli_missing_dir_is_one_line_without_traceback(tmp_path):

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 
+from conftest import REPO_ROOT, run_python
 import pytest
 
 from mtl_research.errors import UserError
 from mtl_research.sweep import plan, runner
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABLATE_SCRIPT = os.path.join(REPO_ROOT, "scripts", "ablate.py")
 TINY = (
   "--num_train=256",
@@ -64,10 +64,7 @@ def ablate_args(sweep_dir, *args):
 
 
 def ablate(sweep_dir, *args, timeout=150) -> subprocess.CompletedProcess:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(
-    ablate_args(sweep_dir, *args), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-  )
+  return run_python(*ablate_args(sweep_dir, *args)[1:], timeout=timeout)
 
 
 def runs_dir(sweep_dir):

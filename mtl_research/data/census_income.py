@@ -25,7 +25,7 @@ from mtl_research.data import csv_reader, table_source
 from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
-from mtl_research.params import ENUM, INT, STRING, Param
+from mtl_research.params import ENUM, STRING, Param
 
 COLUMNS = (
   "age",
@@ -85,13 +85,7 @@ PARAMS = (
     choices=("all", "never_married"),
   ),
   table_source.STANDARDIZE_TARGETS,
-  Param(
-    "embedding_threshold",
-    INT,
-    32,
-    "Categorical columns with more categories than this are embedded instead of one-hot encoded.",
-    lower=2,
-  ),
+  table_source.EMBEDDING_THRESHOLD,
 )
 
 

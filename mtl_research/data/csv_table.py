@@ -15,7 +15,7 @@ from mtl_research.data import csv_reader, table_source
 from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
-from mtl_research.params import INT, STRING, STRINGS, Param
+from mtl_research.params import STRING, STRINGS, Param
 
 PARAMS = table_source.PARAMS + (
   Param("csv_path", STRING, "", "CSV file (plain or .gz) for --dataset=csv; the first line names the columns."),
@@ -23,13 +23,7 @@ PARAMS = table_source.PARAMS + (
   Param("test_csv_path", STRING, "", "Test CSV (with --val_csv_path)."),
   Param("feature_columns", STRINGS, "", "Feature columns (default: every column that is not a target)."),
   Param("categorical_columns", STRINGS, "", "Columns to treat as categorical even if they look numeric."),
-  Param(
-    "embedding_threshold",
-    INT,
-    32,
-    "Categorical columns with more categories than this are embedded instead of one-hot encoded.",
-    lower=2,
-  ),
+  table_source.EMBEDDING_THRESHOLD,
 )
 
 

@@ -16,7 +16,7 @@ from mtl_research.data import preprocessing, tabular
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.data.csv_reader import Table
 from mtl_research.errors import UserError
-from mtl_research.params import BOOL, FLOATS, NAMED_CHOICES, Param
+from mtl_research.params import BOOL, FLOATS, INT, NAMED_CHOICES, Param
 
 TASKS = Param(
   "tasks",
@@ -30,6 +30,14 @@ SPLIT = Param(
 )
 STANDARDIZE_TARGETS = Param(
   "standardize_targets", BOOL, True, "Train on standardized regression targets (metrics stay in original units)."
+)
+# Read by the sources whose tables hold categorical columns (csv, census_income).
+EMBEDDING_THRESHOLD = Param(
+  "embedding_threshold",
+  INT,
+  32,
+  "Categorical columns with more categories than this are embedded instead of one-hot encoded.",
+  lower=2,
 )
 PARAMS = (TASKS, SPLIT, STANDARDIZE_TARGETS)
 
