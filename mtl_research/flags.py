@@ -70,7 +70,7 @@ flags.DEFINE_enum(
   "executor",
   _DEFAULTS.executor,
   config_lib.values(config_lib.Executor),
-  "TensorFlow executor of the train loop; auto: single-threaded on CPU-only machines.",
+  "TensorFlow executor of the graph loop (no effect under XLA); auto: single-threaded on CPU-only machines.",
 )
 flags.DEFINE_enum(
   "nan_policy",
