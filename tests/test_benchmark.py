@@ -37,12 +37,13 @@ def test_measure_reports_positive_rates_for_every_balancer_and_mode():
     f"{name}_{mode}_{what}" for name in names for mode in benchmark.MODES for what in ("steps_per_s", "compile_s")
   ]
   keys += [f"{name}_time_vs_fixed" for name in names if name != "fixed"]
-  keys += [f"{key}_{what}" for key, *_ in benchmark.VARIANTS for what in ("steps_per_s", "compile_s")]
+  keys += [f"{key}_{what}" for key in (v.key for v in benchmark.VARIANTS) for what in ("steps_per_s", "compile_s")]
   keys += [
     "adam_ours_vs_keras_xla",
     "adam_ours_vs_keras_graph",
     "executor_auto_vs_default_graph",
     "executor_single_vs_default_xla",
+    "dropout_philox_vs_auto_xla",
   ]
   keys += [f"{name}_{mode}_time_vs_fixed" for name in names if name != "fixed" for mode in benchmark.MODES]
   for key in keys:

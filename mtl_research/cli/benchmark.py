@@ -17,6 +17,8 @@ regression `price` + 3-class `kind`) and the same batch size:
               they still pay: Keras's own Adam instead of mtl_research/optim/adam.py (XLA
               and graph), TensorFlow's default executor for the graph loop (whose
               `auto` is single-threaded on a CPU) and the single-threaded one under XLA;
+              and the XLA loop with dropout, its masks drawn with the Philox algorithm
+              named (ours) and with TensorFlow's `auto_select` (the same bits);
   large       our loop in the default mode on a compute-bound configuration (batch 1024,
               trunk 1024,1024,1024, the two heads), its FLOP/s against a bare `tf.matmul`
               loop of the same total FLOPs per step (the faster of XLA and graph);
@@ -35,7 +37,9 @@ Prints a table, and as the last line of stdout one JSON object with the results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -60,6 +64,7 @@ from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
+from mtl_research.models import base  # noqa: E402
 from mtl_research.train import compilation  # noqa: E402
 from mtl_research.train import components as components_lib  # noqa: E402
 from mtl_research.train.train_loop import TrainLoop  # noqa: E402
@@ -187,6 +192,7 @@ def make_config(
   jit_compile: str = config_lib.JitMode.AUTO,
   hidden_units: Sequence[int] = HIDDEN_UNITS,
   executor: str = config_lib.Executor.AUTO,
+  dropout: float = 0.0,
 ) -> config_lib.Config:
   """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
@@ -194,7 +200,7 @@ def make_config(
     seed=seed,
     dataset=config_lib.ComponentConfig(DATASET, config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train))),
     model=config_lib.ComponentConfig(
-      ARCHITECTURE, config_lib.frozen_mapping(dict(MODEL_PARAMS, hidden_units=tuple(hidden_units)))
+      ARCHITECTURE, config_lib.frozen_mapping(dict(MODEL_PARAMS, hidden_units=tuple(hidden_units), dropout=dropout))
     ),
     balancer=balancer_params(balancer),
     optimizer=config_lib.OptimizerConfig(),
@@ -272,7 +278,13 @@ class LoopTimer:
   """Times calls of our compiled loop under one configuration, after compiling and a warm-up."""
 
   def __init__(
-    self, config: config_lib.Config, bundle, warmup_steps: int, steps: int, calls: int, keras_adam: bool = False
+    self,
+    config: config_lib.Config,
+    bundle,
+    warmup_steps: int,
+    steps: int,
+    calls: int,
+    keras_adam: bool = False,
   ):
     self.name = config.balancer.name
     self.parts = components_lib.build(config, bundle)
@@ -318,12 +330,37 @@ def with_keras_adam(loop: TrainLoop, learning_rate: float) -> TrainLoop:
   )
 
 
-# (timer key, XLA?, executor, Keras's Adam?): the fixed loop with one speedup undone.
+@contextlib.contextmanager
+def dropout_rng_alg(alg: str) -> Iterator[None]:
+  """Every Dropout layer traced in the block draws its masks with `alg`."""
+  saved = base.Dropout.rng_alg
+  base.Dropout.rng_alg = alg
+  try:
+    yield
+  finally:
+    base.Dropout.rng_alg = saved
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """The fixed loop with one hand-written speedup undone (or, for `dropout`, the setting it speeds up)."""
+
+  key: str
+  xla: bool
+  executor: str = config_lib.Executor.AUTO
+  keras_adam: bool = False  # Keras's Adam instead of mtl_research/optim/adam.py
+  dropout: float = 0.0
+  rng_alg: str = base.Dropout.rng_alg  # of every Dropout layer
+
+
+DROPOUT_RATE = 0.2
 VARIANTS = (
-  ("fixed_xla_keras_adam", True, "auto", True),
-  ("fixed_graph_keras_adam", False, "auto", True),
-  ("fixed_graph_default_executor", False, config_lib.Executor.DEFAULT, False),
-  ("fixed_xla_single_threaded", True, config_lib.Executor.SINGLE_THREADED, False),
+  Variant("fixed_xla_keras_adam", True, keras_adam=True),
+  Variant("fixed_graph_keras_adam", False, keras_adam=True),
+  Variant("fixed_graph_default_executor", False, executor=config_lib.Executor.DEFAULT),
+  Variant("fixed_xla_single_threaded", True, executor=config_lib.Executor.SINGLE_THREADED),
+  Variant("fixed_xla_dropout", True, dropout=DROPOUT_RATE),
+  Variant("fixed_xla_dropout_auto_rng", True, dropout=DROPOUT_RATE, rng_alg="auto_select"),
 )
 
 
@@ -481,7 +518,7 @@ def measure(
   other than fixed) and `<balancer>_<mode>_time_vs_fixed`, the variants
   (`<variant>_steps_per_s`, `<variant>_compile_s`) and their ratios
   `adam_ours_vs_keras_<mode>`, `executor_auto_vs_default_graph` and
-  `executor_single_vs_default_xla`, the large configuration's
+  `executor_single_vs_default_xla`, `dropout_philox_vs_auto_xla`, the large configuration's
   `flops_fraction_of_matmul` and its parts (`large_*`, `matmul_*`), the
   wall-time runs (`default_run_*`, `long_run_*`), the
   settings, and `samples` (every repetition's steps/s).
@@ -520,8 +557,8 @@ def measure(
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
       timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
 
-  for key, xla, executor, keras_adam in VARIANTS:
-    log(f"compiling the variant {key.replace('_', ' ')}…")
+  for variant in VARIANTS:
+    log(f"compiling the variant {variant.key.replace('_', ' ')}…")
     config = make_config(
       BASELINE,
       batch_size,
@@ -529,12 +566,14 @@ def measure(
       num_train,
       loop_total,
       max(loop_steps, warmup_steps),
-      config_lib.JitMode.ON if xla else config_lib.JitMode.OFF,
+      config_lib.JitMode.ON if variant.xla else config_lib.JitMode.OFF,
       hidden_units,
-      executor=executor,
+      executor=variant.executor,
+      dropout=variant.dropout,
     )
-    timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=keras_adam)
-    timers[key], compile_s[key] = timer.steps_per_s, timer.compile_s
+    with dropout_rng_alg(variant.rng_alg):  # the loop is traced (and compiled) here, once
+      timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=variant.keras_adam)
+    timers[variant.key], compile_s[variant.key] = timer.steps_per_s, timer.compile_s
 
   samples: dict[str, list[float]] = {key: [] for key in timers}
   for r in range(repeats):
@@ -555,6 +594,7 @@ def measure(
   result["adam_ours_vs_keras_graph"] = rate[f"{BASELINE}_graph"] / rate["fixed_graph_keras_adam"]
   result["executor_auto_vs_default_graph"] = rate[f"{BASELINE}_graph"] / rate["fixed_graph_default_executor"]
   result["executor_single_vs_default_xla"] = rate["fixed_xla_single_threaded"] / rate[f"{BASELINE}_xla"]
+  result["dropout_philox_vs_auto_xla"] = rate["fixed_xla_dropout"] / rate["fixed_xla_dropout_auto_rng"]
   for name in names:
     if name == BASELINE:
       continue
@@ -600,7 +640,7 @@ def format_table(result: dict) -> str:
   ]
   rows += [
     (f"variant: {key.replace('_', ' ')}", result[f"{key}_steps_per_s"], result[f"{key}_compile_s"])
-    for key, *_ in VARIANTS
+    for key in (variant.key for variant in VARIANTS)
   ]
   width = max(len(label) for label, _, _ in rows)
   lines = [
@@ -621,7 +661,8 @@ def format_table(result: dict) -> str:
     f"hand-written speedups: our Adam vs Keras's {result['adam_ours_vs_keras_xla']:.2f}x (XLA), "
     f"{result['adam_ours_vs_keras_graph']:.2f}x (graph); single-threaded vs default executor "
     f"{result['executor_auto_vs_default_graph']:.2f}x (graph), "
-    f"{result['executor_single_vs_default_xla']:.2f}x (XLA)"
+    f"{result['executor_single_vs_default_xla']:.2f}x (XLA); dropout {DROPOUT_RATE} with Philox named vs "
+    f"auto_select {result['dropout_philox_vs_auto_xla']:.2f}x (XLA)"
   )
   if "flops_fraction_of_matmul" in result:
     lines.append(
