@@ -9,6 +9,7 @@ import glob
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,21 +47,78 @@ SMALL_RUN_FLAGS = (
 )
 
 
-# A run with one of these needs a process of its own: they configure TensorFlow before it
-# starts (threads, logical devices, collectives). (--deterministic turns op determinism on for
-# the rest of the process; CPU kernels are deterministic anyway, so later runs are unaffected.)
-FRESH_PROCESS_FLAGS = ("--intra_op_threads", "--inter_op_threads", "--strategy", "--cpu_replicas")
+# Logical CPU devices of every test process, configured before TensorFlow starts (below), so
+# that `--strategy=mirrored --cpu_replicas=2` runs in-process: the trainer accepts devices
+# already split as it asks. A run's results do not depend on the split (ops run on /cpu:0
+# unless a strategy places them); test_cli.py's default run checks its bits.
+TEST_CPU_REPLICAS = 2
+tf.config.set_logical_device_configuration(
+  tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * TEST_CPU_REPLICAS
+)
+
+
+def needs_fresh_process(args: Sequence[str]) -> bool:
+  """Whether a train command must run in a process of its own.
+
+  Thread counts are fixed when TensorFlow starts, another number of logical
+  CPUs too, and a multi-worker strategy configures collectives for the rest of
+  the process. (--deterministic turns op determinism on for the rest of the
+  process; CPU kernels are deterministic anyway, so later runs are unaffected.)
+  """
+  for arg in args:
+    name, _, value = arg.partition("=")
+    if name in ("--intra_op_threads", "--inter_op_threads"):
+      return True
+    if name == "--strategy" and value not in ("default", "mirrored"):
+      return True
+    if name == "--cpu_replicas" and value not in ("0", str(TEST_CPU_REPLICAS)):
+      return True
+  return False
 
 
 def run_train(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
   """Runs `python scripts/train.py ARGS`; the finished process (or its in-process equivalent).
 
   Runs in this process (no TensorFlow start-up: seconds saved per run) unless
-  the command needs a fresh one (`env`, or a flag of FRESH_PROCESS_FLAGS).
+  the command needs a fresh one (`env`, or `needs_fresh_process`).
   """
-  if env or any(arg.split("=", 1)[0] in FRESH_PROCESS_FLAGS for arg in args):
+  if env or needs_fresh_process(args):
     return run_train_process(*args, timeout=timeout, env=env)
-  return run_train_in_process(*args)
+  from mtl_research.cli import train as train_cli  # pylint: disable=g-import-not-at-top
+
+  return run_cli_in_process(train_cli, TRAIN_SCRIPT, *args)
+
+
+def run_train_stopped(*args: str) -> subprocess.CompletedProcess:
+  """`run_train(ARGS)` in this process, as if SIGTERM arrived just after the first periodic checkpoint.
+
+  The trainer stops at the end of the next loop with a checkpoint and exits 0,
+  as a process sent SIGTERM at that moment does; the run can then be resumed in
+  another mode or strategy. (The signal itself, delivered to a real process,
+  is test_reliability.py's.)
+  """
+  assert not needs_fresh_process(args), args
+  from mtl_research.train import checkpoints, interrupt  # pylint: disable=g-import-not-at-top
+
+  enter, save = interrupt.StopRequest.__enter__, checkpoints.Checkpoints.save
+  requests = []
+
+  def enter_recorded(self):
+    requests.append(enter(self))
+    return requests[-1]
+
+  def save_then_signal(self, step: int) -> str:
+    path = save(self, step)
+    if step > 0 and requests:
+      requests[-1].signal = signal.SIGTERM
+    return path
+
+  interrupt.StopRequest.__enter__ = enter_recorded
+  checkpoints.Checkpoints.save = save_then_signal
+  try:
+    return run_train(*args)
+  finally:
+    interrupt.StopRequest.__enter__, checkpoints.Checkpoints.save = enter, save
 
 
 def run_python(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -78,24 +136,29 @@ def run_train_process(
   return run_python(TRAIN_SCRIPT, *args, timeout=timeout, env=env)
 
 
-def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
-  """`mtl-train ARGS` called in this process, as its console script would run it.
+def run_cli_in_process(module, script: str, *args: str) -> subprocess.CompletedProcess:
+  """`python SCRIPT ARGS` for the entry point `module` (mtl_research.cli.*), called in this process.
 
-  Returns what the process would have: the exit status (a SystemExit's, 1 and
-  the traceback on stderr for any other exception), stdout and stderr. The
-  global flags are reset afterwards.
+  As its console script would run it: the module's own flags defined (its
+  `define_flags`, if it has one), the command line parsed, `module.main`
+  called. Returns what the process would have: the exit status (a
+  SystemExit's, 1 and the traceback on stderr for any other exception),
+  stdout and stderr. Afterwards the global flags are reset and the module's
+  own flags removed again, so that the next command starts as a fresh process.
   """
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
 
   from mtl_research.cli import common  # pylint: disable=g-import-not-at-top
-  from mtl_research.cli import train as train_cli  # pylint: disable=g-import-not-at-top
 
-  argv = [TRAIN_SCRIPT, *args]
+  defined_before = set(absl_flags.FLAGS)
+  if hasattr(module, "define_flags"):
+    module.define_flags()
+  argv = [script, *args]
   out, err = io.StringIO(), io.StringIO()
   code = 0
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
-      train_cli.main(common.parse_flags(argv))
+      module.main(common.parse_flags(argv))
     except SystemExit as stop:
       if isinstance(stop.code, str):  # what the interpreter does with sys.exit("message")
         print(stop.code, file=sys.stderr)
@@ -107,6 +170,8 @@ def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
       code = 1
     finally:
       absl_flags.FLAGS.unparse_flags()
+      for name in set(absl_flags.FLAGS) - defined_before:
+        delattr(absl_flags.FLAGS, name)
   return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
@@ -321,6 +386,31 @@ def assert_weights_agree(got_path: str, want_path: str, tolerance: float) -> flo
     assert error <= tolerance, (name, error)
     worst = max(worst, error)
   return worst
+
+
+# --- how pytest-xdist shares the tests out ----------------------------------------------------
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+  """A module's tests that use its module-scoped fixtures form one xdist group (one worker).
+
+  A module-scoped fixture is built once per worker that runs a test using it:
+  the group keeps it to one build (a trained run, a sweep). Marked as each test
+  is collected, before xdist reads the groups (`--dist loadgroup`).
+  """
+  # pytest has no public accessor of the fixtures a test uses with their scopes.
+  definitions = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
+  shared = any(name in definitions and definitions[name][-1].scope == "module" for name in item.fixturenames)
+  if shared and not item.get_closest_marker("xdist_group"):
+    item.add_marker(pytest.mark.xdist_group(item.module.__name__))  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Slow tests and groups first, so that no worker starts a long test while the others have finished.
+
+  The sort is stable: the order within a module is kept.
+  """
+  items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
 
 
 # The helpers as fixtures. Session scope, so module-scoped fixtures can use them.

@@ -10,6 +10,7 @@ from mtl_research.cli import benchmark
 from mtl_research.errors import UserError
 
 
+@pytest.mark.slow
 def test_measure_reports_positive_rates_for_every_balancer_and_mode():
   result = benchmark.measure(
     repeats=1,

@@ -117,6 +117,7 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
   return run_python(os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "name, args, message",
   [

@@ -6,7 +6,6 @@ import collections
 import glob
 import os
 import re
-import signal
 
 from conftest import (
   RESUMED_RUN,
@@ -18,8 +17,7 @@ from conftest import (
   make_bundle,
   metrics_of,
   run_train,
-  start_train,
-  wait_for_checkpoint,
+  run_train_stopped,
 )
 import numpy as np
 import pytest
@@ -231,11 +229,8 @@ def fixture_uninterrupted_xla(tmp_path_factory) -> str:
 def test_a_checkpoint_resumes_in_the_other_mode(tmp_path, uninterrupted_xla, first, then):
   path = str(tmp_path / "run")
   base = (f"--run_dir={path}", *CROSS_RUN)
-  proc = start_train(*base, f"--jit_compile={first}")
-  wait_for_checkpoint(proc, path)
-  proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 0 and "SIGTERM: stopped at step" in stderr, stderr[-3000:]
+  proc = run_train_stopped(*base, f"--jit_compile={first}")
+  assert proc.returncode == 0 and "SIGTERM: stopped at step" in proc.stderr, proc.stderr[-3000:]
   assert 0 < max(checkpoint_numbers(path)) < 1000
   resumed = run_train(*base, f"--jit_compile={then}")
   assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -1,15 +1,15 @@
 """tf.distribute: mirrored replicas and two loopback workers agree with one device; checkpoints
 cross strategies.
 
-Every run here is a subprocess: logical CPU devices and collectives can only
-be configured before TensorFlow starts, which in the pytest process it has.
+Mirrored runs train in the test process, whose CPU conftest.py split into
+TEST_CPU_REPLICAS logical devices before TensorFlow started. Loopback workers
+are processes of their own: collectives are configured at start-up.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,18 +18,28 @@ from conftest import (
   REPO_ROOT,
   RESUMED_RUN,
   SMALL_RUN_FLAGS,
+  TEST_CPU_REPLICAS,
   TRAIN_SCRIPT,
   assert_metrics_agree,
   assert_refused,
   assert_weights_agree,
+  build_config,
   checkpoint_numbers,
+  make_bundle,
   metrics_of,
-  run_python,
   run_train,
-  start_train,
-  wait_for_checkpoint,
+  run_train_stopped,
 )
+import numpy as np
 import pytest
+import tensorflow as tf
+
+from mtl_research import tasks
+from mtl_research.data.pipeline import TrainOrder
+from mtl_research.errors import UserError
+from mtl_research.models.base import Dropout
+from mtl_research.train import components, distribution, guard, loop
+from mtl_research.train.run_dir import RunDir
 
 MIRRORED = ("--strategy=mirrored", "--cpu_replicas=2")
 RUN = (*SMALL_RUN_FLAGS, "--deterministic", "--train_steps=100", "--eval_every=50", "--checkpoint_every=50")
@@ -139,11 +149,8 @@ def fixture_uninterrupted_long(tmp_path_factory) -> str:
 def test_a_checkpoint_resumes_under_another_strategy(tmp_path, uninterrupted_long, first, then):
   path = str(tmp_path / "run")
   base = (f"--run_dir={path}", "--balancer=gradnorm", *CROSS_RUN)
-  proc = start_train(*base, *first)
-  wait_for_checkpoint(proc, path)
-  proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 0 and "SIGTERM: stopped at step" in stderr, stderr[-3000:]
+  proc = run_train_stopped(*base, *first)
+  assert proc.returncode == 0 and "SIGTERM: stopped at step" in proc.stderr, proc.stderr[-3000:]
   assert 0 < max(checkpoint_numbers(path)) < 1000
   assert not os.path.exists(os.path.join(path, "metrics.json"))
   resumed = run_train(*base, *then)
@@ -170,56 +177,37 @@ def test_impossible_distribution_settings_are_refused(tmp_path, flags, culprit):
   assert_refused(proc, path, culprit)
 
 
-DROPOUT_SCRIPT = """
-from mtl_research.train import distribution
-strategy = distribution.create("mirrored", 2)
-import numpy as np, tensorflow as tf
-from mtl_research.models.base import Dropout
-with strategy.scope():
-  layer = Dropout(0.5)
-  layer.build((4, 64))
-masks = strategy.experimental_local_results(
-    strategy.run(tf.function(lambda: layer(tf.ones([4, 64]), training=True))))
-print("SAME" if np.array_equal(masks[0].numpy(), masks[1].numpy()) else "DIFFERENT")
-"""
+def test_the_trainer_takes_cpus_already_split_as_asked_and_refuses_another_count():
+  assert distribution.replicas(distribution.create("mirrored", TEST_CPU_REPLICAS)) == TEST_CPU_REPLICAS
+  with pytest.raises(UserError, match=r"--cpu_replicas=3 must be configured before TensorFlow starts.* 2 logical"):
+    distribution.create("mirrored", 3)
 
 
 def test_replicas_draw_different_dropout_masks():
-  proc = run_python("-c", DROPOUT_SCRIPT, timeout=120)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip().splitlines()[-1] == "DIFFERENT"
-
-
-NON_FINITE_SCRIPT = """
-import os, sys
-sys.path.insert(0, "tests")
-from mtl_research.train import distribution
-strategy = distribution.create("mirrored", 2)
-import numpy as np
-from conftest import build_config, make_bundle
-from mtl_research import tasks
-from mtl_research.data.pipeline import TrainOrder
-from mtl_research.train import components, guard, loop
-from mtl_research.train.run_dir import RunDir
-specs = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
-bundle = make_bundle(specs, num_train=256)
-bundle.train.labels["price"][5] = np.nan
-config = build_config(sys.argv[1], balancer="gradnorm", loop={"train_steps": 60, "steps_per_loop": 20,
-                      "checkpoint_every": 20, "eval_every": 0})
-os.makedirs(config.run_dir)
-parts = components.build(config, bundle, strategy)
-first = next(i + 1 for i, b in enumerate(TrainOrder(256, 32, 0).batches(0, 100)) if 5 in b)
-try:
-  loop.Trainer(config, bundle, parts, RunDir(config.run_dir), log=lambda line: None).run()
-  print("NO ERROR")
-except guard.NonFiniteError as error:
-  print(first, error)
-"""
+  strategy = distribution.create("mirrored", 2)
+  with strategy.scope():
+    layer = Dropout(0.5)
+    layer.build((4, 64))
+  masks = strategy.experimental_local_results(strategy.run(tf.function(lambda: layer(tf.ones([4, 64]), training=True))))
+  assert not np.array_equal(masks[0].numpy(), masks[1].numpy())
+  assert all(0.2 < np.mean(mask.numpy() == 0) < 0.8 for mask in masks)  # both replicas dropped units
 
 
 def test_the_non_finite_guard_names_the_step_under_mirrored(tmp_path):
-  proc = run_python("-c", NON_FINITE_SCRIPT, str(tmp_path / "run"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  first, message = proc.stdout.strip().splitlines()[-1].split(" ", 1)
+  strategy = distribution.create("mirrored", 2)
+  specs = (tasks.TaskSpec("price", tasks.REGRESSION), tasks.TaskSpec("kind", tasks.CLASSIFICATION, 3))
+  bundle = make_bundle(specs, num_train=256)
+  bundle.train.labels["price"][5] = np.nan
+  config = build_config(
+    str(tmp_path / "run"),
+    balancer="gradnorm",
+    loop={"train_steps": 60, "steps_per_loop": 20, "checkpoint_every": 20, "eval_every": 0},
+  )
+  os.makedirs(config.run_dir)
+  parts = components.build(config, bundle, strategy)
+  first = next(i + 1 for i, b in enumerate(TrainOrder(256, 32, 0).batches(0, 100)) if 5 in b)
+  with pytest.raises(guard.NonFiniteError) as raised:
+    loop.Trainer(config, bundle, parts, RunDir(config.run_dir), log=lambda line: None).run()
+  message = str(raised.value)
   assert message.startswith(f"non-finite loss at step {first} in task(s) price (nan)"), message
   assert "skip_batch" not in message  # not offered under a strategy

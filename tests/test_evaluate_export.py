@@ -5,12 +5,13 @@ import json
 import os
 import shutil
 
-from conftest import run_python, run_train
+from conftest import run_cli_in_process, run_train
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
+from mtl_research.cli import evaluate as evaluate_cli
 from mtl_research.errors import UserError
 from mtl_research.features import FeatureSpec
 from mtl_research.models import ARCHITECTURES
@@ -38,7 +39,8 @@ def write_csv(path, rows, seed):
 
 
 def run_evaluate(*args):
-  return run_python(os.path.join(ROOT, "scripts", "evaluate.py"), *args)
+  """`python scripts/evaluate.py ARGS`, in this process."""
+  return run_cli_in_process(evaluate_cli, os.path.join(ROOT, "scripts", "evaluate.py"), *args)
 
 
 @pytest.fixture(name="trained", scope="module")

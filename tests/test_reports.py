@@ -17,12 +17,13 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, read_scalars, run_python
+from conftest import REPO_ROOT, read_scalars, run_cli_in_process, run_python
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mtl_research import metrics
+from mtl_research.cli import summarize as summarize_cli
 from mtl_research.errors import UserError
 from mtl_research.reports import (
   aggregation,
@@ -519,7 +520,8 @@ def test_cli_missing_dir_is_one_line_without_traceback(tmp_path):
 
 def test_cli_prints_the_table_and_the_files(tmp_path):
   sweep_dir = make_sweep(str(tmp_path))
-  done = _summarize_cli(f"--sweep_dir={sweep_dir}", "--regression_metric=mse", "--noplots")
+  script = os.path.join(REPO_ROOT, "scripts", "summarize.py")
+  done = run_cli_in_process(summarize_cli, script, f"--sweep_dir={sweep_dir}", "--regression_metric=mse", "--noplots")
   assert done.returncode == 0, done.stderr
   assert "| method | kind accuracy ↑ | price mse ↓ | Δm% ↑ | seeds |" in done.stdout
   assert f"Results: {os.path.join(sweep_dir, 'results.md')}" in done.stdout

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, run_cli_in_process
 import pytest
 
+from mtl_research.cli import ablate as ablate_cli
 from mtl_research.errors import UserError
 from mtl_research.sweep import plan, runner
 
 ABLATE_SCRIPT = os.path.join(REPO_ROOT, "scripts", "ablate.py")
+# The graph loop: it compiles in a quarter of XLA's time, and a sweep's runs are short.
 TINY = (
+  "--jit_compile=off",
   "--num_train=256",
   "--num_val=64",
   "--num_test=64",
@@ -63,8 +66,9 @@ def ablate_args(sweep_dir, *args):
   return [sys.executable, ABLATE_SCRIPT, f"--sweep_dir={sweep_dir}", *args]
 
 
-def ablate(sweep_dir, *args, timeout=150) -> subprocess.CompletedProcess:
-  return run_python(*ablate_args(sweep_dir, *args)[1:], timeout=timeout)
+def ablate(sweep_dir, *args) -> subprocess.CompletedProcess:
+  """`python scripts/ablate.py --sweep_dir=SWEEP_DIR ARGS`, in this process (its runs are processes)."""
+  return run_cli_in_process(ablate_cli, ABLATE_SCRIPT, f"--sweep_dir={sweep_dir}", *args)
 
 
 def runs_dir(sweep_dir):
@@ -287,7 +291,6 @@ def test_rerun_trains_nothing(reference):
 
 
 def test_bad_input_stops_before_writing(reference, tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   fresh = str(tmp_path / "never")
   cases = [
     (fresh, ("--balancers=fixed,nosuch",), "--balancers: 'nosuch' is not a balancer"),
@@ -301,16 +304,10 @@ def test_bad_input_stops_before_writing(reference, tmp_path):
   # As if another invocation were running the reference sweep.
   with open(os.path.join(reference[0], ".lock"), "a", encoding="utf-8") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    procs = [
-      subprocess.Popen(
-        ablate_args(path, *args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-      )
-      for path, args, _ in cases
-    ]
-    for proc, (_, args, message) in zip(procs, cases):
-      _, stderr = proc.communicate(timeout=120)
-      assert proc.returncode == 1, (args, stderr[-2000:])
-      assert message in stderr.strip().splitlines()[-1], (args, stderr[-2000:])
+    for path, args, message in cases:
+      proc = ablate(path, *args)
+      assert proc.returncode == 1, (args, proc.stderr[-2000:])
+      assert message in proc.stderr.strip().splitlines()[-1], (args, proc.stderr[-2000:])
   assert not os.path.exists(fresh)
 
 
@@ -325,13 +322,18 @@ def wait_for(predicate, process, timeout=120.0, interval=0.02):
   return False
 
 
+# Half the reference sweep (its seed 0), so that the reference's metrics serve here too.
+KILLED_SWEEP = ("--balancers=fixed,uncertainty", "--seeds=0", "--with_single_task", "--parallel=2", *TINY)
+KILLED_RUN_NAMES = sorted(name for name in RUN_NAMES if name.endswith("__seed0"))
+
+
 def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   # Its own process group, so that SIGKILL takes the runner and its training processes down
   # at once, like a machine that dies.
   process = subprocess.Popen(
-    ablate_args(sweep_dir, *SWEEP),
+    ablate_args(sweep_dir, *KILLED_SWEEP),
     cwd=REPO_ROOT,
     env=env,
     stdout=subprocess.DEVNULL,
@@ -361,13 +363,14 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
     process.wait()
   assert caught, "the sweep ended before a run was caught half-way"
   done_before = finished(sweep_dir)
-  assert len(done_before) >= 1 and len(done_before) < len(RUN_NAMES)
+  assert len(done_before) >= 1 and len(done_before) < len(KILLED_RUN_NAMES)
   assert partial and not set(partial) & set(done_before)
   before = mtimes(sweep_dir, done_before)
 
-  proc = ablate(sweep_dir, *SWEEP)
+  proc = ablate(sweep_dir, *KILLED_SWEEP)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"8 runs, {len(done_before)} already finished (skipped), {8 - len(done_before)} to train" in proc.stderr
+  total, done = len(KILLED_RUN_NAMES), len(done_before)
+  assert f"{total} runs, {done} already finished (skipped), {total - done} to train" in proc.stderr
   for name in done_before:
     assert f"start {name}\n" not in proc.stderr
   assert mtimes(sweep_dir, done_before) == before
@@ -375,17 +378,18 @@ def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
     with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
       log = handle.read()
     assert log.count("==== ") == 2 and "Resumed from " in log, log[-2000:]
-  assert finished(sweep_dir) == RUN_NAMES
+  assert finished(sweep_dir) == KILLED_RUN_NAMES
   # The resumed runs continue from their checkpoint exactly: the input is a pure function of
   # the step, the model, optimizer slots and balancer state are checkpointed, and each run uses
   # the same thread counts. Measured bit-identical on CPU; the tolerance only absorbs printing.
-  for name in RUN_NAMES:
+  for name in KILLED_RUN_NAMES:
     assert os.path.isfile(os.path.join(runs_dir(sweep_dir), name, "run.json"))
     assert_same_metrics(
       read_json(runs_dir(sweep_dir), name, "metrics.json"), read_json(runs_dir(reference[0]), name, "metrics.json")
     )
 
 
+@pytest.mark.slow
 def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   args = ("--balancers=fixed,uncertainty", "--seeds=0", "--parallel=2", *TINY)
@@ -431,6 +435,7 @@ def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
   assert finished(sweep_dir) == ["fixed__seed0", "uncertainty__seed0"]
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_retried(tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   # A value every flag parser accepts but training refuses: the run fails in its own process.

@@ -41,9 +41,26 @@ from mtl_research.train import run_dir as run_dir_lib
 from mtl_research.train.evaluate import Evaluator
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.")
-flags.DEFINE_string("export_dir", None, "Write a SavedModel serving raw feature columns into this new directory.")
-flags.DEFINE_string("metrics_out", None, "Metrics file (default <run_dir>/evaluations/<csv name>.json).")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines this command's own flags in `flag_values`; run() calls it when the program starts.
+
+  Not on import, like every entry point's own flags: a process that imports
+  several entry points (a test session) holds only the flags of the one it runs.
+  """
+  flags.DEFINE_string(
+    "predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "export_dir",
+    None,
+    "Write a SavedModel serving raw feature columns into this new directory.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "metrics_out", None, "Metrics file (default <run_dir>/evaluations/<csv name>.json).", flag_values=flag_values
+  )
 
 
 def _warn(line: str) -> None:
@@ -188,6 +205,7 @@ main = entry_point(run_evaluate)
 
 def run() -> None:
   """Console-script entry point."""
+  define_flags()
   app.run(main, flags_parser=parse_flags)
 
 

@@ -26,15 +26,33 @@ COLLECTIVE_TIMEOUT_SECONDS = 300.0
 
 
 def _split_cpu(replicas: int) -> list[str]:
+  """The CPU as `replicas` logical devices: split now, or already split so by whoever started TensorFlow."""
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
   except RuntimeError:
-    raise UserError(
-      "--cpu_replicas must be configured before TensorFlow starts; "
-      "it works from the command line, not in a process that already ran TensorFlow."
-    ) from None
+    # TensorFlow has started; its split is fixed. A process that split the CPU as asked before
+    # starting it (a notebook, a test session) can still train here.
+    existing = len(tf.config.list_logical_devices("CPU"))
+    if existing != replicas:
+      raise UserError(
+        f"--cpu_replicas={replicas} must be configured before TensorFlow starts, and this process "
+        f"already runs it with {existing} logical CPU(s); run the command in a fresh process."
+      ) from None
   return [f"/cpu:{i}" for i in range(replicas)]
+
+
+# One MirroredStrategy per set of devices and process. Each new strategy numbers its collective
+# groups and instances from the start again, and TensorFlow resolves them process-wide, so a second
+# run in the same process (a notebook, a test session) would meet the first one's collectives
+# ("Shape mismatch in the collective instance").
+_MIRRORED: dict[tuple[str, ...] | None, tf.distribute.MirroredStrategy] = {}
+
+
+def _mirrored(devices: tuple[str, ...] | None) -> tf.distribute.MirroredStrategy:
+  if devices not in _MIRRORED:
+    _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=None if devices is None else list(devices))
+  return _MIRRORED[devices]
 
 
 def _check_tf_config() -> None:
@@ -62,10 +80,10 @@ def create(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy | None:
     return None  # one device: the step runs without tf.distribute machinery
   if name == StrategyName.MIRRORED:
     if cpu_replicas:
-      return tf.distribute.MirroredStrategy(devices=_split_cpu(cpu_replicas))
+      return _mirrored(tuple(_split_cpu(cpu_replicas)))
     # Every GPU; on a machine without one, the CPU as a single replica.
     gpus = tf.config.list_physical_devices("GPU")
-    return tf.distribute.MirroredStrategy(devices=None if gpus else ["/cpu:0"])
+    return _mirrored(None if gpus else ("/cpu:0",))
   if name == StrategyName.MULTI_WORKER:
     _check_tf_config()
     if cpu_replicas:
