@@ -9,6 +9,7 @@ import glob
 import io
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -141,24 +142,47 @@ def run_cli_in_process(module, script: str, *args: str) -> subprocess.CompletedP
 
   As its console script would run it: the module's own flags defined (its
   `define_flags`, if it has one), the command line parsed, `module.main`
-  called. Returns what the process would have: the exit status (a
-  SystemExit's, 1 and the traceback on stderr for any other exception),
-  stdout and stderr. Afterwards the global flags are reset and the module's
-  own flags removed again, so that the next command starts as a fresh process.
+  called. See `run_script_in_process` for what comes back.
   """
-  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-
   from mtl_research.cli import common  # pylint: disable=g-import-not-at-top
 
+  def call(argv: list[str]) -> None:
+    if hasattr(module, "define_flags"):
+      module.define_flags()
+    module.main(common.parse_flags(argv))
+
+  return _in_process(call, [script, *args])
+
+
+def run_script_in_process(script: str, *args: str) -> subprocess.CompletedProcess:
+  """`python SCRIPT ARGS`, the script itself run as `__main__` in this process.
+
+  Returns what the process would have: the exit status (a SystemExit's, 1 and
+  the traceback on stderr for any other exception), stdout and stderr.
+  Afterwards the global flags are reset and the flags the command defined
+  removed again, so that the next command starts as in a fresh process.
+  """
+
+  def call(argv: list[str]) -> None:
+    saved = sys.argv
+    sys.argv = argv
+    try:
+      runpy.run_path(script, run_name="__main__")
+    finally:
+      sys.argv = saved
+
+  return _in_process(call, [script, *args])
+
+
+def _in_process(call: Callable[[list[str]], None], argv: list[str]) -> subprocess.CompletedProcess:
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+
   defined_before = set(absl_flags.FLAGS)
-  if hasattr(module, "define_flags"):
-    module.define_flags()
-  argv = [script, *args]
   out, err = io.StringIO(), io.StringIO()
   code = 0
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
-      module.main(common.parse_flags(argv))
+      call(argv)
     except SystemExit as stop:
       if isinstance(stop.code, str):  # what the interpreter does with sys.exit("message")
         print(stop.code, file=sys.stderr)
@@ -405,12 +429,29 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.xdist_group(item.module.__name__))  # type: ignore[attr-defined]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  """Slow tests and groups first, so that no worker starts a long test while the others have finished.
+def _group(item: pytest.Item) -> str | None:
+  mark = item.get_closest_marker("xdist_group")
+  return str(mark.args[0]) if mark is not None else None
 
-  The sort is stable: the order within a module is kept.
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """The longest work first, so that no worker starts a long test while the others have finished.
+
+  First the groups holding a slow test (xdist hands a group out when it meets
+  its first test: setup.cfg turns off its reordering by group size), then slow
+  tests, then the other groups, then the rest. The sort is stable: the order
+  within a module is kept.
   """
-  items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
+  slow_groups = {_group(item) for item in items if item.get_closest_marker("slow")} - {None}
+
+  def rank(item: pytest.Item) -> int:
+    if _group(item) in slow_groups:
+      return 0
+    if item.get_closest_marker("slow"):
+      return 1
+    return 2 if _group(item) else 3
+
+  items.sort(key=rank)
 
 
 # The helpers as fixtures. Session scope, so module-scoped fixtures can use them.

@@ -3,7 +3,7 @@
 mtl-ablate and mtl-benchmark both have a --balancers: defined on import, the two
 modules could not share a process (absl's DuplicateFlagError). Each CLI's
 flags are parsed here in a FlagValues of their own, and by the scripts
-themselves in fresh processes.
+themselves, run as `__main__`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import subprocess
 from absl import flags
 
 # All in one process: importing them must not define a flag twice.
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, run_script_in_process
 import pytest
 
-from mtl_research.cli import ablate, benchmark, summarize
+from mtl_research.cli import ablate, benchmark, evaluate, summarize
 from mtl_research.reports import aggregation
 
 OWN_FLAGS = {
@@ -46,6 +46,7 @@ OWN_FLAGS = {
     "wall_long_steps",
   ),
   summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots"),
+  evaluate: ("predictions_out", "export_dir", "metrics_out"),
 }
 
 
@@ -114,10 +115,10 @@ def test_summarize_parses_its_flags_with_the_tables_metric_choices():
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-  return run_python(os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args, timeout=120)
+  """`python scripts/NAME.py ARGS`: the script itself, as `__main__`, in this process."""
+  return run_script_in_process(os.path.join(REPO_ROOT, "scripts", f"{name}.py"), *args)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
   "name, args, message",
   [

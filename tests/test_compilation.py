@@ -115,6 +115,7 @@ class TestFallback:
 # --- one XLA program per run, counted in XLA's own dump -------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_with_loops_of_many_lengths_compiles_one_program(tmp_path):
   """Loops of 30, 20 and 10 steps (cut by summaries, evaluations, checkpoints, the end),
   some with diagnostics: one trace and one XLA compilation of the train loop."""
@@ -197,6 +198,7 @@ def test_xla_and_the_graph_loop_agree_to_rounding(balancer):
       assert abs(got[task][name] - value) <= bound, (task, name, got[task][name], value)
 
 
+@pytest.mark.slow
 def test_loop_boundaries_do_not_change_a_bit_under_xla():
   """Every step runs the same compiled loop body: a run cut into other loops (and
   another --steps_per_loop) computes the same bits, so a shorter run is a prefix of a longer one."""

@@ -122,6 +122,7 @@ def run_workers(args: list[str], count: int = 2) -> list[tuple[int, str]]:
   return results
 
 
+@pytest.mark.slow
 def test_two_loopback_workers_match_one_device(tmp_path, single):
   path = str(tmp_path / "run")
   results = run_workers([f"--run_dir={path}", "--balancer=gradnorm", *RUN])

@@ -85,6 +85,7 @@ class TestDeterminism:
     assert read_bytes(str(tmp_path / "0" / "metrics.json")) != read_bytes(str(tmp_path / "1" / "metrics.json"))
 
 
+@pytest.mark.slow
 class TestInterruption:
   @pytest.mark.parametrize("jit", ["auto", "off"])
   def test_sigkill_then_rerun_is_identical(self, tmp_path, uninterrupted, jit):

@@ -327,6 +327,7 @@ KILLED_SWEEP = ("--balancers=fixed,uncertainty", "--seeds=0", "--with_single_tas
 KILLED_RUN_NAMES = sorted(name for name in RUN_NAMES if name.endswith("__seed0"))
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_only_missing_runs(reference, tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
