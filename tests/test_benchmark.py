@@ -4,14 +4,27 @@ import json
 import math
 
 import pytest
+from tensorflow.python.framework import config as tf_config  # the determinism switch's off side
 
 from mtl_research.balancers import BALANCERS
 from mtl_research.cli import benchmark
 from mtl_research.errors import UserError
 
 
+@pytest.fixture(name="without_op_determinism")
+def fixture_without_op_determinism():
+  """Op determinism off for the test: an earlier --deterministic run in this process turned it on,
+  and under it Keras refuses the tuned fit's jit_compile=True (measuring it without XLA)."""
+  was_on = tf_config.is_op_determinism_enabled()
+  tf_config.disable_op_determinism()
+  yield
+  if was_on:
+    tf_config.enable_op_determinism()
+
+
 @pytest.mark.slow
-def test_measure_reports_positive_rates_for_every_balancer_and_mode():
+@pytest.mark.filterwarnings("error:Model doesn't support `jit_compile=True`")
+def test_measure_reports_positive_rates_for_every_balancer_and_mode(without_op_determinism):
   result = benchmark.measure(
     repeats=1,
     fit_epochs=1,
