@@ -3,7 +3,11 @@
 The serving signature `serve` takes one 1-D tensor per feature column of the
 training table (numbers as float32 with NaN for missing, categories as
 strings) and returns, per task, `<task>` (regression value in original units,
-or the predicted class name) and, for classification, `<task>_probabilities`.
+or the predicted class name) and, for classification, `<task>_probabilities`
+[batch, classes] and `<task>_classes` [batch, classes], the class names in the
+order of the probabilities' columns. The names are repeated on every row because
+a signature's outputs must all be batch-major for TF Serving's row ("instances")
+format; a client labels row i's probabilities with row i's names.
 The preprocessing of `tabular.py` is rebuilt from the run's
 `preprocessing.Preprocessing` (read from preprocessing.json) in TensorFlow ops,
 so the model can be served or reloaded with plain TensorFlow
@@ -97,8 +101,10 @@ class ServingModule(tf.Module):
         result[task.name] = out[:, 0] * target.std + target.mean
       else:
         probabilities = tf.nn.softmax(out)
-        result[task.name] = tf.gather(tf.constant(list(target.classes)), tf.argmax(probabilities, axis=1))
+        classes = tf.constant(list(target.classes))
+        result[task.name] = tf.gather(classes, tf.argmax(probabilities, axis=1))
         result[f"{task.name}_probabilities"] = probabilities
+        result[f"{task.name}_classes"] = tf.tile(classes[None, :], [tf.shape(probabilities)[0], 1])
     return result
 
 

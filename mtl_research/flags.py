@@ -290,6 +290,14 @@ def config_from_flags() -> config_lib.Config:
   )
 
 
+def run_length(loop: config_lib.LoopConfig) -> tuple[str, int]:
+  """The flag that sets the run's length and its value: --train_steps when > 0 (it wins), else --epochs.
+
+  A run directory may be extended by a larger value of it (train/run_dir.py).
+  """
+  return ("train_steps", loop.train_steps) if loop.train_steps > 0 else ("epochs", loop.epochs)
+
+
 def our_flag_names() -> list[str]:
   """Names of the flags this package defines (not absl's own), sorted."""
   return sorted(
@@ -320,14 +328,21 @@ def flag_values(run_dir: str) -> dict[str, str]:
   return values
 
 
-def hparam_values() -> dict[str, bool | int | float | str]:
-  """The run's result-changing flags as HParams values (bool/int/float/str)."""
-  values = {}
+def hparam_values() -> dict[str, bool | float | str]:
+  """The run's result-changing flags as HParams values (bool/float/str).
+
+  Integers are logged as their decimal text: the HParams dashboard prints every
+  number with five significant digits (a seed as "0.0000"), a string as it is.
+  """
+  values: dict[str, bool | float | str] = {}
   for name in our_flag_names():
     if name in OPERATIONAL:
       continue
     value = FLAGS[name].value
-    values[name] = value if isinstance(value, (bool, int, float, str)) else value_text(name, value)
+    if isinstance(value, (bool, float, str)):
+      values[name] = value
+    else:  # int, lists, None
+      values[name] = value_text(name, value)
   return values
 
 

@@ -32,6 +32,9 @@ CLASSIFICATION_METRICS = (ACCURACY, CROSS_ENTROPY)
 BINARY_METRICS = CLASSIFICATION_METRICS + (AUC,)
 
 HIGHER_IS_BETTER = frozenset({ACCURACY, AUC, R2})
+# Metrics without the task's units (fractions, rank statistics, explained variance): the curves of
+# different tasks can share one axis. The others (mse, mae, cross_entropy) scale with the task.
+SCALE_FREE = frozenset({ACCURACY, AUC, R2})
 LOWER_IS_BETTER = frozenset({MSE, MAE, CROSS_ENTROPY})
 
 

@@ -29,6 +29,10 @@ CONFLICT_COS = "conflict/cos"
 # The `eval` run.
 MEAN_LOSS = "loss/mean"  # mean over tasks of the validation losses (what --selection=mean_loss ranks)
 EVAL = "eval"
+# Also in the `eval` run, written by the summarizer at the selected step (reports/hparams.py): the test
+# metrics of metrics.json and the run's Δm%, which the HParams dashboard pairs with the run's values.
+TEST = "test"
+DELTA_M = "test/delta_m"
 
 
 def per_task(prefix: str, task: str) -> str:
@@ -41,6 +45,11 @@ def conflict_cos(task_a: str, task_b: str) -> str:
 
 def eval_metric(task: str, metric: str) -> str:
   return f"{EVAL}/{task}/{metric}"
+
+
+def final_metric(task: str, metric: str) -> str:
+  """A test metric of the selected checkpoint (its name avoids pytest's test_ prefix)."""
+  return f"{TEST}/{task}/{metric}"
 
 
 def task_pairs(task_names: Sequence[str]) -> list[tuple[int, int]]:

@@ -211,3 +211,22 @@ def test_result_files_are_readable_by_others(default_run):
   for name in ("flags.txt", "metrics.json"):
     mode = os.stat(os.path.join(default_run[0], name)).st_mode
     assert mode & 0o044 == 0o044, oct(mode)
+
+
+def test_tensorboard_metadata_names_the_run_and_logs_integers_as_integers(default_run):
+  """What the HParams dashboard shows for a run: its directory's name as the trial ID, integer flags as
+  text (the dashboard prints numbers as "0.0000"), and the progress lines say when the loop compiles."""
+  from mtl_research.reports.events import read_session_hparams  # pylint: disable=g-import-not-at-top
+
+  path, proc = default_run
+  session = read_session_hparams(os.path.join(path, "eval"))
+  assert session is not None
+  values, trial_id = session
+  assert trial_id == os.path.basename(path)
+  assert values["seed"] == "0" and values["train_steps"] == "0" and values["hidden_units"] == "128,64"
+  assert values["learning_rate"] == pytest.approx(0.001) and values["balancer"] == "fixed"
+  assert read_session_hparams(os.path.join(path, "train")) is None
+  lines = proc.stdout.splitlines()
+  assert lines.index("Compiling the train loop with XLA…") < next(
+    i for i, line in enumerate(lines) if line.startswith("Compiled the train loop")
+  )

@@ -135,6 +135,8 @@ def test_a_run_with_loops_of_many_lengths_compiles_one_program(tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert re.search(r"^Compiled the train loop with XLA in [0-9.]+ s\.$", proc.stdout, re.MULTILINE), proc.stdout
+  # A fresh process: TensorFlow's harmless start-up lines were filtered (cli/quiet_start.py).
+  assert "InitializeLog" not in proc.stderr and "cuda drivers" not in proc.stderr, proc.stderr
   progress = [int(m) for m in re.findall(r"^step +(\d+)/130", proc.stdout, re.MULTILINE)]
   lengths = {b - a for a, b in zip([0] + progress, progress)}
   assert lengths >= {30, 20, 10}, progress

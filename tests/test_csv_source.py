@@ -492,6 +492,23 @@ def test_cli_writes_metrics_in_original_units(cli_run):
     assert set(metrics[split]["b"]) == {"accuracy", "cross_entropy", "auc"}
 
 
+def test_cli_prints_and_keeps_the_data_summary(cli_run):
+  run_dir, csv_path, proc = cli_run
+  with open(os.path.join(run_dir, "data_summary.txt"), encoding="utf-8") as handle:
+    text = handle.read()
+  assert text.startswith("Data summary (preprocessing fitted on the train split):\n") and text in proc.stdout
+  assert 117 + 39 + 39 == KEPT  # the rows with every target, divided by --split
+  assert (
+    f"  rows: train 117, val 39, test 39 (--split=0.6,0.2,0.2 of data.csv: {ROWS} read, "
+    f"{helpers.MIXED_DROPPED} dropped for a missing target)\n" in text
+  )
+  assert (
+    "    missing indicators added (1): num\n" in text
+    and "    embedded, categories seen in training (1): city 40\n" in text
+  )
+  assert "  task c: classification, 3 classes: 2, 7, 10\n" in text
+
+
 def test_cli_saves_the_fitted_preprocessing(cli_run):
   run_dir, csv_path, _ = cli_run
   path = os.path.join(run_dir, "preprocessing.json")
@@ -520,6 +537,10 @@ def test_cli_resume_reuses_the_saved_preprocessing(cli_run, train_cli):
   assert "Resumed from" in proc.stdout
   with open(preprocessing_file, "rb") as handle:
     assert handle.read() == before
+  with open(os.path.join(run_dir, "data_summary.txt"), encoding="utf-8") as handle:
+    summary = handle.read()
+  assert summary.startswith("Data summary (preprocessing reused from the run's preprocessing.json):\n")
+  assert summary in proc.stdout
   saved = json.loads(before)
   assert preprocessing.Preprocessing.from_json(saved, preprocessing_file).feature("rid").mean < 1000
   # The saved state, applied to the changed file, encodes rid with the old mean.

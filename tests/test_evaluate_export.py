@@ -1,9 +1,11 @@
 """A trained CSV run applied to a new file (evaluate) and exported as a SavedModel."""
 
 import csv
+import io
 import json
 import os
 import shutil
+import types
 
 from conftest import run_cli_in_process, run_train
 import numpy as np
@@ -12,6 +14,8 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.cli import evaluate as evaluate_cli
+from mtl_research.data import tabular
+from mtl_research.data.preprocessing import ClassificationTarget, Preprocessing, RegressionTarget
 from mtl_research.errors import UserError
 from mtl_research.features import FeatureSpec
 from mtl_research.models import ARCHITECTURES
@@ -21,21 +25,27 @@ from mtl_research.train.run_dir import RunDir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_csv(path, rows, seed):
-  """Mixed columns: numbers with gaps, a 2-way and a 6-way category; three targets."""
+def write_csv(path, rows, seed, unseen: int = 0, targets: bool = True):
+  """Mixed columns: numbers with gaps, a 2-way and a 6-way category; three targets (unless not `targets`).
+
+  The first `unseen` rows are in a city never seen in training, and the first row has a new color.
+  """
   rng = np.random.default_rng(seed)
   colors = ["red", "green"]
   cities = [f"city{i}" for i in range(6)]
   with open(path, "w", encoding="utf-8") as handle:
-    handle.write("x1,x2,color,city,price,buy,grade\n")
-    for _ in range(rows):
+    handle.write("x1,x2,color,city" + (",price,buy,grade\n" if targets else "\n"))
+    for row in range(rows):
       x1, x2 = rng.normal(size=2)
       color, city = rng.integers(2), rng.integers(6)
       price = 100 + 30 * x1 + 10 * city + rng.normal()
       buy = "yes" if x2 + color > 0.5 else "no"
       grade = ["A", "B", "C"][int(np.clip(x1 + 1, 0, 2))]
       x1_text = "" if rng.random() < 0.05 else f"{x1:.4f}"
-      handle.write(f"{x1_text},{x2:.4f},{colors[color]},{cities[city]},{price:.3f},{buy},{grade}\n")
+      color_text = "purple" if row < min(unseen, 1) else colors[color]
+      city_text = "atlantis" if row < unseen else cities[city]
+      handle.write(f"{x1_text},{x2:.4f},{color_text},{city_text}")
+      handle.write(f",{price:.3f},{buy},{grade}\n" if targets else "\n")
 
 
 def run_evaluate(*args):
@@ -48,7 +58,7 @@ def fixture_trained(tmp_path_factory):
   base = tmp_path_factory.mktemp("evaluate")
   paths = {name: str(base / f"{name}.csv") for name in ("train", "val", "test")}
   for seed, (name, path) in enumerate(paths.items()):
-    write_csv(path, 400 if name == "train" else 150, seed)
+    write_csv(path, 400 if name == "train" else 150, seed, unseen=3 if name == "val" else 0)
   run = str(base / "run")
   proc = run_train(
     f"--run_dir={run}",
@@ -62,11 +72,31 @@ def fixture_trained(tmp_path_factory):
     "--hidden_units=16",
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
-  return base, run, paths
+  return base, run, paths, proc.stdout
+
+
+def test_training_prints_and_keeps_the_data_summary(trained):
+  _, run, paths, stdout = trained
+  with open(os.path.join(run, "data_summary.txt"), encoding="utf-8") as handle:
+    text = handle.read()
+  assert text in stdout and stdout.index(text) < stdout.index("Training 200 steps")  # printed before training
+  assert text == (
+    "Data summary (preprocessing fitted on the train split):\n"
+    "  rows: train 400 (train.csv), val 150 (val.csv), test 150 (test.csv)\n"
+    "  features: 4 columns\n"
+    "    numeric (2): x1, x2\n"
+    "    missing indicators added (1): x1\n"
+    "    one-hot, categories seen in training (1): color 2\n"
+    "    embedded, categories seen in training (1): city 6\n"
+    "  task price: regression\n"
+    "  task buy: classification, 2 classes: no, yes\n"
+    "  task grade: classification, 3 classes: A, B, C\n"
+    "  unseen categories in val: color 1, city 3\n"
+  )
 
 
 def test_evaluate_reproduces_the_runs_test_metrics(trained):
-  base, run, paths = trained
+  base, run, paths, _ = trained
   predictions = str(base / "predictions.csv")
   proc = run_evaluate(f"--run_dir={run}", f"--csv_path={paths['test']}", f"--predictions_out={predictions}")
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -80,14 +110,23 @@ def test_evaluate_reproduces_the_runs_test_metrics(trained):
   # Original units: price has std ~35, so its MSE is far above the ~1 of standardized units.
   assert got["price"]["mse"] > 5 * 1.0 or got["price"]["r2"] > 0.9
   with open(predictions, encoding="utf-8") as handle:
-    rows = list(csv.DictReader(handle))
+    reader = csv.DictReader(handle)
+    rows = list(reader)
+  # One probability column per class, in the order of the run's class names; no ambiguous "<task>_probability".
+  assert reader.fieldnames == ["price", "buy", "buy_p_no", "buy_p_yes", "grade", "grade_p_A", "grade_p_B", "grade_p_C"]
   assert len(rows) == 150
   assert set(r["buy"] for r in rows) <= {"yes", "no"} and set(r["grade"] for r in rows) <= {"A", "B", "C"}
   assert 40 < np.mean([float(r["price"]) for r in rows]) < 200  # dollars, not standardized units
+  for task, classes in (("buy", ("no", "yes")), ("grade", ("A", "B", "C"))):
+    p = np.array([[float(r[f"{task}_p_{c}"]) for c in classes] for r in rows])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-9)
+    assert [classes[i] for i in p.argmax(axis=1)] == [r[task] for r in rows]
+  # Both classes of buy occur as the prediction, so its p_yes column is P(yes), not the winner's probability.
+  assert min(float(r["buy_p_yes"]) for r in rows) < 0.5 < max(float(r["buy_p_yes"]) for r in rows)
 
 
 def test_saved_model_serves_raw_columns_like_evaluate(trained):
-  base, run, paths = trained
+  base, run, paths, _ = trained
   export_dir = str(base / "export")
   predictions = str(base / "predictions_for_export.csv")
   proc = run_evaluate(
@@ -109,12 +148,65 @@ def test_saved_model_serves_raw_columns_like_evaluate(trained):
   assert [v.decode() for v in out["buy"].numpy()] == [r["buy"] for r in expected]
   assert [v.decode() for v in out["grade"].numpy()] == [r["grade"] for r in expected]
   np.testing.assert_allclose(out["grade_probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+  # Each probability column labelled by <task>_classes, row by row (batch-major, as TF Serving's rows need).
+  assert set(serve.structured_outputs) == {
+    "price",
+    "buy",
+    "buy_probabilities",
+    "buy_classes",
+    "grade",
+    "grade_probabilities",
+    "grade_classes",
+  }
+  for task, classes in (("buy", ["no", "yes"]), ("grade", ["A", "B", "C"])):
+    names = out[f"{task}_classes"].numpy()
+    assert names.shape == (len(raw), len(classes)) and out[f"{task}_probabilities"].shape == names.shape
+    assert {tuple(v.decode() for v in row) for row in names} == {tuple(classes)}
+    expected_p = [[float(r[f"{task}_p_{c}"]) for c in classes] for r in expected]
+    np.testing.assert_allclose(out[f"{task}_probabilities"].numpy(), expected_p, rtol=1e-4, atol=1e-6)
+
+
+def test_a_file_without_targets_gives_predictions_only_and_unseen_counts(trained, tmp_path):
+  _, run, paths, _ = trained
+  new = str(tmp_path / "new.csv")
+  write_csv(new, 20, seed=7, unseen=2, targets=False)
+  predictions = str(tmp_path / "predictions.csv")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={new}", f"--predictions_out={predictions}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.splitlines()
+  assert f"unseen categories in {new}: color 1, city 2" in lines
+  assert f"no target columns in {new}: wrote predictions only" in lines
+  assert "Metrics:" not in proc.stdout and not os.path.exists(os.path.join(run, "evaluations", "new.csv.json"))
+  with open(predictions, encoding="utf-8") as handle:
+    assert len(list(csv.DictReader(handle))) == 20
+  # Neither targets nor --predictions_out: nothing to do, said in one sentence naming the flag, nothing written.
+  export_dir = str(tmp_path / "export")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={new}", f"--export_dir={export_dir}")
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(errors) == 1 and new in errors[0] and "--predictions_out" in errors[0], proc.stderr[-2000:]
+  assert not os.path.exists(export_dir)
+  # A file with targets: the counts go into the metrics file too.
+  out = str(tmp_path / "val.json")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={paths['val']}", f"--metrics_out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"unseen categories in {paths['val']}: color 1, city 3" in proc.stdout.splitlines()
+  with open(out, encoding="utf-8") as handle:
+    document = json.load(handle)
+  assert document["unseen_categories"] == {"color": 1, "city": 3} and set(document["metrics"]) == {
+    "price",
+    "buy",
+    "grade",
+  }
 
 
 def test_evaluate_refuses_runs_without_preprocessing_and_used_export_dirs(trained, tmp_path):
-  base, run, paths = trained
+  base, run, paths, _ = trained
   synthetic = str(tmp_path / "synthetic")
-  assert run_train(f"--run_dir={synthetic}", "--train_steps=5", "--num_train=64").returncode == 0
+  proc = run_train(f"--run_dir={synthetic}", "--train_steps=5", "--num_train=64")
+  assert proc.returncode == 0
+  # Generated data: no data summary, printed or written.
+  assert "Data summary" not in proc.stdout and not os.path.exists(os.path.join(synthetic, "data_summary.txt"))
   proc = run_evaluate(f"--run_dir={synthetic}", f"--csv_path={paths['test']}")
   assert proc.returncode != 0 and "preprocessing.json" in proc.stderr and "Traceback" not in proc.stderr
   used = tmp_path / "used"
@@ -195,7 +287,7 @@ def test_the_architecture_comes_from_flags_txt_without_touching_global_flags(tra
 
   from mtl_research.cli import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
 
-  _, run, _ = trained
+  _, run, _, _ = trained
   flag = flags.FLAGS["hidden_units"]
   before = (flag.value, flag.present)
   config = evaluate_cli.architecture(RunDir(run))
@@ -204,7 +296,7 @@ def test_the_architecture_comes_from_flags_txt_without_touching_global_flags(tra
 
 
 def test_evaluate_survives_a_damaged_selected_checkpoint_and_refuses_a_newer_preprocessing(trained, tmp_path):
-  _, run, paths = trained
+  _, run, paths, _ = trained
   copy = str(tmp_path / "run")
   shutil.copytree(run, copy)
   best = checkpoints.candidates(RunDir(copy).best_checkpoint_dir, checkpoints.BEST_PREFIX)[0][1]
@@ -222,3 +314,16 @@ def test_evaluate_survives_a_damaged_selected_checkpoint_and_refuses_a_newer_pre
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert len(errors) == 1 and file in errors[0] and "version 2" in errors[0], proc.stderr[-2000:]
+
+
+def test_probability_columns_are_plain_unique_names_whatever_the_class_names():
+  classes = ("a,b", 'a "b"', "x")
+  # The second task is named like a class column of the first.
+  state = Preprocessing((), (ClassificationTarget("t", classes), RegressionTarget("t_p_x", 0.0, 1.0)))
+  model = types.SimpleNamespace(task_specs=tabular.task_specs(state))
+  outputs = {"t": np.log(np.array([[0.2, 0.5, 0.3], [0.7, 0.1, 0.2]])), "t_p_x": np.array([[1.5], [2.5]])}
+  rows = list(csv.reader(io.StringIO(evaluate_cli.predictions_csv(model, state, outputs))))
+  assert rows[0] == ["t", "t_p_a_b", "t_p_a__b_", "t_p_x_2", "t_p_x"]
+  assert rows[1][0] == 'a "b"' and rows[2][0] == "a,b"  # the class itself, as written in the training file
+  np.testing.assert_allclose([[float(v) for v in row[1:4]] for row in rows[1:]], [[0.2, 0.5, 0.3], [0.7, 0.1, 0.2]])
+  assert evaluate_cli.probability_column("t", "a b") == evaluate_cli.probability_column("t", "a,b") == "t_p_a_b"

@@ -170,6 +170,23 @@ class TestCompiledLoop:
     # Not a diagnosis step: the conflict statistics are the zero placeholders.
     np.testing.assert_array_equal(logs["conflict_cos"], np.zeros((2, 2)))
 
+  @pytest.mark.parametrize("jit", ["off", "on"])
+  def test_loop_means_average_every_step(self, jit, make_config, make_bundle):
+    """`mean_losses`/`mean_objective` (the progress line's numbers) average all the steps of a
+    run() call, across the several loop calls that steps_per_loop=2 makes of 5 steps."""
+    bundle = make_bundle(TASK_SETS[2], num_train=128, num_eval=8)
+    config = make_config(
+      loop={"jit_compile": jit, "steps_per_loop": 2}, balancer_params={"task_weights": {"price": 0.5, "kind": 2.0}}
+    )
+    rows = np.arange(5 * config.loop.batch_size).reshape(5, -1) % 128
+    stepwise = components_lib.build(config, bundle)
+    per_step = [run_loop(stepwise, 1, rows=rows[i : i + 1]) for i in range(5)]
+    whole = run_loop(components_lib.build(config, bundle), 5, rows=rows)
+    losses = np.array([logs["losses"] for logs in per_step], np.float64)
+    np.testing.assert_allclose(whole["mean_losses"], losses.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(whole["mean_objective"], (losses @ [0.5, 2.0]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(whole["losses"], losses[-1], rtol=1e-5)  # the last step's own logs stay
+
   @pytest.mark.parametrize("jit", [False, True])
   def test_auto_executor_is_single_threaded_for_the_graph_loop_without_gpu(self, jit):
     expected = "default" if tf.config.list_physical_devices("GPU") or jit else "single_threaded"

@@ -8,11 +8,13 @@ hand and nothing is trained.
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.util
 import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,9 +22,10 @@ import sys
 from conftest import REPO_ROOT, read_scalars, run_cli_in_process, run_python
 import numpy as np
 import pytest
+from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
 
-from mtl_research import metrics
+from mtl_research import metrics, tasks
 from mtl_research.cli import summarize as summarize_cli
 from mtl_research.errors import UserError
 from mtl_research.reports import (
@@ -37,6 +40,7 @@ from mtl_research.reports import (
   summarize,
 )
 from mtl_research.reports import table as table_lib
+from mtl_research.train import tensorboard_meta
 
 REGRESSION = {"kind": "regression", "num_classes": 0}
 THREE_CLASSES = {"kind": "classification", "num_classes": 3, "classes": ["a", "b", "c"]}
@@ -95,8 +99,12 @@ def write_run(
   return path
 
 
-def make_sweep(root: str, baselines: bool = True, extra_tasks: bool = False) -> str:
-  """Two balancers × two seeds on price (regression) and kind (3 classes), with or without baselines."""
+def make_sweep(root: str, baselines: bool = True, baseline_seeds: tuple[int, int] = (0, 1)) -> str:
+  """Two balancers × seeds 0, 1 on price (regression) and kind (3 classes), with or without baselines.
+
+  The baselines' values are BASELINES[task][0] and [1], trained with `baseline_seeds`: the
+  methods' seeds (0, 1) make a table paired by seed, other seeds an unpaired one.
+  """
   sweep_dir = os.path.join(root, "sweep")
   os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
   with open(os.path.join(sweep_dir, "sweep.json"), "w", encoding="utf-8") as handle:
@@ -109,8 +117,8 @@ def make_sweep(root: str, baselines: bool = True, extra_tasks: bool = False) -> 
     test = {"price": {"mse": mae**2, "mae": mae, "r2": 0.5}, "kind": {"accuracy": acc, "cross_entropy": 0.6}}
     write_run(sweep_dir, f"{balancer}-s{seed}", balancer=balancer, seed=seed, test=test, tasks=tasks)
   if baselines:
-    for seed in (0, 1):
-      mae = BASELINES["price"][seed]
+    for index, seed in enumerate(baseline_seeds):
+      mae = BASELINES["price"][index]
       write_run(
         sweep_dir,
         f"single-price-s{seed}",
@@ -124,7 +132,7 @@ def make_sweep(root: str, baselines: bool = True, extra_tasks: bool = False) -> 
         f"single-kind-s{seed}",
         seed=seed,
         single_task="kind",
-        test={"kind": {"accuracy": BASELINES["kind"][seed], "cross_entropy": 0.7}},
+        test={"kind": {"accuracy": BASELINES["kind"][index], "cross_entropy": 0.7}},
         tasks={"kind": THREE_CLASSES},
       )
   return sweep_dir
@@ -166,8 +174,18 @@ def test_mean_and_sample_std_by_hand():
 # Tables.
 
 
-def test_table_values_bold_and_delta_m(tmp_path):
-  sweep = collect.collect(make_sweep(str(tmp_path)))
+def test_can_pair_needs_a_usable_baseline_of_every_task_with_each_seed():
+  by_seed = {0: {"price": 0.95, "kind": 0.78}, 1: {"price": 1.05, "kind": 0.82}}
+  assert delta_m.can_pair([0, 1], by_seed, ["price", "kind"])
+  assert not delta_m.can_pair([0, 2], by_seed, ["price", "kind"])  # no baseline with seed 2
+  assert not delta_m.can_pair([0], {0: {"price": 0.95}}, ["price", "kind"])  # no kind baseline with seed 0
+  assert not delta_m.can_pair([0], {0: {"price": 0.0, "kind": 0.8}}, ["price", "kind"])  # B_t = 0: undefined
+  assert not delta_m.can_pair([0], {0: {"price": math.nan, "kind": 0.8}}, ["price", "kind"])
+
+
+def test_table_values_bold_and_unpaired_delta_m(tmp_path):
+  # Baselines trained with seeds 2 and 3 have no method seed to pair with: each seed is compared with their means.
+  sweep = collect.collect(make_sweep(str(tmp_path), baseline_seeds=(2, 3)))
   table = aggregation.build_table(sweep, "mae", "accuracy")
   assert [(c.task, c.metric, c.higher_is_better) for c in table.columns] == [
     ("kind", "accuracy", True),
@@ -202,8 +220,87 @@ def test_table_values_bold_and_delta_m(tmp_path):
   assert "1.0000 ± 0.1414" in row["fixed"] and "-5.00 ± 5.30" in row["fixed"]
   assert "1.0000 ± 0.0707" in row["single-task"] and "0 (ref.)" in row["single-task"]
   assert row["fixed"].rstrip(" |").endswith("2")
+  assert not table.delta_m_paired
+  note = table.notes[0]
+  assert note.startswith("Δm is not paired by seed") and "fixed: seed 0, 1; uncertainty: seed 0, 1" in note
   assert "(100/T)·Σ_t (−1)^{l_t}·(M_t − B_t)/B_t" in markdown
   assert "Positive Δm = better than single-task" in markdown
+  assert "- Δm is not paired by seed" in markdown and "each seed against the baselines' means" in _caption(markdown)
+  assert r"$\Delta_m$ is not paired by seed" in results_tex.render(table)
+  parsed = csv.DictReader(io.StringIO(results_csv.render(table)))
+  definitions = {row["method"]: row["delta_m/definition"] for row in parsed}
+  assert definitions == {"single-task": "", "fixed": "unpaired", "uncertainty": "unpaired"}
+
+
+def _caption(markdown: str) -> str:
+  """The paragraph between the title and the table."""
+  return markdown.split("\n\n")[1]
+
+
+def test_table_pairs_delta_m_by_seed_when_every_seed_has_its_baselines(tmp_path):
+  table = aggregation.build_table(collect.collect(make_sweep(str(tmp_path))))
+  assert table.delta_m_paired
+  fixed, uncertainty = table.rows
+  # Each seed against the baselines of its own seed (s0: price 0.95, kind 0.78; s1: price 1.05, kind 0.82):
+  #   fixed s0: 50·(+0.05/0.95 − 0.08/0.78) = −2.4966;  s1: 50·(−0.05/1.05 − 0.08/0.82) = −7.2590
+  #     mean −4.8778, std |−2.4966 + 7.2590|/√2 = 3.3675 (5.30 unpaired: the seeds' own spread cancels)
+  #   uncertainty s0: 50·(0.25/0.95 + 0.02/0.78) = 14.4400;  s1: 50·(0.25/1.05 + 0.02/0.82) = 13.1243
+  #     mean 13.7821, std |14.4400 − 13.1243|/√2 = 0.9303
+  assert fixed.delta_m.mean == pytest.approx(-4.8778137) and fixed.delta_m.std == pytest.approx(3.3675076)
+  assert uncertainty.delta_m.mean == pytest.approx(13.7821105) and uncertainty.delta_m.std == pytest.approx(0.9303205)
+  assert fixed.delta_m.n == 2
+  # Paired, the mean is not Δm of the row's means (13.75 against the baseline means).
+  assert uncertainty.delta_m.mean != pytest.approx(13.75)
+  assert table.delta_m_baseline(1) == {"price": 1.05, "kind": 0.82}
+  assert table.notes[0].startswith("Δm is paired by seed")
+  markdown = results_md.render(table)
+  row = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+  assert "-4.88 ± 3.37" in row["fixed"] and "**+13.78 ± 0.93**" in row["uncertainty"]
+  assert "paired by seed" in _caption(markdown)
+  assert "- Δm is paired by seed" in markdown
+  latex = results_tex.render(table)
+  assert "paired by seed (Maninis" in latex and r"\textbf{\boldmath $+$13.78 $\pm$ 0.93}" in latex
+  parsed = {row["method"]: row for row in csv.DictReader(io.StringIO(results_csv.render(table)))}
+  assert float(parsed["fixed"]["delta_m/mean"]) == pytest.approx(-4.8778137)
+  assert parsed["fixed"]["delta_m/definition"] == "paired"
+
+
+def test_one_row_without_its_seeds_baselines_unpairs_the_whole_table(tmp_path):
+  sweep_dir = make_sweep(str(tmp_path))
+  tasks = {"kind": THREE_CLASSES, "price": REGRESSION}
+  # uncertainty seed 2: mae 0.6, accuracy 0.9, and no baseline with seed 2.
+  test = {"price": {"mae": 0.6}, "kind": {"accuracy": 0.9}}
+  write_run(sweep_dir, "uncertainty-s2", balancer="uncertainty", seed=2, test=test, tasks=tasks)
+  table = aggregation.build_table(collect.collect(sweep_dir))
+  assert not table.delta_m_paired
+  assert "uncertainty: seed 2." in table.notes[0] and "fixed" not in table.notes[0]
+  fixed, uncertainty = table.rows
+  # Every row is unpaired, fixed included (it could pair): against the means price 1.0, kind 0.8 as in the
+  # unpaired test above, −1.25 and −8.75.
+  assert fixed.delta_m.mean == pytest.approx(-5.0) and fixed.delta_m.std == pytest.approx(math.sqrt(2 * 3.75**2))
+  # uncertainty: 15.0, 12.5 and seed 2 50·(0.4 + 0.125) = 26.25.
+  assert uncertainty.delta_m.mean == pytest.approx((15.0 + 12.5 + 26.25) / 3)
+  assert uncertainty.delta_m.std == pytest.approx(np.std([15.0, 12.5, 26.25], ddof=1))
+
+
+def test_hparams_delta_m_follows_the_tables_definition(tmp_path):
+  paired = aggregation.build_table(collect.collect(make_sweep(str(tmp_path / "paired"))))
+  unpaired = aggregation.build_table(collect.collect(make_sweep(str(tmp_path / "unpaired"), baseline_seeds=(2, 3))))
+  for table, expected in ((paired, -7.2590012), (unpaired, -8.75)):
+    run = next(run for run in table.rows[0].runs if run.seed == 1)  # fixed, seed 1: mae 1.1, accuracy 0.74
+    scalars = hparams.final_scalars(run, table, table.baseline_means())
+    # Paired: against seed 1's baselines, 50·(−0.05/1.05 − 0.08/0.82); unpaired: the means, 50·(−0.1 − 0.075).
+    assert scalars[hparams.DELTA_M_TAG] == pytest.approx(expected)
+
+
+def test_markdown_caption_is_short_and_the_definitions_are_notes(tmp_path):
+  markdown = results_md.render(aggregation.build_table(collect.collect(make_sweep(str(tmp_path)))))
+  caption = _caption(markdown)
+  assert caption.count(". ") + 1 <= 2 and len(caption) < 300, caption
+  assert "mean ± std over 2 seeds" in caption and "Δm%" in caption
+  notes = markdown.split("Notes:")[1]
+  for text in ("--selection; here mean_loss", "ddof=1", "(100/T)·Σ_t", "Maninis et al., CVPR 2019", "Δm is paired"):
+    assert text in notes and text not in caption
 
 
 def test_bold_picks_min_for_lower_and_max_for_higher(tmp_path):
@@ -228,7 +325,8 @@ def test_delta_m_column_omitted_without_baselines(tmp_path):
   assert "Δm% ↑" not in markdown and "| single-task" not in markdown
   assert any("Δm column is omitted" in note and "kind, price" in note for note in table.notes)
   assert "delta_m/mean" not in results_csv.render(table)
-  assert r"\Delta_m" not in results_tex.render(table)
+  latex = results_tex.render(table)
+  assert r"$\Delta_m$ (\%)" not in latex and r"\Delta_m" not in latex.split(r"\label")[0]  # no column, no caption
 
 
 def test_delta_m_omitted_when_one_task_lacks_a_baseline(tmp_path):
@@ -300,14 +398,26 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
   assert depth == 0
   assert r"click\_rate" in latex and r"gradnorm\_alpha" in latex and r"grad\_norm\&co" in latex
   assert r"price\%" in latex and r"$\pm$" in latex and r"\textbf{" in latex
-  assert r"$\uparrow$" in latex and r"$\downarrow$" in latex and r"\frac{100}{T}" in latex
+  assert r"$\uparrow$" in latex and r"$\downarrow$" in latex
   assert all(ord(ch) < 128 for ch in latex), "pdflatex needs ASCII (symbols as math)"
+  # Bold cells bold their math too (the sign and the ±): \textbf alone leaves math in normal weight.
+  bold_cells = re.findall(r"\\textbf\{([^{}]*)\}", latex)
+  assert bold_cells and all(cell.startswith("\\boldmath ") for cell in bold_cells), bold_cells
+  assert any(cell.startswith(r"\boldmath $+$") and r"$\pm$" in cell for cell in bold_cells), bold_cells  # Δm
+  # The caption: one or two sentences; the definitions are notes of results.md.
+  caption = re.search(r"\\caption\{(.*)\}\n", latex).group(1)
+  assert caption.count(". ") + 1 <= 2 and len(caption) < 300, caption
+  assert r"$\Delta_m$" in caption and "each seed against the baselines' means" in caption and r"\frac" not in caption
   if shutil.which("pdflatex"):
     document = os.path.join(tmp_path, "doc.tex")
+    # booktabs is part of texlive-latex-recommended; where only texlive-latex-base is installed, its three rules
+    # are stood in for, since what is checked is the table's own LaTeX.
+    preamble = (
+      "\\documentclass{article}\n\\IfFileExists{booktabs.sty}{\\usepackage{booktabs}}"
+      "{\\newcommand\\toprule{\\hline}\\newcommand\\midrule{\\hline}\\newcommand\\bottomrule{\\hline}}\n"
+    )
     with open(document, "w", encoding="utf-8") as handle:
-      handle.write(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + latex + "\\end{document}\n"
-      )
+      handle.write(preamble + "\\begin{document}\n" + latex + "\\end{document}\n")
     done = subprocess.run(
       ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
       cwd=tmp_path,
@@ -318,6 +428,9 @@ def test_latex_structure_and_compiles_when_pdflatex_exists(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:]
     assert os.path.isfile(os.path.join(tmp_path, "doc.pdf"))
+    with open(os.path.join(tmp_path, "doc.log"), encoding="latin-1") as handle:
+      fonts = handle.read().replace("\n", "")  # the log wraps its list of embedded fonts at 79 characters
+    assert "/cmbsy" in fonts  # the bold math symbol font (cmbsy9 in \small): the bold cells' ± and sign are bold
 
 
 def test_csv_parses_back_with_the_same_numbers(tmp_path):
@@ -331,7 +444,9 @@ def test_csv_parses_back_with_the_same_numbers(tmp_path):
     for (task, metric), stat in row.stats.items():
       assert float(parsed[f"{task}/{metric}/mean"]) == stat.mean
       assert float(parsed[f"{task}/{metric}/std"]) == stat.std
-  assert float(by_method["uncertainty"]["delta_m/mean"]) == pytest.approx(13.75)
+  # Paired by seed (test_table_pairs_delta_m_by_seed_when_every_seed_has_its_baselines).
+  assert float(by_method["uncertainty"]["delta_m/mean"]) == pytest.approx(13.7821105)
+  assert by_method["uncertainty"]["delta_m/definition"] == "paired"
   assert float(by_method["single-task"]["delta_m/mean"]) == 0.0
   assert by_method["fixed"]["seeds"] == "2"
 
@@ -376,16 +491,19 @@ def test_reports_import_neither_the_trainer_nor_the_sweep_runner():
 # Plots and HParams need event files.
 
 
-def _write_events(run_path: str, tasks: dict, scale: float) -> None:
+def _write_events(
+  run_path: str, tasks: dict, scale: float, eval_steps: tuple[int, ...] = (20, 40), equal_weights: bool = False
+) -> None:
   train = tf.summary.create_file_writer(os.path.join(run_path, "train"))
   with train.as_default():
     for step in (10, 20, 30, 40):
       for i, task in enumerate(tasks):
-        tf.summary.scalar(f"weight/{task}", scale * (i + 1) + step / 100, step=step)
+        weight = 1.0 if equal_weights else scale * (i + 1) + step / 100
+        tf.summary.scalar(f"weight/{task}", weight, step=step)
   train.close()
   evals = tf.summary.create_file_writer(os.path.join(run_path, "eval"))
   with evals.as_default():
-    for step in (20, 40):
+    for step in eval_steps:
       tf.summary.scalar("eval/price/mae", scale / step, step=step)
       tf.summary.scalar("eval/kind/accuracy", 0.5 + step / 100, step=step)
   evals.close()
@@ -412,6 +530,116 @@ def test_plots_when_matplotlib_is_importable_and_a_note_when_not(tmp_path, monke
   paths, notes = plots.write_plots(sweep, table, os.path.join(str(tmp_path), "no-plots"))
   assert paths == [] and len(notes) == 1 and plots.INSTALL_NOTE in notes[0]
   assert plots.INSTALL_NOTE == "install the plots extra: pip install -e .[plots]"
+
+
+def _plotted_table(root: str, eval_steps: tuple[int, ...], equal_fixed_weights: bool = False) -> table_lib.Table:
+  """make_sweep with events: eval/price/mae = scale / step, scale = 1 + len(name) / 10, + 0.2 for seed 1."""
+  sweep_dir = make_sweep(root)
+  for name in sorted(os.listdir(os.path.join(sweep_dir, "runs"))):
+    scale = 1.0 + len(name) / 10 + (0.2 if name.endswith("1") else 0.0)
+    equal = equal_fixed_weights and name.startswith("fixed")
+    _write_events(os.path.join(sweep_dir, "runs", name), ["price", "kind"], scale, eval_steps, equal)
+  return aggregation.build_table(collect.collect(sweep_dir))
+
+
+def _has_marker(line) -> bool:
+  return line.get_marker() not in (None, "", " ", "None", "none")
+
+
+def _pixels(figure, axes, color: str, tolerance: int = 30) -> int:
+  """Pixels of `color` drawn inside `axes`, its legend left out, once the figure is rendered."""
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+
+  figure.canvas.draw()
+  image = np.asarray(figure.canvas.buffer_rgba())[..., :3].astype(int)
+  height = image.shape[0]
+  inside = np.zeros(image.shape[:2], bool)
+  x0, y0, x1, y1 = axes.get_window_extent().extents  # display coordinates: origin at the bottom left
+  inside[int(height - y1) + 2 : int(height - y0) - 2, int(x0) + 2 : int(x1) - 2] = True
+  if axes.get_legend() is not None:
+    lx0, ly0, lx1, ly1 = axes.get_legend().get_window_extent().extents
+    inside[max(0, int(height - ly1) - 2) : int(height - ly0) + 2, max(0, int(lx0) - 2) : int(lx1) + 2] = False
+  target = np.array(colors.to_rgb(color)) * 255
+  return int(((np.abs(image - target).max(axis=-1) <= tolerance) & inside).sum())
+
+
+def test_validation_plot_with_one_evaluation_shows_each_point_and_its_seed_range(tmp_path):
+  """The README's sweep (--eval_every longer than the run) evaluates once: the plot must not be empty axes."""
+  pytest.importorskip("matplotlib")
+  from matplotlib.collections import LineCollection  # pylint: disable=g-import-not-at-top
+
+  table = _plotted_table(str(tmp_path), eval_steps=(40,))
+  figures, notes = plots.build_figures(table)
+  assert not notes and sorted(figures) == ["val_kind_accuracy.png", "val_price_mae.png", "weights.png"]
+  figure = figures["val_price_mae.png"]
+  axes = figure.axes[0]
+  lines = axes.get_lines()
+  assert [line.get_label() for line in lines] == ["fixed", "uncertainty", "single-task"]
+  assert all(_has_marker(line) and len(line.get_xdata()) == 1 for line in lines)
+  # Side by side around the one step, which is the only tick.
+  assert len({float(line.get_xdata()[0]) for line in lines}) == 3 and list(axes.get_xticks()) == [40]
+  # Mean over seeds and a vertical min–max bar: fixed 1.8/40 and 2.0/40, uncertainty 2.4/40 and 2.6/40,
+  # single-task 2.5/40 and 2.7/40.
+  bars = [c for c in axes.collections if isinstance(c, LineCollection)]
+  assert len(bars) == 3
+  for line, bar, (low, high) in zip(lines, bars, [(1.8, 2.0), (2.4, 2.6), (2.5, 2.7)]):
+    assert line.get_ydata()[0] == pytest.approx((low + high) / 80)
+    np.testing.assert_allclose(sorted(bar.get_segments()[0][:, 1]), [low / 40, high / 40])
+    assert _pixels(figure, axes, line.get_color()) >= 5, f"{line.get_label()} is not visible"  # 0 before markers
+  paths, _ = plots.write_plots(collect.collect(os.path.join(str(tmp_path), "sweep")), table)
+  assert len(paths) == 3
+
+
+def test_validation_plot_draws_markers_and_a_band_per_line(tmp_path):
+  pytest.importorskip("matplotlib")
+  from matplotlib.collections import PolyCollection  # pylint: disable=g-import-not-at-top
+
+  figures, _ = plots.build_figures(_plotted_table(str(tmp_path), eval_steps=(20, 40)))
+  axes = figures["val_price_mae.png"].axes[0]
+  lines = axes.get_lines()
+  assert len(lines) == 3 and all(_has_marker(line) for line in lines)
+  assert [list(line.get_xdata()) for line in lines] == [[20, 40]] * 3  # not side by side
+  assert lines[-1].get_linestyle() == "--" and lines[-1].get_color() == "k"  # the single-task baseline
+  bands = [c for c in axes.collections if isinstance(c, PolyCollection)]
+  assert len(bands) == 3
+  # fixed's band at step 20 spans 1.8/20 .. 2.0/20.
+  vertices = bands[0].get_paths()[0].vertices
+  at_20 = vertices[np.isclose(vertices[:, 0], 20)][:, 1]
+  assert min(at_20) == pytest.approx(0.09) and max(at_20) == pytest.approx(0.10)
+
+
+def test_coinciding_weight_lines_both_stay_visible(tmp_path):
+  """Fixed weights: every task's weight is 1.0, so the second line would hide the first."""
+  pytest.importorskip("matplotlib")
+  figures, _ = plots.build_figures(_plotted_table(str(tmp_path), (20, 40), equal_fixed_weights=True))
+  figure = figures["weights.png"]
+  fixed_axes, uncertainty_axes = figure.axes
+  kind, price = fixed_axes.get_lines()
+  np.testing.assert_array_equal(kind.get_ydata(), price.get_ydata())
+  assert kind.get_label() == "kind" and price.get_label() == "price (overlaps kind)"
+  assert [text.get_text() for text in fixed_axes.get_legend().get_texts()] == ["kind", "price (overlaps kind)"]
+  assert kind.get_linestyle() == "-" and price.get_linestyle() != "-" and price.get_markerfacecolor() == "none"
+  assert all(_has_marker(line) for line in (kind, price))
+  for line in (kind, price):
+    assert _pixels(figure, fixed_axes, line.get_color()) >= 20, f"{line.get_label()} is hidden"
+  # Lines apart are drawn as usual.
+  assert [line.get_label() for line in uncertainty_axes.get_lines()] == ["kind", "price"]
+  assert all(line.get_linestyle() == "-" for line in uncertainty_axes.get_lines())
+
+
+def test_overlaps_and_side_by_side():
+  def line(label: str, values: list[float], steps: tuple[int, ...] = (10, 20)) -> plots.Series:
+    mean = np.array(values)
+    return plots.Series(label, np.array(steps), mean, mean - 0.1, mean + 0.1, "C0", "o")
+
+  series = [line("a", [1.0, 2.0]), line("b", [1.0, 2.0]), line("c", [3.0, 3.0]), line("d", [1.0, 2.0], (10, 30))]
+  assert plots.overlaps(series) == [None, 0, None, None]
+  # The values span 0.9 .. 2.1, so lines within 1 % of 1.2 (0.012) coincide, and 0.05 apart do not.
+  assert plots.overlaps([line("a", [1.0, 2.0]), line("b", [1.005, 2.0])]) == [None, 0]
+  assert plots.overlaps([line("a", [1.0, 2.0]), line("b", [1.05, 2.0])]) == [None, None]
+  assert plots.side_by_side([line("a", [1.0], (300,)), line("b", [1.0], (300,))])
+  assert not plots.side_by_side([line("a", [1.0], (300,)), line("b", [1.0], (200,))])
+  assert not plots.side_by_side(series)
 
 
 def test_seed_band_uses_common_steps():
@@ -445,9 +673,20 @@ def _session_groups(logdir: str):
   return list_session_groups.Handler(context.RequestContext(), backend, "", request).run().session_groups
 
 
-def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
-  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+def _experiment_metric_tags(config_dir: str) -> list[str]:
+  """The metric tags of the HParams experiment written in `config_dir`, in the dashboard's order."""
+  from tensorboard.plugins.hparams import metadata  # pylint: disable=g-import-not-at-top
 
+  for path in glob.glob(os.path.join(config_dir, "events.out.tfevents.*")):
+    for record in tf.data.TFRecordDataset(path):
+      for value in event_pb2.Event.FromString(record.numpy()).summary.value:
+        if value.tag == metadata.EXPERIMENT_TAG:
+          experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
+          return [info.name.tag for info in experiment.metric_infos]
+  raise AssertionError(f"no experiment in {config_dir}")
+
+
+def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
   sweep_dir = make_sweep(str(tmp_path))
   for name in os.listdir(os.path.join(sweep_dir, "runs")):
     run_path = os.path.join(sweep_dir, "runs", name)
@@ -455,42 +694,60 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
       continue  # a run without an HParams summary: summarize adds one
     with open(os.path.join(run_path, "run.json"), encoding="utf-8") as handle:
       info = json.load(handle)
-    writer = tf.summary.create_file_writer(os.path.join(run_path, "train"))
-    with writer.as_default():  # what the trainer logs: every result-changing flag
-      hp.hparams(
-        {
-          "balancer": info["balancer"],
-          "seed": info["seed"],
-          "single_task": info["single_task"] or "",
-          "learning_rate": 0.001,
-        }
-      )
-    writer.close()
+    # What the trainer logs at its start: every result-changing flag (integers as text), its name.
+    values = {"balancer": info["balancer"], "seed": str(info["seed"]), "single_task": info["single_task"] or ""}
+    specs = (tasks.TaskSpec("price", "regression"),)
+    tensorboard_meta.write_run_metadata(
+      os.path.join(run_path, "eval"), name, {**values, "learning_rate": 0.001}, specs, []
+    )
+  # An earlier version's train/final/ directory is removed.
+  os.makedirs(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))
   sweep = collect.collect(sweep_dir)
   table = aggregation.build_table(sweep)
   paths, notes = hparams.write_hparams(sweep, table)
   assert any("fixed-s1" in note for note in notes)
-  assert os.listdir(paths["config_dir"])
-  final = read_scalars(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))
-  assert final["final/price/mae"] == [(40, pytest.approx(0.8))]
-  assert final["final/kind/accuracy"] == [(40, pytest.approx(0.84))]
-  assert final["final/delta_m"] == [(40, pytest.approx(12.5))]
-  baseline_final = read_scalars(os.path.join(sweep_dir, "runs", "single-kind-s0", "train", "final"))
-  assert "final/delta_m" not in baseline_final and "final/kind/accuracy" in baseline_final
+  # Δm% first: the dashboard shows only the first five metrics.
+  assert _experiment_metric_tags(paths["config_dir"])[:2] == ["test/delta_m", "test/kind/accuracy"]
+  run = next(r for r in sweep.runs if r.name == "uncertainty-s1")
+  expected = hparams.final_scalars(run, table, table.baseline_means())
+  eval_dir = os.path.join(sweep_dir, "runs", "uncertainty-s1", "eval")
+  final = read_scalars(eval_dir)
+  assert final["test/price/mae"] == [(40, pytest.approx(0.8))]
+  assert final["test/kind/accuracy"] == [(40, pytest.approx(0.84))]
+  assert final["test/delta_m"] == [(40, pytest.approx(expected["test/delta_m"]))]
+  assert not os.path.exists(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))
+  baseline_final = read_scalars(os.path.join(sweep_dir, "runs", "single-kind-s0", "eval"))
+  assert "test/delta_m" not in baseline_final and "test/kind/accuracy" in baseline_final
   # Summarizing again replaces the files instead of adding more.
   hparams.write_hparams(sweep, table)
-  assert len(os.listdir(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))) == 1
+  assert len(glob.glob(os.path.join(eval_dir, "*.final"))) == 1
   assert len(os.listdir(paths["config_dir"])) == 1
+  # The final metrics make no TensorBoard run of their own: a sweep of N runs lists 2N + 1 (here
+  # without train/ events, N + 1).
+  event_dirs = {
+    os.path.relpath(os.path.dirname(path), sweep_dir)
+    for path in glob.glob(os.path.join(sweep_dir, "**", "events.out.tfevents.*"), recursive=True)
+  }
+  assert event_dirs == {"hparams"} | {os.path.join("runs", run.name, "eval") for run in sweep.runs}
 
   groups = _session_groups(sweep_dir)
-  by_session = {group.sessions[0].name: group for group in groups}
-  assert len(groups) == 8 and all(len(group.sessions) == 1 for group in groups)
-  group = by_session["runs/uncertainty-s1/train"]
-  values = {m.name.tag: m.value for m in group.metric_values}
-  assert values["final/price/mae"] == pytest.approx(0.8) and values["final/delta_m"] == pytest.approx(12.5)
-  assert group.hparams["balancer"].string_value == "uncertainty" and group.hparams["seed"].number_value == 1
-  fallback = {m.name.tag: m.value for m in by_session["runs/fixed-s1/train"].metric_values}
-  assert fallback["final/delta_m"] == pytest.approx(-8.75)
+  by_name = {group.name: group for group in groups}
+  # Trial IDs are the run names, also for the run whose session summarize added.
+  assert sorted(by_name) == sorted(run.name for run in sweep.runs)
+  assert all(len(group.sessions) == 1 for group in groups)
+  group = by_name["uncertainty-s1"]
+  assert group.sessions[0].name == "runs/uncertainty-s1/eval"
+  metric_values = {m.name.tag: m.value for m in group.metric_values}
+  assert metric_values["test/price/mae"] == pytest.approx(0.8)
+  assert metric_values["test/delta_m"] == pytest.approx(expected["test/delta_m"])
+  # Integers as integers: the dashboard prints numbers with five digits ("1.0000").
+  assert group.hparams["balancer"].string_value == "uncertainty" and group.hparams["seed"].string_value == "1"
+  added = by_name["fixed-s1"]
+  assert added.hparams["seed"].string_value == "1"
+  fixed = next(r for r in sweep.runs if r.name == "fixed-s1")
+  assert {m.name.tag: m.value for m in added.metric_values}["test/delta_m"] == pytest.approx(
+    hparams.final_scalars(fixed, table, table.baseline_means())["test/delta_m"]
+  )
 
 
 # summarize() and the CLI.

@@ -180,6 +180,20 @@ def test_missing_seen_only_outside_train_is_unseen():
   np.testing.assert_array_equal(tabular.encode_features(tab, state)[NUMERIC].argmax(axis=1), [1, 2, 0])
 
 
+def test_unseen_categories_are_counted_per_column_one_hot_and_embedded():
+  # Train rows 0-3. Unseen: c "z" twice and a missing value (never missing in train); e "w".
+  tab = table(n=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], c=["x", "y", "x", "y", "z", "?", "z"], e=list("abcdwab"))
+  state = fit(tab, ["n", "c", "e"], train_rows=[0, 1, 2, 3], threshold=4)
+  assert (state.feature("c").encoding, state.feature("e").encoding) == ("one_hot", "embedding")
+  encoded, unseen = tabular.encode_features_and_unseen(tab, state)
+  assert unseen == {"c": 3, "e": 1}
+  np.testing.assert_array_equal(encoded[EMBEDDED][:, 0], [1, 2, 3, 4, 0, 1, 2])
+  for key, values in tabular.encode_features(tab, state).items():
+    np.testing.assert_array_equal(encoded[key], values)
+  # Nothing unseen, no entry: the train rows alone.
+  assert tabular.encode_features_and_unseen(tab.take(np.arange(4)), state)[1] == {}
+
+
 @pytest.mark.parametrize("threshold, encoding", [(5, "one_hot"), (4, "one_hot"), (3, "embedding"), (2, "embedding")])
 def test_embedding_switch_at_the_threshold(threshold, encoding):
   # Vocabulary of 3 -> cardinality 4 (with the unseen slot): embedded when 4 > threshold.

@@ -26,29 +26,62 @@ def test_per_task_diagnostics_come_from_the_balancer(balancer, expected):
   assert sorted(parts.train_loop.per_task_diagnostics()) == expected
 
 
-def _charts(prefixes):
-  (category,) = tensorboard_meta.layout(prefixes).category
-  return {chart.title: [re.compile(regex) for regex in chart.multiline.tag] for chart in category.chart}
+BINARY_SPECS = (*SPECS, tasks.TaskSpec("churn", tasks.CLASSIFICATION, 2), tasks.TaskSpec("age", tasks.REGRESSION))
 
 
-def _matches(regexes, tag):
-  return any(regex.search(tag) for regex in regexes)
+def _categories(specs, prefixes):
+  """{category: {chart title: [compiled tag regexes]}} of the layout."""
+  return {
+    category.title: {chart.title: [re.compile(regex) for regex in chart.multiline.tag] for chart in category.chart}
+    for category in tensorboard_meta.layout(specs, prefixes).category
+  }
 
 
-def test_one_chart_per_prefix_holding_every_task_and_nothing_else():
-  charts = _charts([*tags.TASK_PREFIXES, "gradnorm/grad_norm", tags.CONFLICT_GRAD_NORM])
-  assert list(charts) == [
-    "task losses",
-    "weighted task losses",
-    "task weights",
-    "gradnorm/grad_norm",
-    tags.CONFLICT_GRAD_NORM,
-    "validation metrics",
+def _matching(charts, tag):
+  """Titles of the charts that show `tag`."""
+  return [title for title, regexes in charts.items() if any(regex.search(tag) for regex in regexes)]
+
+
+def test_every_chart_holds_one_scale():
+  """Scale-free metrics share a chart across tasks; metrics, losses in a task's units get a chart per task."""
+  categories = _categories(BINARY_SPECS, ["gradnorm/grad_norm", tags.CONFLICT_GRAD_NORM])
+  assert list(categories) == ["validation metrics", "task losses", "weights and balancer"]
+  metrics = categories["validation metrics"]
+  assert list(metrics) == [
+    "mse: price",
+    "mse: age",
+    "mae: price",
+    "mae: age",
+    "r2",
+    "accuracy",
+    "cross_entropy: kind",
+    "cross_entropy: churn",
+    "auc",
   ]
-  losses = charts["task losses"]
-  assert _matches(losses, "loss/price") and _matches(losses, "loss/kind")
-  assert not _matches(losses, tags.TOTAL_LOSS) and not _matches(losses, tags.MEAN_LOSS)
-  assert not _matches(losses, "weighted_loss/price")
-  norms = charts["gradnorm/grad_norm"]
-  assert _matches(norms, "gradnorm/grad_norm/kind") and not _matches(norms, "gradnorm/target/kind")
-  assert _matches(charts["validation metrics"], tags.eval_metric("kind", "accuracy"))
+  assert _matching(metrics, tags.eval_metric("price", "r2")) == ["r2"]
+  assert _matching(metrics, tags.eval_metric("age", "r2")) == ["r2"]
+  assert _matching(metrics, tags.eval_metric("kind", "accuracy")) == ["accuracy"]
+  assert _matching(metrics, tags.eval_metric("churn", "auc")) == ["auc"]
+  assert _matching(metrics, tags.eval_metric("price", "mse")) == ["mse: price"]
+  # A task name that is a prefix of another's, or holds regex characters, matches only itself.
+  assert _matching(metrics, tags.eval_metric("price2", "mse")) == []
+
+  losses = categories["task losses"]
+  assert _matching(losses, "loss/price") == ["loss: price (train, validation)"]
+  assert _matching(losses, "weighted_loss/kind") == ["weighted loss: kind"]
+  for tag in (tags.TOTAL_LOSS, tags.MEAN_LOSS, "weight/price", "gradnorm/grad_norm/price"):
+    assert _matching(losses, tag) == []
+
+  balancer = categories["weights and balancer"]
+  assert list(balancer) == ["task weights", "gradnorm/grad_norm", tags.CONFLICT_GRAD_NORM]
+  for task in ("price", "kind", "churn", "age"):
+    assert _matching(balancer, f"weight/{task}") == ["task weights"]
+    assert _matching(balancer, f"gradnorm/grad_norm/{task}") == ["gradnorm/grad_norm"]
+  assert _matching(balancer, "gradnorm/target/kind") == []
+
+
+def test_regex_characters_in_task_names_are_literal():
+  specs = (tasks.TaskSpec("a.b", tasks.REGRESSION), tasks.TaskSpec("a+b", tasks.REGRESSION))
+  metrics = _categories(specs, [])["validation metrics"]
+  assert _matching(metrics, tags.eval_metric("a.b", "mse")) == ["mse: a.b"]
+  assert _matching(metrics, tags.eval_metric("axb", "mse")) == []

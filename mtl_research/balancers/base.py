@@ -18,7 +18,8 @@ state it trains by its own rule (GradNorm's weights, its initial losses) and
 returns the diagnostics it computed on the way; `summaries()` adds scalars read
 from its state. `weights()` reports the current effective per-task weights.
 All state lives in tf.Variables attached to the balancer (a tf.Module), so it
-is checkpointed with the model.
+is checkpointed with the model. A balancer whose rule reads the run's length
+declares it (`uses_run_length`), so that such a run is never extended.
 
 Under tf.distribute (BUILD.md, "Distribution") the step hands every replica
 the same global-batch quantities: `objective` is evaluated at the all-reduced
@@ -45,7 +46,12 @@ from mtl_research.replicated import state_variable  # noqa: F401  (re-exported: 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """The run's length, for balancers whose rule refers to steps or epochs."""
+  """The run's length, for balancers whose rule refers to steps or epochs.
+
+  A balancer whose rule reads `total_steps` (a warm-up over a fraction of the
+  run, weights annealed to its end) must set `Balancer.uses_run_length`.
+  `steps_per_epoch` does not depend on the length.
+  """
 
   steps_per_epoch: int
   total_steps: int
@@ -81,6 +87,13 @@ class Balancer(tf.Module):
 
   gradient_scope: GradientScope = GradientScope.NONE
   aggregates: bool = False
+  # True if what the rule computes at some step depends on the run's length
+  # (`schedule.total_steps`, or epochs counted back from the end): a run of 500
+  # steps is then not the first half of a run of 1000, so a finished run cannot
+  # be extended (train/run_dir.py). Set it on the class, or on the instance in
+  # __init__ when only some params read the length. Reading the length only to
+  # validate params (GradNorm's L(0) window) does not count.
+  uses_run_length: bool = False
 
   def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())

@@ -8,7 +8,10 @@ weights (`checkpoints.restore_model`: the selected checkpoint, else the newest
 readable periodic one) and reads its preprocessing.json (the run must have
 been trained on tabular data); then encodes FILE exactly as training did,
 prints per-task metrics (for the target columns FILE has) in original units
-and writes them to --metrics_out (default <run_dir>/evaluations/<file name>.json).
+and writes them to --metrics_out (default <run_dir>/evaluations/<file name>.json),
+with the count of categories never seen in training per column. A file without
+target columns gives predictions only (--predictions_out); the SavedModel of
+--export_dir is `export.py`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -29,6 +33,7 @@ from mtl_research import metrics as metrics_lib
 from mtl_research import tasks as tasks_lib
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import csv_reader, preprocessing, tabular
+from mtl_research.data import summary as data_summary
 from mtl_research.data.bundle import Split
 from mtl_research.data.preprocessing import CategoricalFeature, NumericFeature, Preprocessing, RegressionTarget
 from mtl_research.errors import UserError
@@ -50,7 +55,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   several entry points (a test session) holds only the flags of the one it runs.
   """
   flags.DEFINE_string(
-    "predictions_out", None, "Write per-row predictions of --csv_path to this CSV file.", flag_values=flag_values
+    "predictions_out",
+    None,
+    "Write per-row predictions of --csv_path to this CSV file: each task's value or class, and for a "
+    "classification task <task>_p_<class>, the probability of each class.",
+    flag_values=flag_values,
   )
   flags.DEFINE_string(
     "export_dir",
@@ -113,18 +122,24 @@ def _read(path: str, state: Preprocessing) -> csv_reader.Table:
   return csv_reader.read_table(path, string_columns=strings, numeric_columns=numeric)
 
 
-def evaluate_file(model, state: Preprocessing, table: csv_reader.Table) -> tuple[dict, dict]:
-  """(metrics for the tasks whose target column the table has, raw outputs for every row)."""
-  features = tabular.encode_features(table, state)
-  tasks = [t for t in model.task_specs if t.name in table.columns]
+def scored_tasks(state: Preprocessing, table: csv_reader.Table) -> list[str]:
+  """The tasks whose target column the table has, with at least one value in it (an empty column holds none)."""
+  return [name for name in state.task_names if name in table.columns and tabular.target_rows(table, [name]).any()]
+
+
+def evaluate_file(model, state: Preprocessing, table: csv_reader.Table) -> tuple[dict, dict, dict[str, int]]:
+  """(metrics for `scored_tasks`, raw outputs for every row, unseen categories per column)."""
+  features, unseen = tabular.encode_features_and_unseen(table, state)
+  scored = scored_tasks(state, table)
+  tasks = [t for t in model.task_specs if t.name in scored]
   evaluator = Evaluator(model, 1024, tabular.target_scale(state))
   dummy = {t.name: np.zeros(table.num_rows, t.label_dtype.as_numpy_dtype) for t in model.task_specs}
   outputs = evaluator.predict(Split(features, dummy))
   if not tasks:
-    return {}, outputs
-  scored = state.with_tasks(t.name for t in tasks)
-  rows = np.flatnonzero(tabular.target_rows(table, scored.task_names))
-  labels = tabular.encode_targets(table.take(rows), scored)
+    return {}, outputs, unseen
+  scoring = state.with_tasks(scored)
+  rows = np.flatnonzero(tabular.target_rows(table, scoring.task_names))
+  labels = tabular.encode_targets(table.take(rows), scoring)
   metrics = {}
   for task in tasks:
     task_labels, task_out = labels[task.name], outputs[task.name][rows]
@@ -132,12 +147,40 @@ def evaluate_file(model, state: Preprocessing, table: csv_reader.Table) -> tuple
       task_labels = evaluator.original_units(task.name, task_labels)
       task_out = evaluator.original_units(task.name, task_out)
     metrics[task.name] = metrics_lib.task_metrics(task, task_labels, task_out)
-  return metrics, outputs
+  return metrics, outputs, unseen
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # what a class name may keep in a column name
+
+
+def probability_column(task: str, class_name: str) -> str:
+  """`<task>_p_<class>`, every character of the class name but ASCII letters, digits and `._-` as `_`.
+
+  So that a header is one plain word per column whatever the class names hold
+  (commas, quotes, spaces, line breaks); `predictions_csv` makes it unique.
+  """
+  return f"{task}_p_{_UNSAFE.sub('_', class_name)}"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+  """`name`, or the first of `name_2`, `name_3`, ... not in `taken`; added to `taken`."""
+  unique, n = name, 1
+  while unique in taken:
+    n += 1
+    unique = f"{name}_{n}"
+  taken.add(unique)
+  return unique
 
 
 def predictions_csv(model, state: Preprocessing, outputs: dict) -> str:
-  """One row per input row: regression values in original units, class names and their probability."""
+  """One row per input row, tasks in head order.
+
+  Regression: `<task>`, the value in original units. Classification: `<task>`,
+  the predicted class name, then `<task>_p_<class>` (`probability_column`),
+  the probability of each class in the order of the run's class names.
+  """
   columns, header = [], []
+  taken = {task.name for task in model.task_specs}  # a class column never takes a task's name
   for task in model.task_specs:
     target = state.target(task.name)
     out = outputs[task.name]
@@ -146,8 +189,11 @@ def predictions_csv(model, state: Preprocessing, outputs: dict) -> str:
       columns.append(out[:, 0] * target.std + target.mean)
     else:
       probabilities = np.exp(metrics_lib.log_softmax(out))
-      header += [task.name, f"{task.name}_probability"]
-      columns += [np.array(target.classes, dtype=object)[probabilities.argmax(axis=1)], probabilities.max(axis=1)]
+      header.append(task.name)
+      columns.append(np.array(target.classes, dtype=object)[probabilities.argmax(axis=1)])
+      for i, name in enumerate(target.classes):
+        header.append(_unique(probability_column(task.name, name), taken))
+        columns.append(probabilities[:, i])
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(header)
@@ -181,18 +227,32 @@ def run_evaluate() -> dict:
     if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
       raise UserError(f"--{flag}={path} cannot be written: {parent} is not a writable directory.")
   table = _read(csv_path, state) if csv_path else None
+  if table is not None and not FLAGS.predictions_out and not scored_tasks(state, table):
+    # Before anything is written (an --export_dir included): the file would give nothing.
+    raise UserError(
+      f"{csv_path} has no target columns ({', '.join(state.task_names)}), so there is nothing to evaluate; "
+      "pass --predictions_out=FILE to write its predictions."
+    )
   model = load_model(run, state)
   metrics: dict = {}
   if table is not None:
-    metrics, outputs = evaluate_file(model, state, table)
+    metrics, outputs, unseen = evaluate_file(model, state, table)
+    line = data_summary.unseen_line(csv_path, unseen)
+    if line:
+      print(line)
     for task, values in metrics.items():
       print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    out = FLAGS.metrics_out or os.path.join(run.path, "evaluations", os.path.basename(csv_path) + ".json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    write_json_atomic(out, {"csv_path": csv_path, "rows": table.num_rows, "metrics": metrics})
-    print(f"Metrics: {out}")
+    if metrics:
+      out = FLAGS.metrics_out or os.path.join(run.path, "evaluations", os.path.basename(csv_path) + ".json")
+      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+      write_json_atomic(
+        out, {"csv_path": csv_path, "rows": table.num_rows, "metrics": metrics, "unseen_categories": unseen}
+      )
+      print(f"Metrics: {out}")
     if FLAGS.predictions_out:
       write_text_atomic(FLAGS.predictions_out, predictions_csv(model, state, outputs))
+      if not metrics:
+        print(f"no target columns in {csv_path}: wrote predictions only")
       print(f"Predictions: {FLAGS.predictions_out}")
   if export_dir:
     export_lib.export(model, state, export_dir)

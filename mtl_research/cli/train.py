@@ -10,10 +10,15 @@ import tempfile
 from absl import app
 import tensorflow as tf
 
+from mtl_research import config as config_lib
 from mtl_research import flags as flags_lib
+from mtl_research.balancers.base import Balancer
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
+from mtl_research.data import summary as data_summary
 from mtl_research.errors import UserError
+from mtl_research.files import write_text_atomic
+from mtl_research.optim import model_optimizer
 from mtl_research.train import components as components_lib
 from mtl_research.train import distribution, loop, run_dir
 from mtl_research.train.interrupt import Interrupted, StopRequest
@@ -44,14 +49,24 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
     flags_lib.OPERATIONAL,
     flags_lib.flag_defaults(),
   )
+  length = flags_lib.run_length(config.loop)
+  # The schedule's declaration is known before the data: a refused extension loads nothing.
+  found = run_dir.check(*contract, length=length, length_users=_length_users(config))
+  resuming = found.resume
   # A resumed run encodes its data with the preprocessing it was trained with.
-  resuming = run_dir.check(*contract)
   fitted = run_dir.read_preprocessing(config.run_dir) if resuming else None
   bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, config.seed, fitted)
   if config.single_task:
     bundle = bundle.only(config.single_task)
+  # Before validating: what was inferred helps read a refusal too (an empty split, too few rows).
+  summary = data_summary.render(bundle.summary) if bundle.summary is not None else None
+  if summary is not None:
+    print(summary, end="")
   bundle.validate(config.loop.batch_size)
   parts = components_lib.build(config, bundle, strategy)
+  length_users = _length_users(config, parts.balancer)
+  if found.extension is not None:  # the balancer's declaration needs the built balancer
+    run_dir.check(*contract, length=length, length_users=length_users)
   chief = strategy is None or distribution.is_chief(strategy)
   # Every worker of multi_worker trains and saves (checkpoints may need all of
   # them); only the chief writes the run directory, the others a scratch one.
@@ -73,7 +88,11 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
       trainer.restore()  # before anything is written: damaged checkpoints are refused here
     trainer.compile()  # before anything is written too: --jit_compile=on is refused here if XLA cannot serve
     if chief:
-      run_dir.prepare(*contract, preprocessing=bundle.fitted)
+      run_dir.prepare(*contract, preprocessing=bundle.fitted, length=length, length_users=length_users)
+      if found.extension is not None:
+        print(f"Extending {config.run_dir} from {found.extension}.")
+      if summary is not None:
+        write_text_atomic(os.path.join(config.run_dir, data_summary.SUMMARY_FILE), summary)
     metrics = trainer.run()
   finally:
     if scratch:
@@ -83,6 +102,21 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   else:
     print(f"{distribution.worker_name(strategy)} finished; the chief wrote {config.run_dir}.")
   return metrics
+
+
+def _length_users(config: config_lib.Config, balancer: Balancer | None = None) -> list[str]:
+  """The flags whose components declare that their rule reads the run's length (an extension is refused).
+
+  The components say so themselves (the schedule in model_optimizer, a balancer
+  by `uses_run_length`); `balancer` None: not built yet.
+  """
+  users = []
+  schedule = model_optimizer.run_length_dependence(config.optimizer)
+  if schedule is not None:
+    users.append(schedule)
+  if balancer is not None and balancer.uses_run_length:
+    users.append(f"--balancer={config.balancer.name}")
+  return users
 
 
 def _report(run: run_dir.RunDir, metrics: dict) -> None:

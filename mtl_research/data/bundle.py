@@ -15,6 +15,7 @@ import numpy as np
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.data.preprocessing import Preprocessing
+from mtl_research.data.summary import DataSummary
 from mtl_research.errors import UserError
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec  # noqa: F401  (re-exported)
 
@@ -48,6 +49,9 @@ class DatasetBundle:
   # The fitted preprocessing of a tabular source (vocabularies, means, label maps), saved
   # in the run dir so that a resumed or evaluated run encodes data the same way.
   fitted: Preprocessing | None = None
+  # What a tabular source read and inferred (rows, feature types, classes, unseen categories),
+  # which the trainer prints and keeps in the run dir; None for generated data.
+  summary: DataSummary | None = None
 
   @property
   def preprocessing(self) -> dict[str, Any] | None:
@@ -79,6 +83,7 @@ class DatasetBundle:
       target_scale=keep(self.target_scale),
       class_names=keep(self.class_names),
       fitted=self.fitted.with_tasks([task_name]) if self.fitted is not None else None,
+      summary=self.summary.with_tasks([task_name]) if self.summary is not None else None,
     )
 
   @property

@@ -13,6 +13,7 @@ import numpy as np
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.data import preprocessing, tabular
+from mtl_research.data import summary as summary_lib
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.data.csv_reader import Table
 from mtl_research.errors import UserError
@@ -107,14 +108,25 @@ def build_bundle(
   for table in tables:
     check_columns(table, kinds, features)
     tabular.check_targets(table, kinds)
+  read = [table.num_rows for table in tables]
   tables = [_drop_missing_targets(table, kinds, log) for table in tables]
+  sources = tuple(summary_lib.SourceRows(t.path, n, n - t.num_rows) for t, n in zip(tables, read))
   if len(tables) == 1:
     splits = [tables[0].take(rows) for rows in _split_rows(tables[0].num_rows, params["split"], seed)]
   else:
     splits = list(tables)
   state = fitted or _fit(splits, kinds, features, embedding_threshold, params["standardize_targets"])
   # Three splits: --split has three fractions (checked by _split_rows), or the tables are train, val and test.
-  train, val, test = (Split(tabular.encode_features(t, state), tabular.encode_targets(t, state)) for t in splits)
+  encoded = [tabular.encode_features_and_unseen(t, state) for t in splits]
+  train, val, test = (Split(features, tabular.encode_targets(t, state)) for t, (features, _) in zip(splits, encoded))
+  summary = summary_lib.DataSummary(
+    sources,
+    tuple(params["split"]) if len(tables) == 1 else None,
+    {name: t.num_rows for name, t in zip(summary_lib.SPLITS, splits)},
+    {name: unseen for name, (_, unseen) in zip(summary_lib.SPLITS, encoded) if unseen},
+    state,
+    reused=fitted is not None,
+  )
   return DatasetBundle(
     tabular.task_specs(state),
     train,
@@ -124,6 +136,7 @@ def build_bundle(
     target_scale=tabular.target_scale(state),
     class_names=tabular.class_names(state),
     fitted=state,
+    summary=summary,
   )
 
 

@@ -183,7 +183,18 @@ def feature_spec(state: Preprocessing) -> FeatureSpec:
 
 def encode_features(table: Table, state: Preprocessing) -> dict[str, np.ndarray]:
   """The model's input for every row of `table`."""
+  return encode_features_and_unseen(table, state)[0]
+
+
+def encode_features_and_unseen(table: Table, state: Preprocessing) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+  """The model's input for every row of `table`, and the unseen categories per column.
+
+  The counts (categorical column -> values never seen in training, each encoded
+  as index 0; columns without any left out) come from the encoding itself, so
+  reporting them costs no second pass over the column.
+  """
   numeric, embedded = [], []
+  unseen = {}
   for feature in state.features:
     name = feature.name
     if name not in table.columns:
@@ -193,7 +204,10 @@ def encode_features(table: Table, state: Preprocessing) -> dict[str, np.ndarray]
       numeric += _encode_numeric(table, feature)
       continue
     index = _index(_texts(column), feature.vocabulary, offset=1)
-    index[index < 0] = 0  # never seen in training
+    never_seen = index < 0
+    index[never_seen] = 0
+    if never_seen.any():
+      unseen[name] = int(never_seen.sum())
     if feature.encoding == EMBEDDING:
       embedded.append(index.astype(np.int32))
     else:
@@ -206,7 +220,7 @@ def encode_features(table: Table, state: Preprocessing) -> dict[str, np.ndarray]
   }
   if embedded:
     result[EMBEDDED] = np.stack(embedded, axis=1)
-  return result
+  return result, unseen
 
 
 def _encode_numeric(table: Table, feature: NumericFeature) -> list[np.ndarray]:

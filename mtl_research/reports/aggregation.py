@@ -4,9 +4,13 @@ Primary metric of each task: --regression_metric (mae or mse) for regression,
 --classification_metric (accuracy, or auc for binary tasks) for
 classification. Method rows group the multi-task runs by (balancer, grid
 point), in the order sweep.json declares them; each row's statistics are mean ±
-std over seeds of every test metric. A row's Δm (see delta_m.py) is the mean ±
-std over seeds of each seed's Δm against the baseline means, when every task
-has a finite, non-zero single-task baseline; otherwise a note says why not.
+std over seeds of every test metric. A row's Δm (Maninis et al., CVPR 2019;
+Vandenhende et al., TPAMI 2021; see delta_m.py) is the mean ± std over seeds of
+one Δm per seed, when every task has a finite, non-zero single-task baseline
+(otherwise a note says why not): paired by seed (each seed against the baselines
+of the same seed) when every seed of every row has a baseline of every task with
+its seed, else unpaired (each seed against the baseline means). One definition
+holds for the whole table, and a note names it.
 """
 
 from __future__ import annotations
@@ -58,18 +62,53 @@ def build_table(
   table = Table(title, columns, grid_flags, rows, baseline, False, notes, _metrics_seen(sweep, columns))
   table.has_delta_m = _delta_m_available(columns, baseline, rows, notes)
   if table.has_delta_m:
-    means = table.baseline_means()
-    assert means is not None  # has_delta_m: there is a baseline row
+    seed_baselines = table.seed_baselines()
+    # Rows -> their seeds that lack a usable baseline of the same seed; one such seed unpairs the whole table, so
+    # that every row of it means the same thing.
+    unpaired: dict[str, list[int]] = {}
     for row in rows:
-      row.delta_m = aggregate(run_delta_m(run, columns, means) for run in row.runs)
+      seeds = sorted({run.seed for run in row.runs if not delta_m_lib.can_pair([run.seed], seed_baselines, tasks)})
+      if seeds:
+        unpaired[row.description] = seeds
+    table.delta_m_paired = not unpaired
+    for row in rows:
+      row.delta_m = aggregate(run_delta_m(run, columns, _reference(table, run)) for run in row.runs)
+    notes.insert(0, _delta_m_note(table.delta_m_paired, unpaired))
   _note_missing_seeds(sweep, rows, baseline, tasks, notes)
   return table
 
 
-def run_delta_m(run: RunRecord, columns: Sequence[Column], baseline_means: Mapping[str, float]) -> float:
-  """Δm% of one run's primary test metrics against the baseline means (NaN if one is missing)."""
+def run_delta_m(run: RunRecord, columns: Sequence[Column], baseline: Mapping[str, float]) -> float:
+  """Δm% of one run's primary test metrics against `baseline` (B_t by task); NaN if the run lacks a metric.
+
+  `baseline` is what the table compares the run with (Table.delta_m_baseline): the
+  baselines of the run's own seed when the table is paired, else their means.
+  """
   method = {c.task: float(run.test_metrics(c.task).get(c.metric, math.nan)) for c in columns}
-  return delta_m_lib.delta_m(method, baseline_means, {c.task: not c.higher_is_better for c in columns})
+  return delta_m_lib.delta_m(method, baseline, {c.task: not c.higher_is_better for c in columns})
+
+
+def _reference(table: Table, run: RunRecord) -> Mapping[str, float]:
+  reference = table.delta_m_baseline(run.seed)
+  assert reference is not None  # only called when the table has Δm
+  return reference
+
+
+def _delta_m_note(paired: bool, unpaired: Mapping[str, Sequence[int]]) -> str:
+  """Which Δm definition the table uses (delta_m.py), and for an unpaired table which seeds prevented pairing."""
+  if paired:
+    return (
+      "Δm is paired by seed: each seed's Δm compares the run with the single-task baselines trained with the "
+      "same seed (with the generated datasets --seed also draws the data), and a row shows the mean ± std of "
+      "these per-seed values. The mean is not Δm of the row's means."
+    )
+  why = "; ".join(f"{row}: seed {', '.join(map(str, seeds))}" for row, seeds in unpaired.items())
+  return (
+    "Δm is not paired by seed, because these rows have seeds without a single-task baseline of every task with "
+    f"the same seed (or with a zero or non-finite one): {why}. Each seed's Δm compares the run with the baselines' "
+    "means over seeds, and a row shows the mean ± std of these per-seed values (the mean equals Δm of the row's "
+    "means; its std also holds what the seed changes besides the method, such as the generated data)."
+  )
 
 
 def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:

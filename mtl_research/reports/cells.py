@@ -55,6 +55,17 @@ def body(table: Table) -> list[list[Cell]]:
   return rows
 
 
+def seeds_phrase(table: Table) -> str:
+  """The seed count of every row, e.g. "3 seeds", or "seeds" when rows (or the baseline's tasks) differ."""
+  counts = {row.num_seeds for row in table.rows}
+  if table.baseline is not None:
+    counts |= set(table.baseline.seeds.values())
+  if len(counts) != 1:
+    return "seeds"
+  count = counts.pop()
+  return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
 def _number(value: float, decimals: int = 4, signed: bool = False) -> str:
   if not math.isfinite(value):
     return "nan"

@@ -1,7 +1,10 @@
 """results.csv: one line per table row, every test metric's mean and std as plain numbers.
 
 Numbers are Python's repr of the float; a cell is empty where the value is
-undefined (e.g. the std of one seed).
+undefined (e.g. the std of one seed). With Δm, `delta_m/definition` says how a
+method row's Δm was computed (delta_m.py): "paired" (each seed against the
+baselines of the same seed) or "unpaired" (each seed against the baseline
+means); a CSV has no notes to say it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from mtl_research.reports.table import Row, Table
 
 FILE_NAME = "results.csv"
 DELTA_M_KEY = "delta_m"
+PAIRED, UNPAIRED = "paired", "unpaired"
 
 
 def header(table: Table) -> list[str]:
@@ -22,7 +26,7 @@ def header(table: Table) -> list[str]:
     for metric in metrics:
       names += [f"{task}/{metric}/mean", f"{task}/{metric}/std"]
   if table.has_delta_m:
-    names += [f"{DELTA_M_KEY}/mean", f"{DELTA_M_KEY}/std"]
+    names += [f"{DELTA_M_KEY}/mean", f"{DELTA_M_KEY}/std", f"{DELTA_M_KEY}/definition"]
   return names
 
 
@@ -44,9 +48,10 @@ def _values(table: Table, row: Row) -> list:
       values += [_plain(stat.mean if stat else None), _plain(stat.std if stat else None)]
   if table.has_delta_m:
     if row.baseline:
-      values += [0.0, ""]
+      values += [0.0, "", ""]
     else:
       values += [_plain(row.delta_m.mean if row.delta_m else None), _plain(row.delta_m.std if row.delta_m else None)]
+      values.append(PAIRED if table.delta_m_paired else UNPAIRED)
   return values
 
 

@@ -1,6 +1,10 @@
 """results.tex: the results table as a booktabs LaTeX table (ASCII only: symbols as math).
 
-Needs \\usepackage{booktabs} in the preamble.
+Needs \\usepackage{booktabs} in the preamble. The caption says what a paper
+needs (the statistic, the seeds, what bold means, Δm in a few words: Maninis et
+al., CVPR 2019; Vandenhende et al., TPAMI 2021); the full definitions are in the
+notes of results.md, and the table's own notes (skipped runs, how Δm pairs
+seeds) follow the table in a footnote-sized paragraph.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ _LATEX = {
   "Σ": r"$\Sigma$",
   "±": r"$\pm$",
   "—": "---",
+  "-": "-{}",  # no -- or --- ligature (an en or em dash) from text such as --seed
   "–": "--",
   "−": r"$-$",
   "·": r"$\cdot$",
@@ -39,28 +44,16 @@ _LATEX = {
   "×": r"$\times$",
 }
 
-_CAPTION = (
-  r"Test metrics at the checkpoint each run selected, mean $\pm$ sample standard deviation over seeds "
-  r"(a value without $\pm$ comes from one seed); $\uparrow$/$\downarrow$: higher/lower is better; "
-  r"bold: best multi-task row per column."
-)
-_DELTA_M_CAPTION = (
-  r" $\Delta_m = \frac{100}{T}\sum_{t=1}^{T}(-1)^{l_t}\,\frac{M_t - B_t}{B_t}$ "
-  r"(Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021), where $M_t$ and $B_t$ are the "
-  r"method's and the single-task baseline's means of task $t$'s metric and $l_t = 1$ when lower "
-  r"is better; positive $\Delta_m$ is better than single-task."
-)
-
 
 def escape(text: str) -> str:
-  """Plain text as LaTeX: specials escaped (_ % & $ # { } ~ ^ \\), symbols as math."""
-  return "".join(_LATEX.get(ch, ch) for ch in str(text))
+  """Plain text as LaTeX: specials escaped (_ % & $ # { } ~ ^ \\), symbols as math; Δm as in the header."""
+  return r"$\Delta_m$".join("".join(_LATEX.get(ch, ch) for ch in part) for part in str(text).split("Δm"))
 
 
 def render(table: Table) -> str:
   heads = cells_lib.headers(table)
   spec = "l" * (1 + len(table.grid_flags)) + "r" * (len(heads) - 1 - len(table.grid_flags))
-  caption = _CAPTION + (_DELTA_M_CAPTION if table.has_delta_m else "")
+  caption = _caption(table)
   lines = [
     r"\begin{table}[t]",
     r"\centering",
@@ -91,11 +84,24 @@ def _head_cell(head: tuple[str, str]) -> str:
   return escape(text) + (" " + escape(arrow) if arrow else "")
 
 
+def _caption(table: Table) -> str:
+  """One or two sentences: the cells' statistic, bold, and Δm's definition in a few words."""
+  text = rf"Test metrics, mean $\pm$ std over {escape(cells_lib.seeds_phrase(table))}; bold: best multi-task result."
+  if table.has_delta_m:
+    pairing = "paired by seed" if table.delta_m_paired else "each seed against the baselines' means"
+    text += (
+      r" $\Delta_m$: mean relative change against the single-task baselines in \%, "
+      rf"{pairing} (Maninis et al., 2019); higher is better."
+    )
+  return text
+
+
 def _cell_text(cell: cells_lib.Cell) -> str:
   text = _number(cell.mean)
   if cell.std is not None:
     text += r" $\pm$ " + _number(cell.std)
-  return rf"\textbf{{{text}}}" if cell.bold else text
+  # \textbf alone leaves math ($-$, $\pm$) in normal weight; \boldmath, local to the \textbf group, bolds it too.
+  return rf"\textbf{{\boldmath {text}}}" if cell.bold else text
 
 
 def _number(text: str) -> str:

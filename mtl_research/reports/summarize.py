@@ -27,7 +27,7 @@ def summarize(
   Raises UserError (one sentence) if `sweep_dir` has no runs/ or no finished
   run, or a metric choice is unknown. Returns {"markdown": the Markdown table
   text, "results_md", "results_tex", "results_csv": paths, "plots": [paths],
-  "hparams": {"config_dir", "final_dirs"}, "notes": [sentences], "runs",
+  "hparams": {"config_dir", "final_files"}, "notes": [sentences], "runs",
   "unfinished", "failed": counts, "has_delta_m": bool}.
   """
   sweep = collect_lib.collect(sweep_dir)

@@ -3,14 +3,16 @@
 Rows: one per (balancer, grid point) of the multi-task runs, plus a
 "single-task" row with the baselines' means. Columns: each task's primary test
 metric, as mean ± sample standard deviation (ddof=1) over seeds; then Δm% when
-it is defined, and the number of seeds. aggregation.py builds a Table from a
-sweep; results_md.py, results_tex.py and results_csv.py render it.
+it is defined (paired by seed or not: delta_m.py), and the number of seeds.
+aggregation.py builds a Table from a sweep; results_md.py, results_tex.py and
+results_csv.py render it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 import dataclasses
+import math
 
 import numpy as np
 
@@ -81,6 +83,8 @@ class Table:
   has_delta_m: bool
   notes: list[str]
   metrics: dict[str, list[str]]  # task -> every test metric seen (CSV columns)
+  # Whether the rows' Δm pairs each seed with the baselines of the same seed (delta_m.py); one definition per table.
+  delta_m_paired: bool = False
 
   @property
   def all_rows(self) -> list[Row]:
@@ -91,3 +95,38 @@ class Table:
     if not self.has_delta_m or self.baseline is None:
       return None
     return {c.task: self.baseline.stats[(c.task, c.metric)].mean for c in self.columns}
+
+  def seed_baselines(self) -> dict[int, dict[str, float]]:
+    """seed -> {task: primary metric of the single-task run with that seed}, for seeds that have every task.
+
+    A value may be NaN (the run lacks the metric); delta_m.can_pair checks that
+    each is usable. Two baselines of one task and seed (not a sweep's layout) count
+    as their mean.
+    """
+    if self.baseline is None or not self.columns:
+      return {}
+    values: dict[int, dict[str, list[float]]] = {}
+    for column in self.columns:
+      for run in self.baseline.runs:
+        if run.single_task == column.task:
+          value = run.test_metrics(column.task).get(column.metric)
+          values.setdefault(run.seed, {}).setdefault(column.task, []).append(
+            math.nan if value is None else float(value)
+          )
+    return {
+      seed: {task: float(np.mean(vals)) for task, vals in by_task.items()}
+      for seed, by_task in sorted(values.items())
+      if len(by_task) == len(self.columns)
+    }
+
+  def delta_m_baseline(self, seed: int) -> dict[str, float] | None:
+    """The B_t (by task) that Δm compares a run with `seed` with; None when the table has no Δm.
+
+    Its own seed's baselines when the table's Δm is paired by seed, else the
+    baselines' means (delta_m.py).
+    """
+    if not self.has_delta_m:
+      return None
+    if self.delta_m_paired:
+      return self.seed_baselines()[seed]
+    return self.baseline_means()

@@ -6,6 +6,7 @@ run directory's results.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import os
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from mtl_research.config import Config, NanPolicy
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.files import write_json_atomic
 from mtl_research.optim import model_optimizer
-from mtl_research.progress import format_duration
+from mtl_research.progress import TrainingProgress
 from mtl_research.train import actions as actions_lib
 from mtl_research.train import distribution, guard
 from mtl_research.train.checkpoints import Checkpoints
@@ -90,6 +91,9 @@ class Trainer:
     Raises UserError under --jit_compile=on if XLA cannot compile it; the CLI
     calls this before writing anything.
     """
+    # XLA takes seconds: say so before, or the run looks stuck.
+    xla = self.parts.train_loop.jit_compile
+    self.log("Compiling the train loop with XLA…" if xla else "Tracing the train loop (graph)…")
     self.log(self.parts.compile_loop())
 
   def run(self) -> dict:
@@ -109,17 +113,21 @@ class Trainer:
   def _train(self, start: int, total: int) -> None:
     if not self.parts.train_loop.compiled:
       self.compile()
-    if start == 0 and self.hparams:
-      prefixes = [*tags.TASK_PREFIXES, *self.parts.train_loop.per_task_diagnostics()]
+    if self.hparams:  # every segment: an extended run logs its new length
+      prefixes = self.parts.train_loop.per_task_diagnostics()
       if self.config.loop.log_grad_conflict:
         prefixes.append(tags.CONFLICT_GRAD_NORM)
-      write_run_metadata(self.run_dir.train_logdir, self.hparams, prefixes)
+      # The run's name (a sweep's runs/<name>) is the HParams dashboard's trial ID.
+      trial_id = os.path.basename(os.path.normpath(self.run_dir.path))
+      write_run_metadata(self.run_dir.eval_logdir, trial_id, self.hparams, self.bundle.tasks, prefixes)
     if self.checkpoints.latest_number is None:
       self.checkpoints.save(start)  # the last good state until the first periodic checkpoint
     train_writer = ScalarWriter(self.run_dir.train_logdir)
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
     actions = self._actions(train_writer, eval_writer)
     step, began = start, time.perf_counter()
+    progress = TrainingProgress(self.task_names, total)
+    progress.start(start)
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
     try:
       while step < total:
@@ -132,7 +140,7 @@ class Trainer:
           logs = self._recover(step, stop, diagnose)
         end = actions_lib.LoopEnd(stop, total, logs, (stop - step) / (time.perf_counter() - tick))
         step = stop
-        self._progress(step, total, logs, (step - start) / (time.perf_counter() - began))
+        self.log(progress.line(step, end.steps_per_sec, float(logs["mean_objective"]), logs["mean_losses"]))
         for action in actions:
           if action.due(step, total):
             action.run(end)
@@ -233,15 +241,6 @@ class Trainer:
       self.parts.best_score.assign(score)
       self.parts.best_step.assign(step)
       self.checkpoints.save_best(step)
-
-  def _progress(self, step: int, total: int, logs: dict, mean_rate: float) -> None:
-    losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, logs["losses"]))
-    eta = format_duration((total - step) / max(mean_rate, 1e-9))
-    width = len(str(total))
-    self.log(
-      f"step {step:>{width}}/{total} | total {float(logs['objective']):.4f} | {losses} | "
-      f"{mean_rate:,.0f} steps/s | ETA {eta}"
-    )
 
   def _train_scalars(self, logs: dict, rate: float) -> dict[str, float]:
     names = self.task_names

@@ -15,11 +15,19 @@ part of the run: a directory that holds nothing but SWEEP_FILES is new (not
 "a stranger's non-empty directory"), and --overwrite deletes everything in a
 run directory except them. Any other file without a flags.txt still means the
 directory is not a run directory, and it is refused.
+
+A run may be extended: the same flags but a larger length flag (--train_steps,
+or --epochs when it sets the length) continue it from its last checkpoint,
+unless a flag whose component's rule reads the run's length says otherwise
+(a cosine schedule: the first 500 steps of a decay over 1000 are not those of
+a decay over 500). Once accepted, metrics.json (which means "finished") is
+removed and flags.txt records the new length; a crash then resumes the longer
+run like any other. A length can never decrease.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import os
 import shutil
@@ -75,6 +83,26 @@ class RunDir:
     return os.path.join(self.path, "eval")
 
 
+@dataclasses.dataclass(frozen=True)
+class Extension:
+  """A run asked to train longer than its flags.txt says: the flag that sets its length, before and after."""
+
+  flag: str  # train_steps, or epochs when --train_steps is 0
+  before: int
+  after: int
+
+  def __str__(self) -> str:
+    return f"--{self.flag}={self.before} to {self.after}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+  """What `check` found in a run directory."""
+
+  resume: bool  # it holds a run to continue (False: a new run, or one --overwrite replaces)
+  extension: Extension | None = None  # that run is asked to train longer
+
+
 def parse_flagfile(lines: Iterable[str]) -> dict[str, str]:
   """`--name=value` lines (as `flag_file_text` writes them) as {name: value}."""
   result = {}
@@ -124,30 +152,66 @@ def check(
   overwrite: bool,
   operational: Iterable[str] = (),
   defaults: Mapping[str, str] | None = None,
-) -> bool:
-  """Read-only: raises UserError if `path` cannot hold this run; True if it holds one to resume.
+  length: tuple[str, int] | None = None,
+  length_users: Sequence[str] = (),
+) -> Found:
+  """Read-only: raises UserError if `path` cannot hold this run; says whether it holds one to resume.
 
-  A directory that is missing, empty or holds only a sweep's SWEEP_FILES is a new run (False).
+  A directory that is missing, empty or holds only a sweep's SWEEP_FILES is a new run.
+  `length`: the flag that sets the run's length and its requested value. A
+  smaller value than flags.txt records is refused; a larger one is an
+  extension (`Found.extension`), refused with one sentence naming
+  `length_users` if there are any: the flags whose components declare that
+  their rule reads the run's length.
   """
   run = RunDir(path)
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f"--run_dir={path} exists and is not a directory.")
   if not run_entries(path):
-    return False
+    return Found(resume=False)
   if not os.path.isfile(run.flags_file):
     raise UserError(
       f"--run_dir={path} is not empty and has no {FLAGS_FILE}, so it is not a run directory; choose another --run_dir."
     )
   if overwrite:
-    return False
+    return Found(resume=False)
   with open(run.flags_file, encoding="utf-8") as handle:
-    diffs = differences(parse_flagfile(handle), flag_values, operational, defaults or {})
+    recorded = parse_flagfile(handle)
+  ignored = {*operational, *([length[0]] if length else [])}
+  diffs = differences(recorded, flag_values, ignored, defaults or {})
+  # The recorded text itself, never a default in its place: a missing line says nothing of the length.
+  before = _positive_int(recorded.get(length[0])) if length else None
+  if length and before is None:  # missing, or --train_steps=0: --epochs set that run's length, in other units
+    diffs.insert(0, f"--{length[0]}={recorded.get(length[0], '(missing)')} there, {length[1]} now")
   if diffs:
     raise UserError(
       f"--run_dir={path} was written with different flags ({'; '.join(diffs[:3])}); "
       "pass --overwrite to replace it or choose another --run_dir."
     )
-  return True
+  if length is None or before is None or length[1] == before:
+    return Found(resume=True)
+  flag, after = length
+  if after < before:
+    raise UserError(
+      f"--{flag}={after} is less than the --{flag}={before} that --run_dir={path} was written with, and a "
+      f"run cannot be shortened; pass --{flag}={before} or more, or --overwrite to replace it."
+    )
+  extension = Extension(flag, before, after)
+  if length_users:
+    uses = "uses" if len(length_users) == 1 else "use"
+    raise UserError(
+      f"{' and '.join(length_users)} {uses} the run length, so --run_dir={path} cannot be extended from "
+      f"{extension}; choose another --run_dir or pass --overwrite."
+    )
+  return Found(resume=True, extension=extension)
+
+
+def _positive_int(text: str | None) -> int | None:
+  try:
+    value = int(text) if text is not None else 0
+  except ValueError:
+    return None
+  return value if value > 0 else None
 
 
 def read_preprocessing(path: str) -> Preprocessing | None:
@@ -165,15 +229,20 @@ def prepare(
   operational: Iterable[str] = (),
   defaults: Mapping[str, str] | None = None,
   preprocessing: Preprocessing | None = None,
+  length: tuple[str, int] | None = None,
+  length_users: Sequence[str] = (),
 ) -> RunDir:
-  """Creates or reopens a run directory; refuses one written with other flags.
+  """Creates or reopens a run directory; refuses one written with other flags (see `check`).
 
   Raises UserError before changing anything on disk when the directory cannot
   be used. With `overwrite`, an existing run is deleted first: everything in
-  the directory but a sweep's SWEEP_FILES.
+  the directory but a sweep's SWEEP_FILES. An accepted extension removes
+  metrics.json before flags.txt records the new length: a crash in between
+  leaves a run that the same command extends again, never a "finished" run
+  with a stale result.
   """
   run = RunDir(path)
-  check(path, flag_values, overwrite, operational, defaults)
+  found = check(path, flag_values, overwrite, operational, defaults, length, length_users)
   try:
     if overwrite:  # flags.txt last: a directory left half-deleted is still a run directory
       for name in sorted(run_entries(path), key=lambda name: name == FLAGS_FILE):
@@ -186,6 +255,8 @@ def prepare(
     for name in os.listdir(path):
       if is_partial_write(name):
         os.unlink(os.path.join(path, name))
+    if found.extension is not None and os.path.exists(run.metrics_file):
+      os.unlink(run.metrics_file)
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
     if preprocessing is not None:
       from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top

@@ -372,7 +372,11 @@ class TrainLoop:
     return [name for name, value in values.items() if value.shape.rank == 1]
 
   def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
-    """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record)."""
+    """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record).
+
+    The logs also hold the loop's `mean_losses` [T] and `mean_objective`, over
+    the steps that were applied (a skipped batch's values are left out).
+    """
     num_tasks = len(self.task_specs)
     logs = {
       "losses": tf.zeros([num_tasks]),
@@ -384,15 +388,22 @@ class TrainLoop:
     if careful:
       logs["ok"] = tf.constant(True)
     record = guard.initial_state(num_tasks)
+    sums = (tf.zeros([num_tasks]), tf.constant(0.0), tf.constant(0.0))  # losses, objective, steps counted
     step_fn = functools.partial(self._step_at, careful=careful)
 
-    def body(i, _, record):
+    def body(i, _, record, sums):
       logs = self._first_replica(self.strategy.run(step_fn, args=(block, i)))
+      counted = tf.constant(1.0)
       if careful:
         record = guard.record(record, logs["ok"], logs["step"], logs["losses"])
-      return i + 1, logs, record
+        counted = tf.cast(logs["ok"], tf.float32)
+      losses = tf.where(counted > 0, logs["losses"], 0.0)
+      objective = tf.where(counted > 0, logs["objective"], 0.0)
+      return i + 1, logs, record, (sums[0] + losses, sums[1] + objective, sums[2] + counted)
 
-    _, logs, record = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), logs, record))
+    _, logs, record, sums = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), logs, record, sums))
+    count = tf.maximum(sums[2], 1.0)
+    logs["mean_losses"], logs["mean_objective"], logs["steps_counted"] = sums[0] / count, sums[1] / count, sums[2]
     return logs, record
 
   def _loop_end(self, logs: dict, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
@@ -476,7 +487,8 @@ class TrainLoop:
     return f"{verb} in {self.compile_seconds:.2f} s."
 
   def run(self, num_steps: int, diagnose: bool = False, careful: bool = False, rows: np.ndarray | None = None) -> dict:
-    """Runs `num_steps` (≥ 1) steps from the current step; returns the last step's logs (NumPy).
+    """Runs `num_steps` (≥ 1) steps from the current step; returns the last step's logs (NumPy)
+    and the means over all `num_steps` (`mean_losses`, `mean_objective`).
 
     `rows` [num_steps, batch] replaces the training order's batches (tests).
     More steps than `steps_per_call` take several calls of the same loop:
@@ -492,14 +504,21 @@ class TrainLoop:
     loop = self.careful_loop if careful else self.loop
     logs, healthy = {}, True
     record: guard.GuardState | None = None
+    loss_sum, objective_sum, counted = 0.0, 0.0, 0.0  # the calls' means, weighted back into sums
     for begin in range(0, num_steps, self.steps_per_call):
       end = min(begin + self.steps_per_call, num_steps)
       logs = self._call(loop, rows[begin:end], diagnose and end == num_steps)
+      loss_sum = loss_sum + logs["mean_losses"] * logs["steps_counted"]
+      objective_sum += float(logs["mean_objective"] * logs["steps_counted"])
+      counted += float(logs["steps_counted"])
       if careful:
         part = guard.GuardState(**logs["guard"])
         record = part if record is None else guard.merge(record, part)
       else:
         healthy = healthy and bool(logs["healthy"])
+    logs["mean_losses"] = loss_sum / max(counted, 1.0)
+    logs["mean_objective"] = np.float32(objective_sum / max(counted, 1.0))
+    logs["steps_counted"] = counted
     if careful:
       assert record is not None  # num_steps ≥ 1: the loop above ran at least once
       logs["guard"] = record._asdict()
