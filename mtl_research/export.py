@@ -34,6 +34,7 @@ from mtl_research.data.preprocessing import (
   RegressionTarget,
 )
 from mtl_research.data.tabular import MISSING
+from mtl_research.errors import UserError
 from mtl_research.features import EMBEDDED, NUMERIC
 from mtl_research.models.base import MultiTaskModel
 
@@ -108,12 +109,32 @@ class ServingModule(tf.Module):
     return result
 
 
+def output_names(state: Preprocessing) -> dict[str, str]:
+  """{output name: task} of the `serve` signature: `<task>`, and `<task>_probabilities`, `<task>_classes`
+  for a classification task. Raises UserError when two tasks would share a name (one output would
+  silently replace the other)."""
+  owners: dict[str, str] = {}
+  for task in state.task_names:
+    names = [task]
+    if not isinstance(state.target(task), RegressionTarget):
+      names += [f"{task}_probabilities", f"{task}_classes"]
+    for name in names:
+      if name in owners:
+        raise UserError(
+          f"--export_dir: the SavedModel output {name!r} would belong to both task {owners[name]!r} and task "
+          f"{task!r}; rename one of their target columns."
+        )
+      owners[name] = task
+  return owners
+
+
 def export(model: MultiTaskModel, state: Preprocessing, export_dir: str) -> None:
   """Writes the SavedModel with the `serve` signature into `export_dir` (missing or empty).
 
   Written beside it under a temporary name and renamed when complete, so a
   crash never leaves a half-written SavedModel at `export_dir`.
   """
+  output_names(state)
   module = ServingModule(model, state)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)

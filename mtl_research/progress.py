@@ -19,36 +19,44 @@ class TrainingProgress:
 
   A cumulative average would fold the first call's one-time costs into every
   line (the rate climbs for the whole run and the first ETA is far too long),
-  so each line describes only the interval since the previous one:
+  and one loop's pace alone swings with the periodic work between calls (an
+  evaluation every fifth loop). So:
 
   * `total` and the task losses are means over the loop's steps (one batch's
     values are too noisy to read);
   * `steps/s` is the loop call's own rate (what TensorBoard logs as
     `steps_per_sec`);
-  * the ETA is the remaining steps at the interval's wall-clock rate, which also
-    counts the periodic work between calls (evaluation, checkpoints), so it is
-    what the user will wait. Compilation runs before the first interval starts
-    (`start` is called after it), so it is never in an ETA.
+  * the ETA is the remaining steps at the wall-clock pace of the last `window`
+    steps (the trainer passes its longest action period, so that pace includes
+    each periodic evaluation and checkpoint as often as they come), or of all
+    steps since `start` while fewer have run. Compilation runs before `start`
+    is called, so it is never in an ETA.
   """
 
-  def __init__(self, task_names: Sequence[str], total: int, clock: Callable[[], float] = time.perf_counter):
+  def __init__(
+    self, task_names: Sequence[str], total: int, window: int = 1, clock: Callable[[], float] = time.perf_counter
+  ):
     self.task_names = list(task_names)
     self.total = total
+    self.window = max(window, 1)
     self.clock = clock
-    self._step: int | None = None
-    self._time = 0.0
+    self._marks: list[tuple[int, float]] = []  # (step, time) of `start` and each line, oldest first
 
   def start(self, step: int) -> None:
     """Marks the beginning of training at `step` (after compilation)."""
-    self._step, self._time = step, self.clock()
+    self._marks = [(step, self.clock())]
 
   def line(self, step: int, loop_rate: float, objective: float, losses: Sequence[float]) -> str:
     """The line for a loop call that ended at `step` (call `start` first)."""
-    if self._step is None:
+    if not self._marks:
       raise RuntimeError("TrainingProgress.line called before start")
     now = self.clock()
-    steps, seconds = step - self._step, now - self._time
-    self._step, self._time = step, now
+    self._marks.append((step, now))
+    # Keep as the first mark the newest one at least `window` steps back (or the oldest there is).
+    while len(self._marks) > 2 and self._marks[1][0] <= step - self.window:
+      self._marks.pop(0)
+    first_step, first_time = self._marks[0]
+    steps, seconds = step - first_step, now - first_time
     remaining = (self.total - step) * seconds / steps if steps > 0 and seconds > 0 else None
     eta = format_duration(0.0 if step >= self.total else remaining)
     task_losses = " ".join(f"{name} {value:.4f}" for name, value in zip(self.task_names, losses))

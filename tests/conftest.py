@@ -267,6 +267,17 @@ def assert_refused(proc: subprocess.CompletedProcess, run_dir, *texts: str) -> N
   assert not os.path.exists(run_dir)
 
 
+def listing(path: str) -> dict[str, bytes]:
+  """{relative path: bytes} of every file under `path` (to show that a refusal changed nothing)."""
+  files = {}
+  for root, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(root, name)
+      with open(full, "rb") as handle:
+        files[os.path.relpath(full, path)] = handle.read()
+  return files
+
+
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value), ...]} of every scalar in the event files of `logdir`."""
   scalars = collections.defaultdict(list)

@@ -25,7 +25,11 @@ def fixture_without_op_determinism():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("error:Model doesn't support `jit_compile=True`")
 def test_measure_reports_positive_rates_for_every_balancer_and_mode(without_op_determinism):
+  # fixed and one balancer with per-task gradients: every key exists per balancer, and each
+  # balancer costs two compilations, so the catalogue's size must not set this test's time.
+  chosen = ["fixed", "gradnorm"]
   result = benchmark.measure(
+    balancers=chosen,
     repeats=1,
     fit_epochs=1,
     loop_steps=50,
@@ -37,8 +41,8 @@ def test_measure_reports_positive_rates_for_every_balancer_and_mode(without_op_d
     wall_long_steps=0,
     log=lambda message: None,
   )
-  names = BALANCERS.names()
-  assert result["balancers"][0] == "fixed" and sorted(result["balancers"]) == names
+  names = chosen
+  assert result["balancers"] == chosen
   keys = [
     "seed_fit_steps_per_s",
     "tuned_fit_steps_per_s",

@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+from conftest import listing
 import pytest
 import tensorflow as tf
 
@@ -19,17 +20,6 @@ TRAIN_TAGS = (
   "learning_rate",
   "steps_per_sec",
 )
-
-
-def listing(path):
-  """{relative path: bytes} of every file under `path`."""
-  files = {}
-  for root, _, names in os.walk(path):
-    for name in names:
-      full = os.path.join(root, name)
-      with open(full, "rb") as handle:
-        files[os.path.relpath(full, path)] = handle.read()
-  return files
 
 
 @pytest.fixture(name="default_run", scope="module")

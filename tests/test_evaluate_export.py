@@ -186,6 +186,15 @@ def test_a_file_without_targets_gives_predictions_only_and_unseen_counts(trained
   assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert len(errors) == 1 and new in errors[0] and "--predictions_out" in errors[0], proc.stderr[-2000:]
   assert not os.path.exists(export_dir)
+  # --metrics_out asks for metrics the file cannot give: refused too, before the predictions are written.
+  metrics_out = str(tmp_path / "m.json")
+  other = str(tmp_path / "other.csv")
+  proc = run_evaluate(
+    f"--run_dir={run}", f"--csv_path={new}", f"--predictions_out={other}", f"--metrics_out={metrics_out}"
+  )
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode != 0 and len(errors) == 1 and "--metrics_out" in errors[0], proc.stderr[-2000:]
+  assert not os.path.exists(metrics_out) and not os.path.exists(other)
   # A file with targets: the counts go into the metrics file too.
   out = str(tmp_path / "val.json")
   proc = run_evaluate(f"--run_dir={run}", f"--csv_path={paths['val']}", f"--metrics_out={out}")
@@ -327,3 +336,18 @@ def test_probability_columns_are_plain_unique_names_whatever_the_class_names():
   assert rows[1][0] == 'a "b"' and rows[2][0] == "a,b"  # the class itself, as written in the training file
   np.testing.assert_allclose([[float(v) for v in row[1:4]] for row in rows[1:]], [[0.2, 0.5, 0.3], [0.7, 0.1, 0.2]])
   assert evaluate_cli.probability_column("t", "a b") == evaluate_cli.probability_column("t", "a,b") == "t_p_a_b"
+
+
+def test_two_tasks_that_would_share_a_saved_model_output_are_refused():
+  from mtl_research import export as export_lib  # pylint: disable=g-import-not-at-top
+  from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
+
+  kind = preprocessing_lib.ClassificationTarget("kind", ("a", "b"))
+  clash = preprocessing_lib.RegressionTarget("kind_classes", 0.0, 1.0)
+  state = preprocessing_lib.Preprocessing(features=(), targets=(kind, clash))
+  with pytest.raises(
+    UserError, match=r"output 'kind_classes' would belong to both task 'kind' and task 'kind_classes'"
+  ):
+    export_lib.output_names(state)
+  fine = preprocessing_lib.Preprocessing(features=(), targets=(kind,))
+  assert export_lib.output_names(fine) == {"kind": "kind", "kind_probabilities": "kind", "kind_classes": "kind"}

@@ -3,10 +3,17 @@ depend on its length; otherwise, or for a shorter length, one sentence and nothi
 
 from __future__ import annotations
 
-import glob
 import os
 
-from conftest import SMALL_RUN_FLAGS, checkpoint_numbers, final_variables, metrics_of, read_scalars, run_train_stopped
+from conftest import (
+  SMALL_RUN_FLAGS,
+  checkpoint_numbers,
+  final_variables,
+  listing,
+  metrics_of,
+  read_scalars,
+  run_train_stopped,
+)
 import numpy as np
 import pytest
 
@@ -17,22 +24,11 @@ from mtl_research.balancers.fixed import Fixed
 from mtl_research.optim import model_optimizer
 from mtl_research.reports.events import read_session_hparams
 from mtl_research.train import components as components_lib
-from mtl_research.train import tensorboard_meta
+from mtl_research.train import run_dir as run_dir_lib
 
 # Evaluations and checkpoints every 20 steps, so a run of 60 and one of 120 evaluate the same steps:
 # a straight run and an extended one then choose among the same candidates.
 SHORT, LONG = 60, 120
-
-
-def listing(path: str) -> dict[str, bytes]:
-  """{relative path: bytes} of every file under `path`."""
-  files = {}
-  for root, _, names in os.walk(path):
-    for name in names:
-      full = os.path.join(root, name)
-      with open(full, "rb") as handle:
-        files[os.path.relpath(full, path)] = handle.read()
-  return files
 
 
 def flag_lines(path: str) -> list[str]:
@@ -94,7 +90,7 @@ def test_extended_run_is_bit_identical_to_a_straight_one(tmp_path, train_cli, ba
   # The HParams dashboard shows the new length, in one session.
   values, _ = read_session_hparams(os.path.join(extended, "eval"))
   assert values["train_steps"] == str(LONG)
-  assert len(glob.glob(os.path.join(extended, "eval", "*" + tensorboard_meta.METADATA_SUFFIX))) == 1
+  assert len(run_dir_lib.event_files(os.path.join(extended, "eval"), run_dir_lib.RUN_METADATA_SUFFIX)) == 1
 
   reference = train_cli(f"--run_dir={straight}", *flags, f"--train_steps={LONG}")
   assert reference.returncode == 0, reference.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtl_research.progress import TrainingProgress
+from mtl_research.progress import TrainingProgress, format_duration
 
 
 class FakeClock:
@@ -36,3 +36,19 @@ def test_a_long_run_estimates_hours_and_resumes_from_its_step():
 def test_line_before_start_is_a_bug():
   with pytest.raises(RuntimeError):
     TrainingProgress(["a"], total=10, clock=FakeClock(0.0)).line(5, 1.0, 1.0, [1.0])
+
+
+def test_the_eta_counts_periodic_work_as_often_as_it_comes():
+  """Loops of 100 steps take 1 s; every fifth also validates (+4 s). Over a window of 500 steps the
+  pace is 500 steps per 9 s whichever loop just ended, so the ETA stops jumping."""
+  times, now = [0.0], 0.0
+  for loop in range(1, 21):
+    now += 1.0 + (4.0 if loop % 5 == 0 else 0.0)
+    times.append(now)
+  progress = TrainingProgress(["a"], total=2000, window=500, clock=FakeClock(*times))
+  progress.start(0)
+  etas = [progress.line(100 * loop, 100.0, 1.0, [1.0]).rpartition("ETA ")[2] for loop in range(1, 21)]
+  # From step 500 on, every line looks back over one whole period: (2000 − step) · 9 / 500 s.
+  assert etas[4:] == [format_duration((2000 - 100 * loop) * 9 / 500) for loop in range(5, 21)]
+  # Before, the pace since the start (no validation yet: 1 s per 100 steps).
+  assert etas[:4] == [format_duration((2000 - 100 * loop) / 100) for loop in range(1, 5)]

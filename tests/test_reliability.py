@@ -235,6 +235,20 @@ class TestNonFiniteGuard:
     after = [v.numpy() for v in parts.train_loop.state_variables + list(parts.optimizer.variables)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert int(parts.global_step.numpy()) == 1  # the step still advances: the next batch is the next one
+    # No step applied: the progress line's means are NaN, not zero.
+    assert np.isnan(logs["mean_losses"]).all() and np.isnan(logs["mean_objective"])
+
+  def test_loop_means_leave_skipped_batches_out(self):
+    """A skipped batch changes no state, so the means of [good, bad, good] are those of [good, good]."""
+    config = build_config(loop={"nan_policy": NanPolicy.SKIP_BATCH})
+    bundle = poisoned_bundle(row=5)
+    good_a, bad, good_b = np.arange(32, 64), np.arange(0, 32), np.arange(64, 96)
+    skipped = components_lib.build(config, bundle).train_loop.run(3, careful=True, rows=np.stack([good_a, bad, good_b]))
+    assert int(skipped["guard"]["count"]) == 1
+    clean = components_lib.build(config, bundle).train_loop.run(2, careful=True, rows=np.stack([good_a, good_b]))
+    np.testing.assert_allclose(skipped["mean_losses"], clean["mean_losses"], rtol=1e-6)
+    np.testing.assert_allclose(skipped["mean_objective"], clean["mean_objective"], rtol=1e-6)
+    assert np.isfinite(skipped["mean_losses"]).all()
 
   def test_fast_loop_reports_unhealthy_after_a_bad_step(self):
     config = build_config()

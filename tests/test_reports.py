@@ -687,6 +687,10 @@ def _experiment_metric_tags(config_dir: str) -> list[str]:
 
 
 def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
+  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+
+  from mtl_research.reports.events import read_session_hparams  # pylint: disable=g-import-not-at-top
+
   sweep_dir = make_sweep(str(tmp_path))
   for name in os.listdir(os.path.join(sweep_dir, "runs")):
     run_path = os.path.join(sweep_dir, "runs", name)
@@ -700,8 +704,15 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
     tensorboard_meta.write_run_metadata(
       os.path.join(run_path, "eval"), name, {**values, "learning_rate": 0.001}, specs, []
     )
-  # An earlier version's train/final/ directory is removed.
-  os.makedirs(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))
+  # What an earlier version wrote is removed: train/final/, and its session (with the layout) in its
+  # own event file in train/, whose trial ID was a hash; the training curves stay.
+  old_train = os.path.join(sweep_dir, "runs", "uncertainty-s1", "train")
+  os.makedirs(os.path.join(old_train, "final"))
+  for write in (lambda: hp.hparams({"seed": 1.0}), lambda: tf.summary.scalar("loss/price", 0.5, step=10)):
+    writer = tf.summary.create_file_writer(old_train)
+    with writer.as_default(step=0):
+      write()
+    writer.close()
   sweep = collect.collect(sweep_dir)
   table = aggregation.build_table(sweep)
   paths, notes = hparams.write_hparams(sweep, table)
@@ -715,7 +726,8 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
   assert final["test/price/mae"] == [(40, pytest.approx(0.8))]
   assert final["test/kind/accuracy"] == [(40, pytest.approx(0.84))]
   assert final["test/delta_m"] == [(40, pytest.approx(expected["test/delta_m"]))]
-  assert not os.path.exists(os.path.join(sweep_dir, "runs", "uncertainty-s1", "train", "final"))
+  assert not os.path.exists(os.path.join(old_train, "final"))
+  assert read_session_hparams(old_train) is None and read_scalars(old_train) == {"loss/price": [(10, 0.5)]}
   baseline_final = read_scalars(os.path.join(sweep_dir, "runs", "single-kind-s0", "eval"))
   assert "test/delta_m" not in baseline_final and "test/kind/accuracy" in baseline_final
   # Summarizing again replaces the files instead of adding more.
@@ -723,12 +735,14 @@ def test_hparams_config_and_final_metrics_pair_in_tensorboard(tmp_path):
   assert len(glob.glob(os.path.join(eval_dir, "*.final"))) == 1
   assert len(os.listdir(paths["config_dir"])) == 1
   # The final metrics make no TensorBoard run of their own: a sweep of N runs lists 2N + 1 (here
-  # without train/ events, N + 1).
+  # only uncertainty-s1 has train/ events).
   event_dirs = {
     os.path.relpath(os.path.dirname(path), sweep_dir)
     for path in glob.glob(os.path.join(sweep_dir, "**", "events.out.tfevents.*"), recursive=True)
   }
-  assert event_dirs == {"hparams"} | {os.path.join("runs", run.name, "eval") for run in sweep.runs}
+  assert event_dirs == {"hparams", os.path.join("runs", "uncertainty-s1", "train")} | {
+    os.path.join("runs", run.name, "eval") for run in sweep.runs
+  }
 
   groups = _session_groups(sweep_dir)
   by_name = {group.name: group for group in groups}

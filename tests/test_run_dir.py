@@ -142,13 +142,19 @@ def test_same_length_resumes_and_a_longer_one_extends(tmp_path):
 
 def test_accepted_extension_updates_flags_and_drops_the_finished_marker(tmp_path):
   path = finished_run(tmp_path)
+  # The summarizer's final test metrics describe the shorter run: removed; the curves stay.
+  final = os.path.join("eval", "events.out.tfevents.1.host.final")
+  write_files(os.path.join(path, "eval"), [os.path.basename(final), "events.out.tfevents.1.host"])
   before = contents(path)
   run_dir.prepare(path, {**STEPS_40, "train_steps": "100"}, False, length=("train_steps", 100))
   after = contents(path)
-  # metrics.json means "finished": a crash before the longer run ends must not leave it behind.
-  assert set(before) - set(after) == {"metrics.json"}
+  # metrics.json means "finished": a crash before the longer run ends must not leave it behind, so
+  # it is kept under another name (the result before the extension stays readable).
+  assert set(before) - set(after) == {"metrics.json", final}
+  before.pop(final)
+  assert after["metrics.before_extension.json"] == before["metrics.json"]
   assert "--train_steps=100\n" in after["flags.txt"] and "--train_steps=40\n" not in after["flags.txt"]
-  assert {k: v for k, v in after.items() if k != "flags.txt"} == {
+  assert {k: v for k, v in after.items() if k not in ("flags.txt", "metrics.before_extension.json")} == {
     k: v for k, v in before.items() if k not in ("flags.txt", "metrics.json")
   }
   # The crash case: flags.txt says 100 now, so the same command is a plain resume.

@@ -85,3 +85,5 @@ def test_regex_characters_in_task_names_are_literal():
   metrics = _categories(specs, [])["validation metrics"]
   assert _matching(metrics, tags.eval_metric("a.b", "mse")) == ["mse: a.b"]
   assert _matching(metrics, tags.eval_metric("axb", "mse")) == []
+  assert _matching(metrics, tags.eval_metric("a+b", "mse")) == ["mse: a+b"]
+  assert _matching(metrics, tags.eval_metric("aab", "mse")) == []  # `a+b` as a regex would match it

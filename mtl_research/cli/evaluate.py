@@ -218,6 +218,8 @@ def run_evaluate() -> dict:
   state = preprocessing.read(run.preprocessing_file)
   if export_dir and os.path.exists(export_dir) and os.listdir(export_dir):
     raise UserError(f"--export_dir={export_dir} exists and is not empty; choose a new directory.")
+  if export_dir:
+    export_lib.output_names(state)  # before anything is written: two tasks cannot share an output
   for flag, path in (
     ("predictions_out", FLAGS.predictions_out),
     ("metrics_out", FLAGS.metrics_out),
@@ -227,12 +229,18 @@ def run_evaluate() -> dict:
     if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
       raise UserError(f"--{flag}={path} cannot be written: {parent} is not a writable directory.")
   table = _read(csv_path, state) if csv_path else None
-  if table is not None and not FLAGS.predictions_out and not scored_tasks(state, table):
-    # Before anything is written (an --export_dir included): the file would give nothing.
-    raise UserError(
-      f"{csv_path} has no target columns ({', '.join(state.task_names)}), so there is nothing to evaluate; "
-      "pass --predictions_out=FILE to write its predictions."
-    )
+  if table is not None and not scored_tasks(state, table):
+    # Before anything is written (an --export_dir included): the file would give nothing, or not what was asked.
+    if not FLAGS.predictions_out:
+      raise UserError(
+        f"{csv_path} has no target columns ({', '.join(state.task_names)}), so there is nothing to evaluate; "
+        "pass --predictions_out=FILE to write its predictions."
+      )
+    if FLAGS.metrics_out:
+      raise UserError(
+        f"--metrics_out={FLAGS.metrics_out} cannot be written: {csv_path} has no target columns "
+        f"({', '.join(state.task_names)}), so there are no metrics; drop --metrics_out to write its predictions only."
+      )
   model = load_model(run, state)
   metrics: dict = {}
   if table is not None:

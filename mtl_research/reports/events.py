@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 SESSION_START_INFO_TAG = "_hparams_/session_start_info"
+CUSTOM_SCALARS_LAYOUT_TAG = "custom_scalars__config__"
 
 
 def _event_files(logdir: str) -> list[str]:
@@ -22,15 +23,33 @@ def _event_files(logdir: str) -> list[str]:
 
 
 def _events(logdir: str):
+  for path in _event_files(logdir):
+    yield from _file_events(path)
+
+
+def _file_events(path: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
 
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      yield event_pb2.Event.FromString(record.numpy())
+  except tf.errors.DataLossError:
+    return  # a file still being written ends with a partial record
+
+
+def run_metadata_files(logdir: str) -> list[str]:
+  """The event files in `logdir` that hold nothing but a run's HParams values and custom-scalars layout.
+
+  Earlier versions of the trainer wrote these into train/; reports/hparams.py
+  removes them so that a run is one HParams session (now in eval/).
+  """
+  found = []
   for path in _event_files(logdir):
-    try:
-      for record in tf.data.TFRecordDataset(path):
-        yield event_pb2.Event.FromString(record.numpy())
-    except tf.errors.DataLossError:
-      continue  # a file still being written ends with a partial record
+    tags = {value.tag for event in _file_events(path) for value in event.summary.value}
+    if tags and tags <= {SESSION_START_INFO_TAG, CUSTOM_SCALARS_LAYOUT_TAG}:
+      found.append(path)
+  return found
 
 
 def read_scalars(logdir: str, prefixes: tuple[str, ...] = ("",)) -> dict[str, list[tuple[int, float]]]:

@@ -19,8 +19,9 @@ The final metrics live in the eval run, beside the validation curves, so a
 sweep of N runs lists 2N + 1 runs in TensorBoard (runs/<name>/train,
 runs/<name>/eval and hparams), not one more per run. The `.final` file is
 deleted and rewritten on every call, so summarizing again (after more runs
-finished) replaces, never duplicates, what the dashboard shows; a
-`train/final/` directory left by an earlier version is removed. A run whose
+finished) replaces, never duplicates, what the dashboard shows; what an earlier
+version wrote (train/final/, and the session and layout in their own event file
+in train/) is removed, so that each run is one session. A run whose
 eval/ has no hp.hparams summary (not written by this trainer) gets one with its
 swept values and its name, in its own file in eval/.
 
@@ -31,7 +32,6 @@ every number with five significant digits ("0.0000" for seed 0).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-import glob
 import math
 import os
 import re
@@ -40,11 +40,12 @@ import shutil
 from mtl_research import tags
 from mtl_research.reports.aggregation import run_delta_m
 from mtl_research.reports.collect import RunRecord, SweepRecords
-from mtl_research.reports.events import read_session_hparams
+from mtl_research.reports.events import read_session_hparams, run_metadata_files
 from mtl_research.reports.table import Table
+from mtl_research.train.run_dir import FINAL_METRICS_SUFFIX, RUN_METADATA_SUFFIX, event_files
 
 HPARAMS_DIR = "hparams"
-FINAL_SUFFIX = ".final"
+FINAL_SUFFIX = FINAL_METRICS_SUFFIX
 DELTA_M_TAG = tags.DELTA_M
 _LEGACY_FINAL_DIR = "final"  # train/final/, where an earlier version wrote the final metrics
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -56,7 +57,7 @@ def metric_tag(task: str, metric: str) -> str:
 
 def final_files(run: RunRecord) -> list[str]:
   """The run's event files of final metrics (at most one after `write_hparams`)."""
-  return sorted(glob.glob(os.path.join(glob.escape(run.run_dir.eval_logdir), f"*{FINAL_SUFFIX}")))
+  return event_files(run.run_dir.eval_logdir, FINAL_SUFFIX)
 
 
 def parse_value(text: str) -> bool | float | str:
@@ -164,7 +165,8 @@ def _write_session(run: RunRecord, values: Mapping[str, bool | float | str]) -> 
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  writer = tf.summary.create_file_writer(run.run_dir.eval_logdir, filename_suffix=".hparams")
+  # The trainer's own suffix: a run resumed later replaces this session instead of adding one.
+  writer = tf.summary.create_file_writer(run.run_dir.eval_logdir, filename_suffix=RUN_METADATA_SUFFIX)
   with writer.as_default():
     hp.hparams(dict(values), trial_id=run.name)
   writer.close()
@@ -194,7 +196,10 @@ def _write_final(run: RunRecord, table: Table, baseline_means: Mapping[str, floa
 
   for path in final_files(run):
     os.remove(path)
+  # What an earlier version wrote: final metrics in train/final/, the session and layout in train/.
   shutil.rmtree(os.path.join(run.run_dir.train_logdir, _LEGACY_FINAL_DIR), ignore_errors=True)
+  for path in run_metadata_files(run.run_dir.train_logdir):
+    os.remove(path)
   selection = run.metrics.get("selection") or {}
   step = int(selection.get("step", run.metrics.get("steps", 0)) or 0)
   writer = tf.summary.create_file_writer(run.run_dir.eval_logdir, filename_suffix=FINAL_SUFFIX)

@@ -126,7 +126,9 @@ class Trainer:
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
     actions = self._actions(train_writer, eval_writer)
     step, began = start, time.perf_counter()
-    progress = TrainingProgress(self.task_names, total)
+    # The ETA's pace spans the longest action period: each evaluation and checkpoint counted as often as it comes.
+    window = max([self.config.loop.steps_per_loop, *(action.every for action in actions)])
+    progress = TrainingProgress(self.task_names, total, window)
     progress.start(start)
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
     try:

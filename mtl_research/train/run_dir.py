@@ -3,7 +3,11 @@
   flags.txt     a flagfile reproducing the run (--flagfile=<run_dir>/flags.txt)
   preprocessing.json  fitted encoding of tabular data (vocabularies, means, class names), if any
   metrics.json  {"val": {task: {metric: v}}, "test": {...}, "weights": {task: w}, "steps": n, ...}
-  train/ eval/  TensorBoard event files
+  metrics.before_extension.json  the metrics.json of the run before its last extension, if any
+  data_summary.txt  what was inferred from a tabular dataset, if any
+  train/ eval/  TensorBoard event files; in eval/ also *.run_metadata (HParams values, custom-scalars
+                layout; rewritten whenever training starts) and *.final (the final test metrics, written
+                by mtl-summarize)
   ckpt/         tf.train.CheckpointManager checkpoints (model, optimizer, balancer, step)
   ckpt/best/    the checkpoint selected by --selection (best validation score)
 
@@ -21,8 +25,9 @@ or --epochs when it sets the length) continue it from its last checkpoint,
 unless a flag whose component's rule reads the run's length says otherwise
 (a cosine schedule: the first 500 steps of a decay over 1000 are not those of
 a decay over 500). Once accepted, metrics.json (which means "finished") is
-removed and flags.txt records the new length; a crash then resumes the longer
-run like any other. A length can never decrease.
+renamed metrics.before_extension.json, the final metrics a summarizer wrote
+into eval/ are removed, and flags.txt records the new length; a crash then
+resumes the longer run like any other. A length can never decrease.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ if TYPE_CHECKING:  # reports/ read run directories without TensorFlow; mtl_resea
 
 FLAGS_FILE = "flags.txt"
 METRICS_FILE = "metrics.json"
+METRICS_BEFORE_EXTENSION_FILE = "metrics.before_extension.json"
+# Event files in eval/ that are replaced, not appended to: the run's HParams values and layout
+# (train/tensorboard_meta.py) and its final test metrics (reports/hparams.py).
+RUN_METADATA_SUFFIX = ".run_metadata"
+FINAL_METRICS_SUFFIX = ".final"
 PREPROCESSING_FILE = "preprocessing.json"
 # A sweep's bookkeeping in a run directory (written by sweep/runner.py, read by
 # reports/collect.py); the trainer ignores these files and --overwrite keeps them.
@@ -101,6 +111,13 @@ class Found:
 
   resume: bool  # it holds a run to continue (False: a new run, or one --overwrite replaces)
   extension: Extension | None = None  # that run is asked to train longer
+
+
+def event_files(logdir: str, suffix: str) -> list[str]:
+  """The event files in `logdir` whose names end with `suffix` (one of the *_SUFFIX above)."""
+  if not os.path.isdir(logdir):
+    return []
+  return sorted(os.path.join(logdir, name) for name in os.listdir(logdir) if name.endswith(suffix))
 
 
 def parse_flagfile(lines: Iterable[str]) -> dict[str, str]:
@@ -236,8 +253,8 @@ def prepare(
 
   Raises UserError before changing anything on disk when the directory cannot
   be used. With `overwrite`, an existing run is deleted first: everything in
-  the directory but a sweep's SWEEP_FILES. An accepted extension removes
-  metrics.json before flags.txt records the new length: a crash in between
+  the directory but a sweep's SWEEP_FILES. An accepted extension renames
+  metrics.json (and removes the summarizer's final metrics) before flags.txt records the new length: a crash in between
   leaves a run that the same command extends again, never a "finished" run
   with a stale result.
   """
@@ -255,8 +272,11 @@ def prepare(
     for name in os.listdir(path):
       if is_partial_write(name):
         os.unlink(os.path.join(path, name))
-    if found.extension is not None and os.path.exists(run.metrics_file):
-      os.unlink(run.metrics_file)
+    if found.extension is not None:
+      if os.path.exists(run.metrics_file):  # kept, but no longer saying "finished"
+        os.replace(run.metrics_file, os.path.join(path, METRICS_BEFORE_EXTENSION_FILE))
+      for name in event_files(run.eval_logdir, FINAL_METRICS_SUFFIX):
+        os.unlink(name)
     write_text_atomic(run.flags_file, flag_file_text(flag_values))
     if preprocessing is not None:
       from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top

@@ -26,7 +26,6 @@ tooltip tells the tasks apart, not only the marker shape.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-import glob
 import os
 import re
 
@@ -38,13 +37,13 @@ import tensorflow as tf
 from mtl_research import metrics as metrics_lib
 from mtl_research import tags
 from mtl_research.tasks import TaskSpec
+from mtl_research.train.run_dir import RUN_METADATA_SUFFIX, event_files
 
 HParamValue = bool | int | float | str
 
 METRICS_CATEGORY = "validation metrics"
 LOSSES_CATEGORY = "task losses"
 BALANCER_CATEGORY = "weights and balancer"
-METADATA_SUFFIX = ".run_metadata"
 
 
 def _chart(title: str, tag_regexes: Sequence[str]) -> layout_pb2.Chart:
@@ -105,9 +104,9 @@ def write_run_metadata(
   resumed or extended run (a longer --train_steps) shows its current values,
   never two sessions.
   """
-  for path in glob.glob(os.path.join(glob.escape(logdir), f"*{METADATA_SUFFIX}")):
+  for path in event_files(logdir, RUN_METADATA_SUFFIX):  # also a session mtl-summarize added
     os.remove(path)
-  writer = tf.summary.create_file_writer(logdir, filename_suffix=METADATA_SUFFIX)
+  writer = tf.summary.create_file_writer(logdir, filename_suffix=RUN_METADATA_SUFFIX)
   with writer.as_default(step=0):
     hp.hparams(dict(hparams), trial_id=trial_id)
     tf.summary.experimental.write_raw_pb(

@@ -402,7 +402,8 @@ class TrainLoop:
       return i + 1, logs, record, (sums[0] + losses, sums[1] + objective, sums[2] + counted)
 
     _, logs, record, sums = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), logs, record, sums))
-    count = tf.maximum(sums[2], 1.0)
+    # NaN when no step was applied (every batch skipped): no mean, not a mean of zero.
+    count = tf.where(sums[2] > 0, sums[2], np.nan)
     logs["mean_losses"], logs["mean_objective"], logs["steps_counted"] = sums[0] / count, sums[1] / count, sums[2]
     return logs, record
 
@@ -508,16 +509,21 @@ class TrainLoop:
     for begin in range(0, num_steps, self.steps_per_call):
       end = min(begin + self.steps_per_call, num_steps)
       logs = self._call(loop, rows[begin:end], diagnose and end == num_steps)
-      loss_sum = loss_sum + logs["mean_losses"] * logs["steps_counted"]
-      objective_sum += float(logs["mean_objective"] * logs["steps_counted"])
-      counted += float(logs["steps_counted"])
+      if logs["steps_counted"] > 0:
+        loss_sum = loss_sum + logs["mean_losses"] * logs["steps_counted"]
+        objective_sum += float(logs["mean_objective"] * logs["steps_counted"])
+        counted += float(logs["steps_counted"])
       if careful:
         part = guard.GuardState(**logs["guard"])
         record = part if record is None else guard.merge(record, part)
       else:
         healthy = healthy and bool(logs["healthy"])
-    logs["mean_losses"] = loss_sum / max(counted, 1.0)
-    logs["mean_objective"] = np.float32(objective_sum / max(counted, 1.0))
+    if counted > 0:
+      logs["mean_losses"] = np.asarray(loss_sum / counted, np.float32)
+      logs["mean_objective"] = np.float32(objective_sum / counted)
+    else:  # every batch skipped: no mean
+      logs["mean_losses"] = np.full(len(self.task_specs), np.nan, np.float32)
+      logs["mean_objective"] = np.float32(np.nan)
     logs["steps_counted"] = counted
     if careful:
       assert record is not None  # num_steps ≥ 1: the loop above ran at least once
