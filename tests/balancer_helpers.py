@@ -14,7 +14,7 @@ import numpy as np
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers import BALANCERS
-from mtl_research.config import ComponentConfig, Config, LoopConfig, OptimizerConfig
+from mtl_research.config import ComponentConfig, Config, JitMode, LoopConfig, OptimizerConfig
 from mtl_research.data.bundle import DatasetBundle, Split
 from mtl_research.train import components as components_lib
 
@@ -48,7 +48,8 @@ def make_config(
     ),
     balancer=ComponentConfig(balancer, balancer_params(balancer, **balancer_overrides)),
     optimizer=optimizer or OptimizerConfig(),
-    loop=LoopConfig(batch_size=batch_size, train_steps=train_steps),
+    # A graph loop, as conftest.build_config's: XLA is tested where it is the point (test_compilation.py).
+    loop=LoopConfig(batch_size=batch_size, train_steps=train_steps, jit_compile=JitMode.OFF),
   )
 
 

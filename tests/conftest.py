@@ -314,9 +314,22 @@ def build_config(
   optimizer: Mapping[str, Any] | None = None,
   loop: Mapping[str, Any] | None = None,
 ) -> config_lib.Config:
-  """A Config from the dataclasses (no absl flags), small by default."""
+  """A Config from the dataclasses (no absl flags), small by default.
+
+  The loop runs as a TensorFlow graph unless `loop` asks for `jit_compile`:
+  XLA's compilation costs about a second per build, and what XLA changes is
+  tested where it is the point (test_compilation.py for every balancer, the
+  tests parametrized over the mode, and every in-process CLI run, which keeps
+  the default `--jit_compile=auto`).
+  """
   model_params = {"hidden_units": (16, 8), **(model_params or {})}
-  loop = {"batch_size": 32, "train_steps": 20, "steps_per_loop": 10, **(loop or {})}
+  loop = {
+    "batch_size": 32,
+    "train_steps": 20,
+    "steps_per_loop": 10,
+    "jit_compile": config_lib.JitMode.OFF,
+    **(loop or {}),
+  }
   return config_lib.Config(
     run_dir=run_dir,
     seed=seed,

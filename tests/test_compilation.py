@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_research import tasks
+from mtl_research.balancers import BALANCERS
 from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.errors import UserError
 from mtl_research.train import compilation
@@ -174,7 +175,9 @@ AGREEMENT_BUNDLE = make_bundle(SPECS, num_train=512, num_eval=256)
 AGREEMENT_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm"])
+# Every registered balancer: the unit tests build graph loops (conftest.build_config), so this is
+# where each balancer is shown to compile with XLA and to compute what the graph loop computes.
+@pytest.mark.parametrize("balancer", BALANCERS.names())
 def test_xla_and_the_graph_loop_agree_to_rounding(balancer):
   """No dropout: the XLA and TensorFlow kernels draw different random numbers (README)."""
   runs = {jit: _train_in_process(balancer, jit, 300, 50) for jit in ("on", "off")}
