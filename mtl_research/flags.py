@@ -318,7 +318,10 @@ def value_text(name: str, value) -> str:
     return "true" if value else "false"
   if value is None:
     return ""
-  return FLAGS[name].serialize().partition("=")[2]
+  # `value`'s text, not the live flag's: defaults and recorded values are rendered through here too.
+  serializer = FLAGS[name].serializer
+  assert serializer is not None, name  # every flag but booleans (above) has one
+  return serializer.serialize(value)
 
 
 def flag_values(run_dir: str) -> dict[str, str]:

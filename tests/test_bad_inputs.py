@@ -28,6 +28,8 @@ from conftest import SMALL_RUN_FLAGS, run_train
 import numpy as np
 import pytest
 
+from mtl_research.train import run_dir as run_dir_lib
+
 try:
   from tests import table_helpers as helpers
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
@@ -68,8 +70,8 @@ class Place:
     shutil.copytree(self._trained(), root)
     run_dir, csv_path = root / "run", root / "data.csv"
     flags_txt = run_dir / "flags.txt"
-    text = re.sub(r"^--csv_path=.*$", f"--csv_path={csv_path}", flags_txt.read_text(), flags=re.M)
-    flags_txt.write_text(text)
+    values = run_dir_lib.read_flag_file(str(flags_txt))
+    flags_txt.write_text(run_dir_lib.flag_file_text({**values, "csv_path": str(csv_path)}))  # sealed anew
     return str(run_dir), str(csv_path)
 
 
@@ -320,6 +322,72 @@ def _(place):
     "--learning_rate=0.001 there, 0.01 now",
     "--overwrite",
   ]
+
+
+# A run's flags.txt damaged by hand, then the run asked to go on with another value of a flag whose
+# line is gone or changed: the record is never repaired from the command line (issue 14, class 1).
+
+
+def _damaged_flags(place, damage) -> tuple[list[str], list[str]]:
+  run_dir, csv_path = place.trained()
+  path = os.path.join(run_dir, "flags.txt")
+  with open(path, "rb") as handle:
+    text = handle.read()
+  with open(path, "wb") as handle:
+    handle.write(damage(text))
+  return [*trained_command(run_dir, csv_path), "--learning_rate=0.5"], [path, "damaged", "--overwrite"]
+
+
+def _without_line(prefix: bytes):
+  return lambda text: b"".join(line for line in text.splitlines(keepends=True) if not line.startswith(prefix))
+
+
+@case("flags_txt-a-line-deleted")
+def _(place):
+  return _damaged_flags(place, _without_line(b"--learning_rate="))
+
+
+@case("flags_txt-a-value-changed")
+def _(place):
+  return _damaged_flags(place, lambda text: text.replace(b"--learning_rate=0.001\n", b"--learning_rate=0.5\n"))
+
+
+@case("flags_txt-a-line-added")
+def _(place):
+  return _damaged_flags(place, lambda text: b"--momentum=0.9\n" + text)
+
+
+@case("flags_txt-emptied")
+def _(place):
+  return _damaged_flags(place, lambda text: b"")
+
+
+@case("flags_txt-text-garbage")
+def _(place):
+  return _damaged_flags(place, lambda text: b"lorem ipsum dolor\n" + text[len(text) // 2 :])
+
+
+@case("flags_txt-not-utf8")
+def _(place):
+  return _damaged_flags(place, lambda text: b"\xff\xfe" + text)
+
+
+@case("flags_txt-only-the-seal-deleted")
+def _(place):
+  # Now it reads as an older, unsealed file, which is compared flag by flag: the recorded
+  # learning rate, not the requested one, is what the run was trained with.
+  args, _ = _damaged_flags(place, _without_line(b"# mtl_research flags.txt:"))
+  return args, ["--learning_rate=0.001 there, 0.5 now", "--overwrite"]
+
+
+@case("flags_txt-unsealed-with-a-line-deleted")
+def _(place):
+  # An older, unsealed file missing a line: the flag counts as its default (0.001), never as the
+  # requested value, so the run trained at 0.001 is not resumed at 0.5.
+  args, _ = _damaged_flags(
+    place, lambda text: _without_line(b"--learning_rate=")(_without_line(b"# mtl_research flags.txt:")(text))
+  )
+  return args, ["--learning_rate=0.001 there, 0.5 now", "--overwrite"]
 
 
 @case("run_dir-under-a-regular-file")

@@ -1,6 +1,7 @@
 """The run-directory contract: flagfile round trip, refusal of other flags, defaults, a sweep's files, extension."""
 
 import os
+import re
 
 import pytest
 
@@ -223,3 +224,23 @@ def test_a_missing_length_line_is_not_filled_with_a_default(tmp_path):
   requested = {"learning_rate": "0.001", "train_steps": "100"}
   with pytest.raises(UserError, match=r"--train_steps=\(missing\) there, 100 now"):
     run_dir.check(path, requested, False, defaults={"train_steps": "100"}, length=("train_steps", 100))
+
+
+def test_flags_txt_is_sealed_and_read_back_exactly(tmp_path):
+  path = str(tmp_path / "flags.txt")
+  values = {"learning_rate": "0.001", "hidden_units": "128,64", "note": "a=b"}
+  with open(path, "w", encoding="utf-8") as handle:
+    handle.write(run_dir.flag_file_text(values))
+  assert run_dir.read_flag_file(path) == values
+  lines = open(path, encoding="utf-8").read().splitlines()
+  assert lines[:3] == ["--hidden_units=128,64", "--learning_rate=0.001", "--note=a=b"]
+  assert re.fullmatch(r"# mtl_research flags\.txt: 3 flags, sha256 [0-9a-f]{64}", lines[3])
+  # An unsealed file (written before the seal existed) is read as it is.
+  with open(path, "w", encoding="utf-8") as handle:
+    handle.write("\n".join(lines[:3]) + "\n")
+  assert run_dir.read_flag_file(path) == values
+  # A seal that does not match its lines is damage, whichever line changed.
+  with open(path, "w", encoding="utf-8") as handle:
+    handle.write("\n".join([lines[0], "--learning_rate=0.002", lines[2], lines[3]]) + "\n")
+  with pytest.raises(UserError, match=r"flags\.txt is damaged: its flag lines do not match the seal"):
+    run_dir.read_flag_file(path)

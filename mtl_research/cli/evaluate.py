@@ -83,8 +83,7 @@ def architecture(run: run_dir_lib.RunDir) -> config_lib.ComponentConfig:
   global FLAGS (this command's own flags) stay as parsed. A flag that an
   older flags.txt lacks takes its default, as on resume.
   """
-  with open(run.flags_file, encoding="utf-8") as handle:
-    saved = run_dir_lib.parse_flagfile(handle)
+  saved = run_dir_lib.read_flag_file(run.flags_file)
 
   def value(name: str, param: Param | None = None):
     flag = FLAGS[name]

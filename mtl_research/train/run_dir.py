@@ -1,6 +1,7 @@
 """The run directory contract that later tools read.
 
-  flags.txt     a flagfile reproducing the run (--flagfile=<run_dir>/flags.txt)
+  flags.txt     a flagfile reproducing the run (--flagfile=<run_dir>/flags.txt), sealed by its last
+                line (count and SHA-256 of the flag lines): a damaged record is refused (read_flag_file)
   preprocessing.json  fitted encoding of tabular data (vocabularies, means, class names), if any
   metrics.json  {"val": {task: {metric: v}}, "test": {...}, "weights": {task: w}, "steps": n, ...}
   metrics.before_extension.json  the metrics.json of the run before its last extension, if any
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
+import hashlib
 import os
+import re
 import shutil
 from typing import TYPE_CHECKING
 
@@ -121,7 +124,10 @@ def event_files(logdir: str, suffix: str) -> list[str]:
 
 
 def parse_flagfile(lines: Iterable[str]) -> dict[str, str]:
-  """`--name=value` lines (as `flag_file_text` writes them) as {name: value}."""
+  """`--name=value` lines (as `flag_file_text` writes them) as {name: value}; other lines are skipped.
+
+  For reading a run's record, use `read_flag_file`, which refuses a damaged one.
+  """
   result = {}
   for line in lines:
     name, sep, value = line.strip().partition("=")
@@ -130,9 +136,56 @@ def parse_flagfile(lines: Iterable[str]) -> dict[str, str]:
   return result
 
 
+# The last line of flags.txt: how many flag lines come before it and their SHA-256, so that a line
+# deleted, changed or added by hand is found (a comment to absl's --flagfile).
+_SEAL = re.compile(r"^# mtl_research flags\.txt: (\d+) flags, sha256 ([0-9a-f]{64})$")
+
+
+def _seal(body: str, count: int) -> str:
+  return f"# mtl_research flags.txt: {count} flags, sha256 {hashlib.sha256(body.encode('utf-8')).hexdigest()}\n"
+
+
 def flag_file_text(values: Mapping[str, str]) -> str:
-  """A flagfile with one explicit `--name=value` line per flag, sorted."""
-  return "".join(f"--{name}={values[name]}\n" for name in sorted(values))
+  """A flagfile with one explicit `--name=value` line per flag, sorted, and the seal line."""
+  body = "".join(f"--{name}={values[name]}\n" for name in sorted(values))
+  return body + _seal(body, len(values))
+
+
+def read_flag_file(path: str) -> dict[str, str]:
+  """The flags a run recorded in `path` (its flags.txt); UserError naming the file if it is damaged.
+
+  The record is the only account of how the run's checkpoints were trained, so
+  it is never repaired from the current flags: a file that is not UTF-8, holds
+  a line that is not `--flag=value`, holds no flag, or whose seal line does not
+  match its flag lines (one deleted, changed or added by hand) is refused. A
+  file without a seal, written before this version, is read as it is.
+  """
+  advice = "restore it, or pass --overwrite to train the run again from scratch"
+  try:
+    with open(path, "rb") as handle:
+      text = handle.read().decode("utf-8")
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is damaged: it is not UTF-8 text; {advice}.") from None
+  except OSError as error:
+    raise UserError(f"{path} cannot be read: {error.strerror}.") from None
+  lines = text.splitlines(keepends=True)
+  seal = _SEAL.match(lines[-1].rstrip("\n")) if lines else None
+  body_lines = lines[:-1] if seal else lines
+  values = {}
+  for number, line in enumerate(body_lines, 1):
+    name, sep, value = line.rstrip("\n").partition("=")
+    if not (name.startswith("--") and len(name) > 2 and sep):
+      raise UserError(f"{path} is damaged: line {number} is not a --flag=value line ({line.strip()[:60]!r}); {advice}.")
+    values[name[2:]] = value
+  if not values:
+    raise UserError(f"{path} is damaged: it records no flag; {advice}.")
+  body = "".join(body_lines)
+  if seal and _seal(body, len(body_lines)) != lines[-1].rstrip("\n") + "\n":
+    raise UserError(
+      f"{path} is damaged: its flag lines do not match the seal written with them (a line was deleted, changed or "
+      f"added since); {advice}."
+    )
+  return values
 
 
 def differences(
@@ -192,8 +245,7 @@ def check(
     )
   if overwrite:
     return Found(resume=False)
-  with open(run.flags_file, encoding="utf-8") as handle:
-    recorded = parse_flagfile(handle)
+  recorded = read_flag_file(run.flags_file)
   ignored = {*operational, *([length[0]] if length else [])}
   diffs = differences(recorded, flag_values, ignored, defaults or {})
   # The recorded text itself, never a default in its place: a missing line says nothing of the length.
