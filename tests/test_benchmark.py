@@ -6,9 +6,11 @@ import math
 import pytest
 from tensorflow.python.framework import config as tf_config  # the determinism switch's off side
 
+from mtl_research import config as config_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.cli import benchmark
 from mtl_research.errors import UserError
+from mtl_research.models import base
 
 
 @pytest.fixture(name="without_op_determinism")
@@ -22,62 +24,111 @@ def fixture_without_op_determinism():
     tf_config.enable_op_determinism()
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("error:Model doesn't support `jit_compile=True`")
-def test_measure_reports_positive_rates_for_every_balancer_and_mode(without_op_determinism):
-  # fixed and one balancer with per-task gradients: every key exists per balancer, and each
-  # balancer costs two compilations, so the catalogue's size must not set this test's time.
-  chosen = ["fixed", "gradnorm"]
+class FakeFitTimer:
+  """FitTimer's interface without Keras: a distinct rate per instance, in the order they are made."""
+
+  made: list = []
+
+  def __init__(self, model, x, ys, batch_size, epochs):
+    self.rate = 100.0 + len(FakeFitTimer.made)
+    FakeFitTimer.made.append(self)
+
+  def steps_per_s(self) -> float:
+    return self.rate
+
+
+class FakeLoopTimer:
+  """LoopTimer's interface without compiling: records what each measurement configured."""
+
+  made: list = []
+
+  def __init__(self, config, bundle, warmup_steps, steps, calls, keras_adam=False):
+    self.setting = {
+      "balancer": config.balancer.name,
+      "jit": config.loop.jit_compile,
+      "keras_adam": keras_adam,
+      "executor": config.loop.executor,
+      "dropout": config.model.params["dropout"],
+      "rng_alg": base.Dropout.rng_alg,
+    }
+    self.rate, self.compile_s = 1000.0 + 37.0 * len(FakeLoopTimer.made), 0.5 + len(FakeLoopTimer.made)
+    FakeLoopTimer.made.append(self)
+
+  def steps_per_s(self) -> float:
+    return self.rate
+
+
+def test_measure_reports_every_key_with_the_right_ratios(monkeypatch):
+  """The benchmark's bookkeeping, on fake timers: every key, each ratio from the measurements it names,
+  each variant measured under its own setting. (The timers themselves: the test below.)"""
+  FakeFitTimer.made, FakeLoopTimer.made = [], []
+  monkeypatch.setattr(benchmark, "FitTimer", FakeFitTimer)
+  monkeypatch.setattr(benchmark, "LoopTimer", FakeLoopTimer)
+  names = BALANCERS.names()
   result = benchmark.measure(
-    balancers=chosen,
-    repeats=1,
-    fit_epochs=1,
-    loop_steps=50,
-    loop_calls=2,
-    warmup_steps=10,
-    batch_size=32,
-    num_train=320,
-    large_steps=0,
-    wall_long_steps=0,
-    log=lambda message: None,
+    repeats=2, batch_size=32, num_train=320, large_steps=0, wall_long_steps=0, log=lambda m: None
   )
-  names = chosen
-  assert result["balancers"] == chosen
-  keys = [
-    "seed_fit_steps_per_s",
-    "tuned_fit_steps_per_s",
-    "ratio_fixed_vs_seed_fit",
-    "ratio_fixed_vs_tuned_fit",
-    "ratio_xla_vs_graph",
-  ]
-  keys += [f"{name}_steps_per_s" for name in names]
-  keys += [
-    f"{name}_{mode}_{what}" for name in names for mode in benchmark.MODES for what in ("steps_per_s", "compile_s")
-  ]
-  keys += [f"{name}_time_vs_fixed" for name in names if name != "fixed"]
-  keys += [f"{key}_{what}" for key in (v.key for v in benchmark.VARIANTS) for what in ("steps_per_s", "compile_s")]
-  keys += [
-    "adam_ours_vs_keras_xla",
-    "adam_ours_vs_keras_graph",
-    "executor_auto_vs_default_graph",
-    "executor_single_vs_default_xla",
-    "dropout_philox_vs_auto_xla",
-  ]
-  keys += [f"{name}_{mode}_time_vs_fixed" for name in names if name != "fixed" for mode in benchmark.MODES]
-  for key in keys:
-    assert math.isfinite(result[key]) and result[key] > 0, key
+  assert result["balancers"][0] == "fixed" and sorted(result["balancers"]) == names
+  rate = {key.removesuffix("_steps_per_s"): value for key, value in result.items() if key.endswith("_steps_per_s")}
+  mode = result["default_mode"]
+  assert mode == benchmark.default_mode()
+  # Every measurement a distinct fake rate: a ratio built from the wrong pair cannot pass.
+  expected = {
+    "ratio_fixed_vs_seed_fit": rate[f"fixed_{mode}"] / rate["seed_fit"],
+    "ratio_fixed_vs_tuned_fit": rate[f"fixed_{mode}"] / rate["tuned_fit"],
+    "ratio_xla_vs_graph": rate["fixed_xla"] / rate["fixed_graph"],
+    "adam_ours_vs_keras_xla": rate["fixed_xla"] / rate["fixed_xla_keras_adam"],
+    "adam_ours_vs_keras_graph": rate["fixed_graph"] / rate["fixed_graph_keras_adam"],
+    "executor_auto_vs_default_graph": rate["fixed_graph"] / rate["fixed_graph_default_executor"],
+    "executor_single_vs_default_xla": rate["fixed_xla_single_threaded"] / rate["fixed_xla"],
+    "dropout_philox_vs_auto_xla": rate["fixed_xla_dropout"] / rate["fixed_xla_dropout_auto_rng"],
+  }
+  for name in names:
+    assert result[f"{name}_steps_per_s"] == rate[f"{name}_{mode}"]
+    if name != "fixed":
+      for loop_mode in benchmark.MODES:
+        expected[f"{name}_{loop_mode}_time_vs_fixed"] = rate[f"fixed_{loop_mode}"] / rate[f"{name}_{loop_mode}"]
+      expected[f"{name}_time_vs_fixed"] = expected[f"{name}_{mode}_time_vs_fixed"]
+  for key, value in expected.items():
+    assert result[key] == pytest.approx(value), key
+  # Two fits, each balancer in each mode, each variant: all distinct (the default-mode aliases repeat them).
+  assert len(set(rate.values())) == 2 + 2 * len(names) + len(benchmark.VARIANTS)
+  for key in [f"{n}_{m}" for n in names for m in benchmark.MODES] + [v.key for v in benchmark.VARIANTS]:
+    assert result[f"{key}_compile_s"] > 0, key
   assert "fixed_time_vs_fixed" not in result and "flops_fraction_of_matmul" not in result
-  assert result["default_mode"] == benchmark.default_mode()
-  assert result["fixed_steps_per_s"] == result[f"fixed_{result['default_mode']}_steps_per_s"]
-  assert result["ratio_xla_vs_graph"] == pytest.approx(
-    result["fixed_xla_steps_per_s"] / result["fixed_graph_steps_per_s"]
-  )
+  # Each variant measured the fixed loop with exactly its own setting changed.
+  settings = [timer.setting for timer in FakeLoopTimer.made]
+  default = settings[0]
+  assert default["balancer"] == "fixed" and default["jit"] == "on" and not default["keras_adam"]
+  for variant, setting in zip(benchmark.VARIANTS, settings[2 * len(names) :]):
+    assert setting["balancer"] == "fixed" and setting["jit"] == ("on" if variant.xla else "off"), variant.key
+    assert setting["keras_adam"] == variant.keras_adam, variant.key
+    assert setting["dropout"] == variant.dropout, variant.key
+    assert (setting["executor"] == variant.executor) if variant.executor else True, variant.key
+    assert setting["rng_alg"] == (variant.rng_alg or default["rng_alg"]), variant.key
   assert result["batch_size"] == 32 and result["train_rows"] == 320 and result["cpu_count"] >= 1
-  assert result["tf_version"]
-  assert all(len(values) == 1 for values in result["samples"].values())
+  assert all(len(values) == 2 for values in result["samples"].values())
   json.loads(json.dumps(result))  # the last line of stdout must be one JSON object
   table = benchmark.format_table(result)
   assert len(table.splitlines()) == 2 + 2 + len(names) * len(benchmark.MODES) + len(benchmark.VARIANTS) + 3
+
+
+@pytest.mark.filterwarnings("error:Model doesn't support `jit_compile=True`")
+def test_the_timers_measure_real_fits_and_loops(without_op_determinism):
+  """The timers the bookkeeping above fakes: Keras fit (the tuned one compiled with XLA) and our loop."""
+  bundle = benchmark.synthetic_bundle(320, 0)
+  x = bundle.train.features["numeric"]
+  ys = [bundle.train.labels[task.name] for task in bundle.tasks]
+  tuned = benchmark.seed_model(
+    x.shape[1], 3, 0, steps_per_execution=benchmark.TUNED_STEPS_PER_EXECUTION, jit_compile=True
+  )
+  assert benchmark.FitTimer(tuned, x, ys, 32, 1).steps_per_s() > 0
+  config = benchmark.make_config("fixed", 32, 0, 320, 60, 20, config_lib.JitMode.ON, benchmark.HIDDEN_UNITS)
+  loop = benchmark.LoopTimer(config, bundle, 10, 20, 2)
+  assert loop.parts.train_loop.jit_compile and loop.compile_s > 0
+  rate = loop.steps_per_s()
+  assert math.isfinite(rate) and rate > 0
+  assert int(loop.parts.global_step.numpy()) == 10 + 2 * 20  # warm-up, then the timed calls
 
 
 def test_dense_flops_counts_forward_and_both_backward_products():
