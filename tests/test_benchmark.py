@@ -58,7 +58,7 @@ class FakeLoopTimer:
     return self.rate
 
 
-def test_measure_reports_every_key_with_the_right_ratios(monkeypatch):
+def test_measure_reports_every_key_with_the_right_ratios(monkeypatch, without_op_determinism):
   """The benchmark's bookkeeping, on fake timers: every key, each ratio from the measurements it names,
   each variant measured under its own setting. (The timers themselves: the test below.)"""
   FakeFitTimer.made, FakeLoopTimer.made = [], []
