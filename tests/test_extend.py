@@ -210,14 +210,15 @@ def test_balancer_not_declaring_the_run_length_computes_the_same_in_a_longer_run
   """The first steps of a run 3x longer are the same bits, unless the balancer declares `uses_run_length`."""
   tasks = (tasks_lib.TaskSpec("a", tasks_lib.REGRESSION), tasks_lib.TaskSpec("b", tasks_lib.CLASSIFICATION, 3))
   bundle = make_bundle(tasks)
-  states = []
+  states, declared = [], []
   for total in (STEPS, 3 * STEPS):
     config = make_config(balancer=balancer, balancer_params=params, loop={"train_steps": total, "jit_compile": "off"})
     parts = components_lib.build(config, bundle)
-    if parts.balancer.uses_run_length:
-      pytest.skip(f"{balancer} declares that it uses the run length")
+    declared.append(parts.balancer.uses_run_length)
     parts.train_loop.run(STEPS)
     states.append([v.numpy().copy() for v in (*parts.model.variables, *parts.balancer.variables)])
-  assert len(states[0]) == len(states[1])
-  for short, long in zip(*states):
-    np.testing.assert_array_equal(short, long)
+  assert declared[0] == declared[1] and len(states[0]) == len(states[1])
+  same = all(np.array_equal(short, long) for short, long in zip(*states))
+  # The property the declaration stands for: a balancer that does not declare it computes the same
+  # bits in a longer run (one that declares it may or may not differ in its first steps).
+  assert same or declared[0], f"{balancer} {params} differs in a longer run but does not declare uses_run_length"
