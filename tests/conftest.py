@@ -509,3 +509,18 @@ def fixture_scalars_of() -> Callable[[str], dict[str, list[tuple[int, float]]]]:
 @pytest.fixture(name="small_run_flags", scope="session")
 def fixture_small_run_flags() -> tuple[str, ...]:
   return SMALL_RUN_FLAGS
+
+
+@pytest.fixture(name="catalogue_run", scope="session")
+def fixture_catalogue_run(tmp_path_factory) -> Callable[[], Any]:
+  """The bad-input catalogue's finished small CSV run (tests/catalogue.py), trained on first use."""
+  import catalogue  # pylint: disable=g-import-not-at-top  (it imports this module)
+
+  built: list = []
+
+  def trained():
+    if not built:
+      built.append(catalogue.train_trained_run(tmp_path_factory.mktemp("catalogue")))
+    return built[0]
+
+  return trained

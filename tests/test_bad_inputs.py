@@ -1,105 +1,40 @@
-"""The bad input catalogue: every mistake a user can make on `python scripts/train.py`.
+"""The bad input catalogue of `python scripts/train.py`: flags, data files, run directories.
 
-Each case builds its files in tmp_path, runs the trainer's CLI once and checks
-the contract of a refused command: a non-zero exit status; stderr ends with
-ONE line "error: ..." that names the culprit (flag, file, column, line, run
-directory); no traceback; and nothing that was on disk before the command
-changed (no file written, changed or deleted, no directory created, so a run
-directory that did not exist is not created).
-
-Run directories that must already hold a run (resume refused, damaged
-checkpoints, a class the saved preprocessing does not know) are copies of one
-small CSV run trained once per module.
+The contract every case is checked against, and the harness, are in
+tests/catalogue.py. Run directories that must already hold a run (resume
+refused, damaged checkpoints, a class the saved preprocessing does not know)
+are copies of one small CSV run trained once per test process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-import dataclasses
 import gzip
 import os
 from pathlib import Path
 import re
-import shutil
 import stat
 import zlib
 
-from conftest import SMALL_RUN_FLAGS, run_train
+from catalogue import (
+  ROWS,
+  SMALL_TABLE_FLAGS,
+  TASKS_FLAG,
+  Catalogue,
+  check_refused,
+  csv_flags,
+  helpers,
+  npz_flags,
+  trained_command,
+)
+from conftest import SMALL_RUN_FLAGS
 import numpy as np
 import pytest
-
-from mtl_research.train import run_dir as run_dir_lib
-
-try:
-  from tests import table_helpers as helpers
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-  import table_helpers as helpers
-
-ROWS = 200  # rows of the mixed CSV file: 195 with every target, 117 in the train split
-TASKS_FLAG = "--tasks=b:classification,c:classification,y:regression"
-SMALL_TABLE_FLAGS = (
-  "--hidden_units=16",
-  "--train_steps=40",
-  "--eval_every=20",
-  "--checkpoint_every=20",
-  "--steps_per_loop=20",
-)
-
-
-# What a case sees: its tmp_path and, on demand, a private copy of the trained run.
-
-
-@dataclasses.dataclass
-class Place:
-  tmp: Path
-  _trained: Callable[[], Path]
-
-  def path(self, *parts: str) -> str:
-    return str(self.tmp.joinpath(*parts))
-
-  def mixed_csv(self, name: str = "data.csv", rows: list[list[str]] | None = None) -> str:
-    return helpers.write_csv(self.tmp / name, helpers.MIXED_HEADER, rows or helpers.mixed_rows(ROWS))
-
-  def trained(self) -> tuple[str, str]:
-    """(run_dir, csv_path): a copy of the module's finished CSV run and of its data file.
-
-    The copy's flags.txt names the copied data file, so running the trained
-    command on the copy resumes it (or, with other flags, is refused).
-    """
-    root = self.tmp / "trained"
-    shutil.copytree(self._trained(), root)
-    run_dir, csv_path = root / "run", root / "data.csv"
-    flags_txt = run_dir / "flags.txt"
-    values = run_dir_lib.read_flag_file(str(flags_txt))
-    flags_txt.write_text(run_dir_lib.flag_file_text({**values, "csv_path": str(csv_path)}))  # sealed anew
-    return str(run_dir), str(csv_path)
-
-
-def csv_flags(path: str, tasks: str = TASKS_FLAG) -> list[str]:
-  return ["--dataset=csv", f"--csv_path={path}", tasks, *SMALL_TABLE_FLAGS]
-
-
-def npz_flags(path: str) -> list[str]:
-  return ["--dataset=npz", f"--npz_path={path}", "--tasks=y:regression", *SMALL_TABLE_FLAGS]
-
-
-def trained_command(run_dir: str, csv_path: str) -> list[str]:
-  """The command that trained the module's run (on its copy)."""
-  return [f"--run_dir={run_dir}", *csv_flags(csv_path)]
-
 
 # The catalogue. Each case: (place) -> (arguments, substrings the error line must contain).
 # Without a --run_dir of its own, a case runs with --run_dir=<tmp_path>/run, which must not appear.
 
-CASES = []
-
-
-def case(name: str, *marks):
-  def register(setup):
-    CASES.append(pytest.param(setup, id=name, marks=marks))
-    return setup
-
-  return register
+catalogue = Catalogue()
+case = catalogue.case
 
 
 # Flags.
@@ -427,55 +362,6 @@ def _(place):
 # The test.
 
 
-@pytest.fixture(name="trained_run", scope="module")
-def fixture_trained_run(tmp_path_factory) -> Path:
-  """A directory with data.csv and run/, a finished small CSV run trained on it."""
-  root = tmp_path_factory.mktemp("trained")
-  csv_path, _ = helpers.write_mixed(root / "data.csv", ROWS)
-  proc = run_train(*trained_command(str(root / "run"), csv_path))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return root
-
-
-def snapshot(root: Path) -> tuple[set[str], dict[str, bytes]]:
-  """(directories, {file: content}) under `root`, paths relative to it."""
-  directories, files = set(), {}
-  for directory, _, names in os.walk(root):
-    directories.add(os.path.relpath(directory, root))
-    for name in names:
-      path = os.path.join(directory, name)
-      with open(path, "rb") as handle:
-        files[os.path.relpath(path, root)] = handle.read()
-  return directories, files
-
-
-def error_line(stderr: str) -> str:
-  lines = [line for line in stderr.splitlines() if line.strip()]
-  return lines[-1] if lines else ""
-
-
-def tail(text: str, lines: int = 8) -> str:
-  return "\n".join(text.strip().splitlines()[-lines:])
-
-
-@pytest.mark.parametrize("setup", CASES)
-def test_bad_input_is_refused_with_one_line_and_nothing_changes(setup, tmp_path, request):
-  place = Place(tmp_path, lambda: request.getfixturevalue("trained_run"))
-  args, culprits = setup(place)
-  if not any(arg.startswith("--run_dir=") for arg in args):
-    args = [f"--run_dir={tmp_path / 'run'}", *args]
-  before = snapshot(tmp_path)
-  try:
-    proc = run_train(*args)
-  finally:
-    for directory, _, _ in os.walk(tmp_path):  # the read-only case: let pytest clean up
-      os.chmod(directory, stat.S_IRWXU)
-  print(error_line(proc.stderr))  # shown with -rP: the catalogue's messages
-  assert proc.returncode != 0, tail(proc.stdout)
-  assert "Traceback" not in proc.stderr, tail(proc.stderr, 40)
-  line = error_line(proc.stderr)
-  assert line.startswith("error: "), tail(proc.stderr)
-  assert [text for text in proc.stderr.splitlines() if text.startswith("error:")] == [line], tail(proc.stderr)
-  for culprit in culprits:
-    assert culprit in line, (culprit, line)
-  assert snapshot(tmp_path) == before, "the refused command changed files under tmp_path"
+@pytest.mark.parametrize("case", catalogue.cases)
+def test_bad_input_is_refused_with_one_line_and_nothing_changes(case, tmp_path, catalogue_run):
+  check_refused(case, tmp_path, catalogue_run)
