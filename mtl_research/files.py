@@ -6,6 +6,7 @@ No TensorFlow here, so that light tools (mtl-summarize reading a sweep) stay fas
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -51,4 +52,29 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  """Writes `obj` as strict JSON (RFC 8259: no NaN or Infinity; ValueError if it holds one).
+
+  A value that is not a number must be written as null by the caller, with the
+  reason beside it (`undefined_numbers` finds them): a bare NaN is rejected by
+  strict parsers (browsers, jq, most languages' JSON libraries).
+  """
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def undefined_numbers(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+  """(`obj` with every NaN or infinite float replaced by None, the dotted paths of those values).
+
+  e.g. ({"test": {"y": {"r2": None}}}, ["test.y.r2"]) for {"test": {"y": {"r2": nan}}}.
+  """
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None, [path]
+  if isinstance(obj, dict):
+    result, paths = {}, []
+    for key, value in obj.items():
+      result[key], found = undefined_numbers(value, f"{path}.{key}" if path else str(key))
+      paths += found
+    return result, paths
+  if isinstance(obj, (list, tuple)):
+    items = [undefined_numbers(value, f"{path}[{index}]") for index, value in enumerate(obj)]
+    return [item for item, _ in items], [found for _, paths in items for found in paths]
+  return obj, []

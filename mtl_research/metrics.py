@@ -38,6 +38,18 @@ SCALE_FREE = frozenset({ACCURACY, AUC, R2})
 LOWER_IS_BETTER = frozenset({MSE, MAE, CROSS_ENTROPY})
 
 
+# Why a metric can be undefined on a split (metrics.json records it as null with this reason).
+_UNDEFINED_REASONS = {
+  R2: "the split's target values are all equal, and R² divides by their variance",
+  AUC: "the split holds examples of one class only, and AUC ranks one class against the other",
+}
+
+
+def undefined_reason(metric: str) -> str:
+  """Why `metric` came out NaN on a split (every metric is NaN on a split with no example of the task)."""
+  return _UNDEFINED_REASONS.get(metric, "the split has no example with this task's target")
+
+
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
   labels = np.asarray(labels, np.float64).reshape(-1)
   predictions = np.asarray(predictions, np.float64).reshape(-1)

@@ -100,6 +100,16 @@ def _(place):
   return [*SMALL_RUN_FLAGS, "--balancer=pcgrad"], ["--balancer=pcgrad", "fixed", "gradnorm"]
 
 
+@case("flag-task_weights-every-task-zero")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--task_weights=price:0,kind:0"], ["--task_weights", "weight 0", "price, kind"]
+
+
+@case("flag-task_weights-zero-for-the-single-task")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--single_task=kind", "--task_weights=kind:0"], ["--task_weights", "weight 0", "kind"]
+
+
 @case("flag-tasks-unknown-kind")
 def _(place):
   return csv_flags(place.mixed_csv(), tasks="--tasks=y:ranking"), ["--tasks", "'y:ranking'"]

@@ -8,6 +8,8 @@ from conftest import listing
 import pytest
 import tensorflow as tf
 
+from mtl_research import provenance
+
 DEFAULT_STEPS = 10 * (8000 // 32)  # --epochs × full batches of --num_train / --batch_size
 TRAIN_TAGS = (
   "loss/price",
@@ -66,7 +68,9 @@ class TestDefaultRun:
 
   def test_run_dir_contract(self, default_run):
     path, proc = default_run
-    assert sorted(os.listdir(path)) == ["ckpt", "eval", "flags.txt", "metrics.json", "train"]
+    assert sorted(os.listdir(path)) == ["ckpt", "eval", "flags.txt", "metrics.json", "provenance.json", "train"]
+    (segment,) = provenance.read(os.path.join(path, provenance.PROVENANCE_FILE))
+    assert (segment["outcome"], segment["steps"]) == (provenance.FINISHED, {"from": 0, "to": DEFAULT_STEPS})
     for logdir in ("train", "eval"):
       assert any(name.startswith("events.out.tfevents.") for name in os.listdir(os.path.join(path, logdir)))
     assert os.path.isfile(os.path.join(path, "ckpt", "checkpoint"))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_research import tasks
+from mtl_research import provenance, tasks
 from mtl_research.config import NanPolicy
 from mtl_research.data.pipeline import TrainOrder
 from mtl_research.train import components as components_lib
@@ -99,6 +99,9 @@ class TestInterruption:
     rerun = run_train(*flags)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resumed from" in rerun.stdout
+    killed, resumed = provenance.read(os.path.join(path, provenance.PROVENANCE_FILE))
+    assert (killed["outcome"], killed["ended"]) == (provenance.RUNNING, None)  # never completed: killed
+    assert (resumed["outcome"], resumed["steps"]["to"]) == (provenance.FINISHED, 3000)
     assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted(jit)
 
   def test_sigterm_saves_exits_zero_and_resumes_identically(self, tmp_path, uninterrupted):
@@ -118,6 +121,9 @@ class TestInterruption:
     rerun = run_train(*flags)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"at step {stopped}." in rerun.stdout
+    stopped_segment, resumed = provenance.read(os.path.join(path, provenance.PROVENANCE_FILE))
+    assert (stopped_segment["outcome"], stopped_segment["steps"]["to"]) == (provenance.INTERRUPTED, stopped)
+    assert (resumed["outcome"], resumed["steps"]) == (provenance.FINISHED, {"from": stopped, "to": 3000})
     assert read_bytes(os.path.join(path, "metrics.json")) == uninterrupted("auto")
 
 
@@ -198,6 +204,9 @@ class TestNonFiniteGuard:
     assert "kind" not in message.split("; ")[0]
     assert "\n" not in message
     assert not os.path.exists(run.metrics_file)
+    (segment,) = provenance.read(os.path.join(run.path, provenance.PROVENANCE_FILE))
+    loop_mode = "xla" if jit == "auto" else "graph"
+    assert (segment["outcome"], segment["environment"]["loop"]) == (provenance.FAILED, loop_mode)
     # No checkpoint after the failure, and the newest one still reads and is finite.
     last_good = max(n for n in checkpoint_numbers(run.path))
     assert last_good < bad_step

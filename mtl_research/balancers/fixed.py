@@ -13,6 +13,7 @@ import tensorflow as tf
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, Schedule
 from mtl_research.balancers.registry import BALANCERS
+from mtl_research.errors import UserError
 from mtl_research.params import TASK_FLOATS, Param, check_task_names
 
 PARAMS = (
@@ -34,7 +35,13 @@ class Fixed(Balancer):
     super().__init__(task_specs, params, schedule)
     given = params["task_weights"]
     check_task_names("task_weights", given, self.task_names)
-    self._weights = tf.constant([given.get(name, 1.0) for name in self.task_names], tf.float32)
+    weights = [given.get(name, 1.0) for name in self.task_names]
+    if not any(weights):  # the objective would be 0: every step a no-op, a run that trains nothing
+      raise UserError(
+        f"--task_weights gives every task ({', '.join(self.task_names)}) weight 0, so nothing would be trained; "
+        "give at least one task a positive weight."
+      )
+    self._weights = tf.constant(weights, tf.float32)
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(self._weights * losses)

@@ -121,11 +121,15 @@ def _length_users(config: config_lib.Config, balancer: Balancer | None = None) -
 
 def _report(run: run_dir.RunDir, metrics: dict) -> None:
   for task, values in metrics["test"].items():
-    shown = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+    shown = ", ".join(f"{name} {_number(value)}" for name, value in values.items())
     print(f"test {task}: {shown}")
   print(f"weights: {', '.join(f'{k} {v:.4f}' for k, v in metrics['weights'].items())}")
   print(f"Results: {run.metrics_file}")
   print(f"TensorBoard: tensorboard --logdir {os.path.abspath(run.path)}")
+
+
+def _number(value: float | None) -> str:
+  return "undefined" if value is None else f"{value:.4f}"  # null in metrics.json: the log said why
 
 
 def _main() -> None:

@@ -12,10 +12,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from mtl_research import tags
+from mtl_research import metrics as metrics_lib
+from mtl_research import provenance, tags
 from mtl_research.config import Config, NanPolicy
 from mtl_research.data.bundle import DatasetBundle
-from mtl_research.files import write_json_atomic
+from mtl_research.files import undefined_numbers, write_json_atomic
 from mtl_research.optim import model_optimizer
 from mtl_research.progress import TrainingProgress
 from mtl_research.train import actions as actions_lib
@@ -106,13 +107,34 @@ class Trainer:
     if self.parts.strategy is not None:
       distribution.check_workers_agree(self.parts.strategy, start)
     total = self.parts.total_steps
-    if start < total:
-      self._train(start, total)
-    return self._finish()
+    if start < total and not self.parts.train_loop.compiled:
+      self.compile()  # first: a loop that falls back from XLA records the mode it runs in
+    recorder = provenance.Recorder(self.run_dir.path, self._loop_settings())
+    recorder.start(start)
+    outcome = provenance.FAILED
+    try:
+      if start < total:
+        self._train(start, total)
+      metrics = self._finish()
+      outcome = provenance.FINISHED
+    except Interrupted:
+      outcome = provenance.INTERRUPTED
+      raise
+    finally:
+      recorder.end(outcome, int(self.parts.global_step.numpy()))
+    return metrics
+
+  def _loop_settings(self) -> provenance.LoopSettings:
+    loop = self.parts.train_loop
+    return provenance.LoopSettings(
+      executor=loop.executor,
+      xla=loop.jit_compile,
+      deterministic=self.config.deterministic,
+      strategy=self.config.loop.strategy,
+      replicas=int(loop.strategy.num_replicas_in_sync),
+    )
 
   def _train(self, start: int, total: int) -> None:
-    if not self.parts.train_loop.compiled:
-      self.compile()
     if self.hparams:  # every segment: an extended run logs its new length
       prefixes = self.parts.train_loop.per_task_diagnostics()
       if self.config.loop.log_grad_conflict:
@@ -323,5 +345,18 @@ class Trainer:
         for t in self.bundle.tasks
       },
     }
+    metrics, undefined = undefined_numbers(metrics)
+    if undefined:  # strict JSON: null, and the reason beside it
+      metrics["undefined"] = {path: _undefined_reason(path) for path in undefined}
+      for path, reason in metrics["undefined"].items():
+        self.log(f"note: {path} is undefined (null in metrics.json): {reason}.")
     write_json_atomic(self.run_dir.metrics_file, metrics)
     return metrics
+
+
+def _undefined_reason(path: str) -> str:
+  """Why the value at `path` of metrics.json (a split's metric, or another number) is not a number."""
+  split, _, rest = path.partition(".")
+  if split in ("val", "test") and rest.count(".") == 1:
+    return metrics_lib.undefined_reason(rest.rpartition(".")[2])
+  return "it was not a finite number"
