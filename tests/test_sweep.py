@@ -437,6 +437,51 @@ def test_sigterm_stops_children_and_the_sweep_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigkill_of_the_sweep_stops_its_trainer(tmp_path):
+  """kill -9 of mtl-ablate: its trainer gets SIGTERM (a parent-death signal), saves a checkpoint and ends."""
+  sweep_dir = str(tmp_path / "sweep")
+  run = os.path.join(runs_dir(sweep_dir), "fixed__seed0")
+  lock = os.path.join(run, ".trainer.lock")
+  endless = [arg for arg in TINY if not arg.startswith("--train_steps=")] + ["--train_steps=1000000"]
+  process = subprocess.Popen(
+    ablate_args(sweep_dir, "--balancers=fixed", "--seeds=0", "--parallel=1", *endless),
+    cwd=REPO_ROOT,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,  # so that the finally below can end whatever is left
+  )
+  try:
+    assert wait_for(lambda: os.path.isfile(lock) and os.path.getsize(lock) > 0, process)  # it trains
+    with open(lock, encoding="utf-8") as handle:
+      trainer = int(handle.read().split()[0])
+    process.kill()  # the runner only: the trainer is not signalled by anyone but the kernel
+    process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(trainer):
+      time.sleep(0.05)
+    assert not _alive(trainer), "the trainer outlived the sweep"
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  with open(os.path.join(run, "log.txt"), encoding="utf-8") as handle:
+    log = handle.read()
+  assert "SIGTERM received" in log and "ckpt-" in log, log[-2000:]
+  assert not os.path.exists(lock)  # released: the next invocation resumes the run at once
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` runs (a zombie, whose new parent has not reaped it yet, has ended)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+      return handle.read().rpartition(")")[2].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_retried(tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   # A value every flag parser accepts but training refuses: the run fails in its own process.

@@ -94,6 +94,10 @@ class Balancer(tf.Module):
   # __init__ when only some params read the length. Reading the length only to
   # validate params (GradNorm's L(0) window) does not count.
   uses_run_length: bool = False
+  # True if the rule only weighs the tasks against each other, so that with one task (a
+  # --single_task baseline) its weight stays 1 and it trains exactly as `fixed` does: such a
+  # run is warned about (train/components.py), since its name would claim a method it is not.
+  relative_only: bool = False
 
   def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())

@@ -57,6 +57,7 @@ MIN_WEIGHT = 1e-6  # keeps w positive before renormalization
 class GradNorm(Balancer):
   """Chen et al. 2018: weights w_t tuned so weighted gradient norms track training rates."""
 
+  relative_only = True  # weights renormalized to sum to T: with T = 1 the weight is 1 at every step
   # uses_run_length stays False: the rule reads the step and steps_per_epoch (the
   # L(0) window of --gradnorm_l0_steps=0), never total_steps, which only
   # validates the window; so a GradNorm run may be extended.

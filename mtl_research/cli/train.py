@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import shutil
 import sys
@@ -20,7 +21,7 @@ from mtl_research.errors import UserError
 from mtl_research.files import write_text_atomic
 from mtl_research.optim import model_optimizer
 from mtl_research.train import components as components_lib
-from mtl_research.train import distribution, loop, run_dir
+from mtl_research.train import distribution, loop, run_dir, run_lock
 from mtl_research.train.interrupt import Interrupted, StopRequest
 
 
@@ -31,17 +32,23 @@ def train(strategy: tf.distribute.Strategy | None = None) -> dict | None:
   one device). Returns the metrics, or None if SIGTERM/SIGINT stopped training
   (after a checkpoint was saved).
   """
-  with StopRequest() as stop:
+  # The run directory's lock (train/run_lock.py) is released on every way out, after the last write.
+  with StopRequest() as stop, run_lock.RunLock() as lock:
     try:
-      return _train(stop, strategy)
+      return _train(stop, lock, strategy)
     except Interrupted as interrupted:
       print(interrupted, file=sys.stderr)
       return None
 
 
-def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
+def _train(stop: StopRequest, lock: run_lock.RunLock, strategy: tf.distribute.Strategy | None) -> dict:
   flags_lib.check_unused_flags()
   config = flags_lib.config_from_flags()
+  # Every worker of multi_worker trains and saves (checkpoints may need all of
+  # them); only the chief writes the run directory, the others a scratch one.
+  chief = strategy is None or distribution.is_chief(strategy)
+  if chief and os.path.isdir(config.run_dir):  # before reading it: a second trainer is refused at once
+    lock.acquire(config.run_dir)
   contract = (
     config.run_dir,
     flags_lib.flag_values(config.run_dir),
@@ -67,9 +74,6 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   length_users = _length_users(config, parts.balancer)
   if found.extension is not None:  # the balancer's declaration needs the built balancer
     run_dir.check(*contract, length=length, length_users=length_users)
-  chief = strategy is None or distribution.is_chief(strategy)
-  # Every worker of multi_worker trains and saves (checkpoints may need all of
-  # them); only the chief writes the run directory, the others a scratch one.
   scratch = None
   try:
     if not chief:
@@ -88,6 +92,10 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
       trainer.restore()  # before anything is written: damaged checkpoints are refused here
     trainer.compile()  # before anything is written too: --jit_compile=on is refused here if XLA cannot serve
     if chief:
+      if not lock.held:  # a new directory: locked once created, before anything is written into it
+        _lock_new_run_dir(
+          lock, config.run_dir, found, lambda: run_dir.check(*contract, length=length, length_users=length_users)
+        )
       run_dir.prepare(*contract, preprocessing=bundle.fitted, length=length, length_users=length_users)
       if found.extension is not None:
         print(f"Extending {config.run_dir} from {found.extension}.")
@@ -102,6 +110,28 @@ def _train(stop: StopRequest, strategy: tf.distribute.Strategy | None) -> dict:
   else:
     print(f"{distribution.worker_name(strategy)} finished; the chief wrote {config.run_dir}.")
   return metrics
+
+
+def _lock_new_run_dir(
+  lock: run_lock.RunLock, path: str, found: run_dir.Found, check: Callable[[], run_dir.Found]
+) -> None:
+  """Creates run directory `path`, which did not exist when training started, and locks it.
+
+  Not before: a refused command must not leave a directory behind. Another
+  trainer may have written a run there since `found` (what `check` said then)
+  was read, while this one loaded its data: refused unless `check` still says
+  the same.
+  """
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as error:
+    raise UserError(f"--run_dir={path} cannot be written: {error.strerror}.") from None
+  lock.acquire(path)
+  if check() != found:
+    raise UserError(
+      f"--run_dir={path} was written by another trainer while this one was starting; run the command again "
+      "to continue from what it wrote, or choose another --run_dir."
+    )
 
 
 def _length_users(config: config_lib.Config, balancer: Balancer | None = None) -> list[str]:

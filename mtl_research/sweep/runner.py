@@ -13,6 +13,14 @@ checkpoint. A failed run is recorded and retried by the next invocation; it
 never stops the others. SIGINT or SIGTERM (caught by signals.StopSignals) stops
 every running attempt and ends the sweep; the stopped runs stay resumable.
 
+No trainer outlives the sweep, even one killed with SIGKILL: on Linux each is
+started with a parent-death signal, SIGTERM, which it takes as a request to
+stop with a checkpoint (train/interrupt.py), so its run stays resumable. Until
+it has stopped, it still holds its run directory's lock (train/run_lock.py),
+which refuses a second trainer there: the next invocation, started at once,
+waits up to LOCK_WAIT_SECONDS for such a run before starting it, training the
+others meanwhile (then the new trainer is refused and the run recorded FAILED).
+
 run.json and log.txt are written into the run directory before the trainer
 starts; the trainer treats them (and FAILED) as no part of the run
 (run_dir.SWEEP_FILES), so a directory holding only them is a new run to it.
@@ -21,11 +29,13 @@ starts; the trainer treats them (and FAILED) as no part of the run
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+import ctypes
 import dataclasses
 import datetime
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -35,11 +45,15 @@ from mtl_research import signals
 from mtl_research.files import write_json_atomic, write_text_atomic
 from mtl_research.progress import format_duration
 from mtl_research.sweep.plan import NOT_FOR_BASELINES, RUNS_DIR, THREAD_FLAGS, RunSpec
+from mtl_research.train import run_lock
 from mtl_research.train.run_dir import FAILED_FILE, LOG_FILE, METRICS_FILE, RUN_FILE
 
 TRAIN_MODULE = "mtl_research.cli.train"
 TAIL_LINES = 20
 STOP_GRACE_SECONDS = 10.0
+# How long a run whose directory another trainer holds (one of a killed invocation, stopping) waits.
+LOCK_WAIT_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def available_cpus() -> int:
@@ -73,6 +87,33 @@ def command(
 
 def is_finished(run_path: str) -> bool:
   return os.path.isfile(os.path.join(run_path, METRICS_FILE))
+
+
+def die_with_this_process() -> Callable[[], None] | None:
+  """A `preexec_fn` that has the child sent SIGTERM when this process ends; None where Linux's prctl is missing.
+
+  The kernel sends it when the thread that started the child ends, so the
+  runner starts its children from the thread that runs the sweep and outlives
+  them. The child then checks that its parent is still this process: if it
+  died before prctl, nothing would ever send the signal. The C function is
+  looked up here, in the parent: between fork and exec the child only calls it.
+  """
+  if not sys.platform.startswith("linux"):
+    return None
+  try:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    return None
+  prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4  # int prctl(int option, unsigned long arg2, ...)
+  parent = os.getpid()
+  death_signal = int(signal.SIGTERM)
+
+  def preexec() -> None:
+    prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+    if os.getppid() != parent:
+      os._exit(128 + death_signal)  # pylint: disable=protected-access  (the signal came too early: as if it came)
+
+  return preexec
 
 
 @dataclasses.dataclass
@@ -133,6 +174,8 @@ class Runner:
     # The first SIGINT/SIGTERM while run() runs: every attempt is stopped, the sweep ends.
     self._stop = signals.StopSignals()
     self._outcome = Outcome(len(self.specs))
+    self._preexec = die_with_this_process()
+    self._waiting: dict[str, float] = {}  # run name: when it was first found locked by another trainer
 
   # Paths.
 
@@ -158,7 +201,10 @@ class Runner:
     with self._stop:
       while (self._queue or self._active) and not self._stop.requested:
         while self._queue and len(self._active) < self.parallel and not self._stop.requested:
-          self._start(self._queue.popleft())
+          startable = self._next()
+          if startable is None:
+            break
+          self._start(startable)
         time.sleep(self.poll_seconds)
         for attempt in list(self._active):
           if self._stop.requested:
@@ -167,6 +213,22 @@ class Runner:
       if self._stop.requested:
         self._interrupt()
     return outcome
+
+  def _next(self) -> RunSpec | None:
+    """Takes the first queued run whose directory no other trainer holds (or that waited long enough)."""
+    for spec in self._queue:
+      holder = run_lock.holder(self.run_path(spec))
+      now = time.monotonic()
+      if holder is not None and spec.name not in self._waiting:
+        self._waiting[spec.name] = now
+        self._say(
+          f"wait {spec.name}: {self.run_path(spec)} is in use by another trainer ({holder}); "
+          f"it starts when that one ends, or in {LOCK_WAIT_SECONDS:.0f} s"
+        )
+      if holder is None or now - self._waiting[spec.name] >= LOCK_WAIT_SECONDS:
+        self._queue.remove(spec)
+        return spec
+    return None
 
   def _start(self, spec: RunSpec) -> None:
     path = self.run_path(spec)
@@ -179,7 +241,14 @@ class Runner:
       handle.write(f"==== {stamp} attempt: {shlex.join(cmd)}\n")
       handle.flush()
       offset = handle.tell()
-      process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+      process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn  (it only calls prctl)
+        cmd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=self.env,
+        preexec_fn=self._preexec,
+      )
     self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic()))
     self._say(f"start {spec.name}")
     self._progress()

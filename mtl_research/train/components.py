@@ -8,12 +8,13 @@ inside the tf.distribute strategy's scope when there is one.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import tensorflow as tf
 
 from mtl_research.balancers import BALANCERS
 from mtl_research.balancers.base import Balancer, Schedule
-from mtl_research.config import Config, JitMode
+from mtl_research.config import Config, JitMode, LrSchedule
 from mtl_research.data.bundle import DatasetBundle
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder, steps_per_epoch
 from mtl_research.models import ARCHITECTURES
@@ -106,6 +107,8 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
     strategy,
     jit_compile,
   )
+  for warning in _degenerate(config, bundle, balancer, steps):
+    print(f"warning: {warning}", file=sys.stderr)
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):
     # AdamW's decay would pull e.g. uncertainty's log-variances to 0, which no paper does.
     optimizer.exclude_from_weight_decay(var_list=balancer.joint_variables)
@@ -148,3 +151,20 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
     jit_note,
     config.loop.jit_compile,
   )
+
+
+def _degenerate(config: Config, bundle: DatasetBundle, balancer: Balancer, steps: int) -> list[str]:
+  """Sentences about a configuration that trains, but not what its flags suggest."""
+  warnings = []
+  if balancer.relative_only and len(bundle.tasks) == 1:
+    warnings.append(
+      f"--balancer={config.balancer.name} weighs tasks against each other, and this run has one task "
+      f"({bundle.tasks[0].name}): its weight stays 1, so it trains exactly as --balancer=fixed."
+    )
+  optimizer = config.optimizer
+  if optimizer.schedule == LrSchedule.STEP and optimizer.decay_steps >= steps:
+    warnings.append(
+      f"--lr_decay_steps={optimizer.decay_steps} is not less than the run's {steps} steps, so "
+      "--lr_schedule=step never decays the learning rate."
+    )
+  return warnings

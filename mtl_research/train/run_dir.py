@@ -11,6 +11,9 @@
                 by mtl-summarize)
   ckpt/         tf.train.CheckpointManager checkpoints (model, optimizer, balancer, step)
   ckpt/best/    the checkpoint selected by --selection (best validation score)
+  .trainer.lock held (flock) by the trainer writing the run, naming its pid and host
+                (train/run_lock.py); deleted when it ends, left (locking nothing) by one killed.
+                No part of the run: ignored like the SWEEP_FILES below, kept by --overwrite
 
 A sweep (mtl_research/sweep/runner.py) also keeps its own bookkeeping in each
 run directory, the SWEEP_FILES: run.json (which run of the sweep this is),
@@ -61,6 +64,9 @@ RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
 FAILED_FILE = "FAILED"
 SWEEP_FILES = frozenset({RUN_FILE, LOG_FILE, FAILED_FILE})
+# The lock of the trainer writing the run (train/run_lock.py); the trainer ignores it and
+# --overwrite keeps it (deleting a held lock file would let a second trainer lock a new one).
+LOCK_FILE = ".trainer.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,12 +214,15 @@ def differences(
 def run_entries(path: str) -> list[str]:
   """The names in directory `path` that belong to the run; [] if it is missing.
 
-  Not a sweep's SWEEP_FILES, nor the temporary file of a write a kill
-  interrupted (a run killed while writing flags.txt has only that).
+  Not a sweep's SWEEP_FILES, nor the trainer's LOCK_FILE, nor the temporary
+  file of a write a kill interrupted (a run killed while writing flags.txt has
+  only that).
   """
   if not os.path.isdir(path):
     return []
-  return sorted(name for name in os.listdir(path) if name not in SWEEP_FILES and not is_partial_write(name))
+  return sorted(
+    name for name in os.listdir(path) if name not in SWEEP_FILES and name != LOCK_FILE and not is_partial_write(name)
+  )
 
 
 def check(
@@ -305,10 +314,11 @@ def prepare(
 
   Raises UserError before changing anything on disk when the directory cannot
   be used. With `overwrite`, an existing run is deleted first: everything in
-  the directory but a sweep's SWEEP_FILES. An accepted extension renames
-  metrics.json (and removes the summarizer's final metrics) before flags.txt records the new length: a crash in between
-  leaves a run that the same command extends again, never a "finished" run
-  with a stale result.
+  the directory but a sweep's SWEEP_FILES and the trainer's LOCK_FILE. An
+  accepted extension renames metrics.json (and removes the summarizer's final
+  metrics) before flags.txt records the new length: a crash in between leaves
+  a run that the same command extends again, never a "finished" run with a
+  stale result.
   """
   run = RunDir(path)
   found = check(path, flag_values, overwrite, operational, defaults, length, length_users)
