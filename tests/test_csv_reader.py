@@ -210,3 +210,124 @@ def test_chunked_read_equals_single_chunk_read(tmp_path, monkeypatch):
 def test_first_non_number():
   assert csv_reader.first_non_number(np.array([b"1", b"", b"NA", b"x", b"y"])) == 3
   assert csv_reader.first_non_number(np.array([b"1", b"?", b"2.5e3"])) == -1
+
+
+# Two parsers, one table: TensorFlow's strict decoder, and Python's csv module for the files it refuses.
+
+
+def _refuse(path, num_fields, header):
+  """In place of the fast parser: refuses every file, so the lenient parser reads it."""
+  raise csv_reader._Refused()  # pylint: disable=protected-access
+  yield  # a generator, as the parser it replaces
+
+
+def _not_called(path, num_fields, header):
+  raise AssertionError(f"{path} went to the lenient parser")
+
+
+@pytest.fixture(name="parser", params=["default", "python"])
+def fixture_parser(request, monkeypatch):
+  """Each test runs as files are read (the fast parser first) and with the lenient parser only."""
+  if request.param == "python":
+    monkeypatch.setattr(csv_reader, "_tensorflow_chunks", _refuse)
+  return request.param
+
+
+BLANKS = "a,b\n\n1,x\n   \n2,y\n\n\n3,z\n"  # data on lines 3, 5 and 8
+
+
+@pytest.mark.parametrize(
+  "name, newline", [("t.csv", "\n"), ("t.csv.gz", "\n"), ("crlf.csv", "\r\n"), ("crlf.csv.gz", "\r\n")]
+)
+def test_line_numbers_count_blank_lines(tmp_path, parser, name, newline, monkeypatch):
+  if parser == "default":
+    monkeypatch.setattr(csv_reader, "_python_chunks", _not_called)  # the fast parser reads such files
+  table = read(tmp_path, BLANKS.replace("\n", newline), name)
+  np.testing.assert_array_equal(table.columns["a"], [1, 2, 3])
+  assert table.columns["b"].tolist() == [b"x", b"y", b"z"]
+  assert [table.line_of(row) for row in range(3)] == [3, 5, 8]
+  assert table.take(np.array([2])).line_of(0) == 8
+
+
+def test_culprits_after_blank_lines_are_named_by_their_line(tmp_path, parser):
+  with pytest.raises(UserError, match=r"line 10 has 3 fields; its header has 2"):
+    read(tmp_path, BLANKS + "\n4,w,extra\n")
+  with pytest.raises(UserError, match=r"Column 'a' of .* must be numeric, but line 8 holds 'three'"):
+    read(tmp_path, BLANKS.replace("3,z", "three,z"), numeric_columns=["a"])
+
+
+def test_chunks_keep_their_line_numbers(tmp_path, parser, monkeypatch):
+  monkeypatch.setattr(csv_reader, "CHUNK_LINES", 3)
+  text = "a\n" + "".join(f"{i}\n" + ("\n" if i % 4 == 0 else "") for i in range(10))
+  table = read(tmp_path, text)
+  expected, line = [], 2
+  for i in range(10):
+    expected.append(line)
+    line += 2 if i % 4 == 0 else 1
+  assert [table.line_of(row) for row in range(10)] == expected
+
+
+def test_both_parsers_read_the_same_table(tmp_path, monkeypatch):
+  text = '\ufeffa,b,c\n1,"x, y",007\n\n 2 ,"say ""hi""",\n-3e2,\xe9t\xe9,NA\n'
+  path = helpers.write_text(tmp_path / "t.csv", text)
+  with open(path, "ab") as handle:
+    handle.write(b"4,\xff\xfe,5\n")  # not UTF-8: both parsers keep the bytes
+  python_chunks = csv_reader._python_chunks  # pylint: disable=protected-access
+  monkeypatch.setattr(csv_reader, "_python_chunks", _not_called)
+  fast = csv_reader.read_table(path, string_columns=["c"])
+  monkeypatch.setattr(csv_reader, "_python_chunks", python_chunks)
+  monkeypatch.setattr(csv_reader, "_tensorflow_chunks", _refuse)
+  lenient = csv_reader.read_table(path, string_columns=["c"])
+  assert list(fast.columns) == list(lenient.columns) == ["a", "b", "c"]
+  for name in fast.columns:
+    assert fast.columns[name].dtype == lenient.columns[name].dtype
+    np.testing.assert_array_equal(fast.columns[name], lenient.columns[name])
+  assert fast.columns["b"].tolist() == [b"x, y", b'say "hi"', "\xe9t\xe9".encode(), b"\xff\xfe"]
+  np.testing.assert_array_equal(fast.lines, lenient.lines)
+  np.testing.assert_array_equal(fast.lines, [2, 4, 5, 6])
+
+
+@pytest.mark.parametrize(
+  "text, column, values, lines",
+  [
+    ('a,b\n1,"two\nlines"\n2,one\n', "b", [b"two\nlines", b"one"], [2, 4]),  # a line break inside quotes
+    ('a,b\n1, "New York"\n2, Paris\n', "b", [b"New York", b"Paris"], [2, 3]),  # a space before the quote
+    ("a,b\n1,5'11\"\n2,6'\n", "b", [b"5'11\"", b"6'"], [2, 3]),  # a quote inside an unquoted value
+    ("a,b\r1,x\r\r2,y\r", "b", [b"x", b"y"], [2, 4]),  # old Mac line ends
+  ],
+)
+def test_what_strict_csv_refuses_is_read_by_the_lenient_parser(tmp_path, text, column, values, lines):
+  table = read(tmp_path, text)
+  assert table.columns[column].tolist() == values
+  np.testing.assert_array_equal(table.columns["a"], [1, 2])
+  assert [table.line_of(row) for row in range(2)] == lines
+
+
+@pytest.mark.parametrize(
+  "text, expected",
+  [
+    ('a,b\n1,x\n2,"y\n3,z\n', r"line 3 opens a quoted field that is never closed"),
+    ('a,b\n1,x\n\n2,"y"z\n', r"line 4 has text after the closing quote of a field"),
+    ('a,b\n1,"x\n2,y\n3,z",q\n4,w\n', r"line 2 has 3 fields; its header has 2 \(a quoted field runs on to line 4"),
+  ],
+)
+def test_quote_errors_name_the_line_and_the_reason(tmp_path, text, expected):
+  path = str(tmp_path / "q.csv")
+  with pytest.raises(UserError, match=expected) as error:
+    csv_reader.read_table(helpers.write_text(path, text))
+  assert str(error.value).startswith(f"CSV file {path} ")
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+  (tmp_path / "data.csv").mkdir()
+  with pytest.raises(UserError, match=r"data\.csv is a directory, not a file"):
+    csv_reader.read_table(str(tmp_path / "data.csv"))
+  with pytest.raises(UserError, match=r"Data file .*data\.csv is a directory"):
+    csv_reader.read_table(str(tmp_path / "data.csv"), names=["a"])
+
+
+def test_first_non_number_follows_the_reader_not_python():
+  # Python's float takes "1_000" and refuses "0x10"; the reader (TensorFlow) does the opposite.
+  assert csv_reader.first_non_number(np.array([b"0x10", b"2", b"1_000", b"x"])) == 2
+  assert csv_reader.first_non_number(np.array([b"\xd9\xa1"])) == 0  # an Arabic-Indic digit
+  assert csv_reader.first_non_number(np.array([b"0x10", b"NA"])) == -1

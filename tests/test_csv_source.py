@@ -347,6 +347,44 @@ def _case_fewer_rows_than_a_batch(tmp_path):
   ]
 
 
+def _case_csv_path_is_a_directory(tmp_path):
+  return {"csv_path": str(tmp_path)}, [str(tmp_path), "is a directory"]
+
+
+def _case_categorical_regression_target(tmp_path):
+  return {"categorical_columns": ("color", "y")}, ["--categorical_columns", "'y'", "regression target"]
+
+
+def _with_column(tmp_path, name: str, column: int, values) -> str:
+  data = helpers.mixed_rows(60)
+  for row, value in zip(data, values):
+    row[column] = value
+  return helpers.write_csv(tmp_path / name, helpers.MIXED_HEADER, data)
+
+
+def _case_target_empty_in_every_row(tmp_path):
+  path = _with_column(tmp_path, "no_y.csv", 5, ["NA"] * 60)
+  return {"csv_path": path}, ["Column 'y'", path, "no value in any of its 60 rows", "--tasks"]
+
+
+def _case_no_row_with_every_target(tmp_path):
+  data = helpers.mixed_rows(60)
+  for i, row in enumerate(data):
+    row[5 if i % 2 else 6] = ""
+  path = helpers.write_csv(tmp_path / "alternate.csv", helpers.MIXED_HEADER, data)
+  return {"csv_path": path}, ["No row of", path, "y, b, c"]
+
+
+def _case_constant_regression_target(tmp_path):
+  path = _with_column(tmp_path, "constant.csv", 5, ["2.5"] * 60)
+  return {"csv_path": path}, ["Regression target 'y'", path, "same value (2.5) in every row"]
+
+
+def _case_a_class_per_row(tmp_path):
+  path = _with_column(tmp_path, "ids.csv", 7, [f"{i}.5" for i in range(60)])
+  return {"csv_path": path}, ["Classification target 'c'", path, "different class in each of its", "rows"]
+
+
 CASES = {name[len("_case_") :]: case for name, case in globals().items() if name.startswith("_case_")}
 
 
@@ -376,6 +414,61 @@ def test_non_numeric_regression_target_names_a_line_holding_it(tmp_path):
   assert "Regression target 'y'" in message and "not numeric" in message and path in message
   line = int(message.split("line ")[1].split()[0])
   assert line in word_lines and "holds 'heavy'" in message
+
+
+def _three_files(tmp_path, change) -> dict[str, str]:
+  """Train, val and test files of the mixed table, `change(split name, rows)` applied to each."""
+  paths = {}
+  for name in SPLITS:
+    rows = helpers.mixed_rows(80, seed=SPLITS.index(name))
+    change(name, rows)
+    paths[name] = helpers.write_csv(tmp_path / f"{name}.csv", helpers.MIXED_HEADER, rows)
+  return {"csv_path": paths["train"], "val_csv_path": paths["val"], "test_csv_path": paths["test"]}
+
+
+def test_a_regression_target_constant_in_the_train_split_is_warned_about(tmp_path, capsys):
+  def constant_train(name, rows):
+    for row in rows:
+      row[5] = "7" if name == "train" else row[5]
+
+  files = _three_files(tmp_path, constant_train)
+  bundle = load_csv(files.pop("csv_path"), **files)
+  err = capsys.readouterr().err.splitlines()
+  assert err == [
+    f"warning: regression target 'y' is constant (7) in the train split ({len(bundle.train)} rows of "
+    f"{tmp_path / 'train.csv'}), so the model can learn nothing but that value."
+  ]
+
+
+def test_classes_the_train_split_lacks_are_warned_about(tmp_path, capsys):
+  def new_classes(name, rows):
+    for i in range(3 if name == "val" else 5 if name == "test" else 0):
+      rows[10 + i][7] = "99"
+
+  files = _three_files(tmp_path, new_classes)
+  bundle = load_csv(files.pop("csv_path"), **files)
+  assert bundle.class_names["c"] == ("2", "7", "10", "99")  # a class of the val and test files is still a class
+  err = capsys.readouterr().err.splitlines()
+  assert err == [
+    f"warning: classification target 'c': 3 of the {len(bundle.val)} val rows and 5 of the {len(bundle.test)} test "
+    "rows have a class that the train split does not have, which the model cannot learn to predict."
+  ]
+
+
+def test_ordinary_data_gives_no_warning(mixed, capsys):
+  load_csv(mixed[0])
+  assert capsys.readouterr().err == ""
+
+
+def test_a_resumed_run_whose_preprocessing_has_other_tasks_is_refused(mixed, bundle):
+  saved = json.loads(json.dumps(bundle.preprocessing))
+  saved["targets"]["y"] = {"kind": "classification", "classes": ["1", "2"]}
+  with pytest.raises(UserError, match=r"preprocessing\.json has the tasks y:classification,b:classification"):
+    load_csv(mixed[0], fitted=saved)
+  del saved["targets"]["y"]
+  saved["task_order"].remove("y")
+  with pytest.raises(UserError, match=r"--tasks=y:regression,b:classification,c:classification"):
+    load_csv(mixed[0], fitted=saved)
 
 
 def test_flag_values_are_checked_by_the_params():
@@ -424,6 +517,11 @@ def test_npz_source(tmp_path):
     ({"x": np.zeros((10, 2))}, ["--tasks names 'y'"]),
     ({"x": np.zeros((10, 2)), "y": np.zeros(9)}, ["'y'", "(9,)", "(10,)"]),
     ({"x": np.zeros(10), "y": np.zeros(10)}, ["'x'", "matrix"]),
+    ({"x": np.zeros((10, 2), complex), "y": np.zeros(10)}, ["Array 'x'", "complex128"]),
+    ({"x": np.zeros((10, 2)), "y": np.zeros(10, complex)}, ["Array 'y'", "complex"]),
+    ({"x": np.zeros((0, 2)), "y": np.zeros(0)}, ["Array 'x'", "no rows"]),
+    ({"x": np.eye(10, 2), "y": np.where(np.arange(10) == 6, np.inf, 0.0)}, ["Array 'y'", "(inf) at y[6]."]),
+    ({"x": np.where(np.eye(10, 2) > 0, 1e300, 0), "y": np.arange(10.0)}, ["Array 'x'", "1e+300 at x[0, 0]"]),
   ],
 )
 def test_npz_errors(tmp_path, arrays, expected):
@@ -435,10 +533,19 @@ def test_npz_errors(tmp_path, arrays, expected):
     assert part in str(error.value)
 
 
+def test_npz_task_named_like_a_column_of_x(tmp_path):
+  path = str(tmp_path / "data.npz")
+  np.savez(path, x=np.eye(10, 2), x1=np.arange(10.0))
+  with pytest.raises(UserError, match=r"--tasks names 'x1', which is also the name of column 1 of array 'x'"):
+    helpers.load("npz", npz_path=path, tasks=(("x1", "regression"),))
+
+
 def test_npz_missing_file(tmp_path):
   path = str(tmp_path / "absent.npz")
   with pytest.raises(UserError, match="does not exist"):
     helpers.load("npz", npz_path=path, tasks=(("y", "regression"),))
+  with pytest.raises(UserError, match=f"NumPy file {tmp_path} is a directory, not a file"):
+    helpers.load("npz", npz_path=str(tmp_path), tasks=(("y", "regression"),))
   with pytest.raises(UserError, match="--npz_path"):
     helpers.load("npz", tasks=(("y", "regression"),))
 

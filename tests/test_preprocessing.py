@@ -211,8 +211,8 @@ REFUSED = {
   "not-json": ('{"features": [', ["not JSON"]),
   "empty-file": ("", ["not JSON"]),
   "a-list": ("[]", ["not a JSON object"]),
-  "no-features": (_delete(["features"]), ["has no 'features'"]),
-  "no-targets": (_delete(["targets"]), ["has no 'targets'"]),
+  "features-missing": (_delete(["features"]), ["has no 'features'"]),
+  "targets-missing": (_delete(["targets"]), ["has no 'targets'"]),
   "unknown-top-level-key": (_set(["vocabularies"], []), ["unknown key 'vocabularies'"]),
   "features-not-a-list": (_set(["features"], {}), ["features is not a JSON list"]),
   "numeric-without-std": (_delete(["features", 0, "std"]), ["features[0] has no 'std'"]),
@@ -230,6 +230,14 @@ REFUSED = {
   "one-class": (_set(["targets", "kind", "classes"], ["2"]), ["targets.kind.classes", "fewer than 2"]),
   "task-order-without-a-target": (_set(["task_order"], ["price"]), ["task_order"]),
   "task-order-twice": (_set(["task_order"], ["price", "kind", "kind"]), ["task 'kind' twice"]),
+  # Valid JSON of the wrong shape, and documents no run could have written.
+  "feature-type-a-list": (_set(["features", 0, "type"], ["numeric"]), ['features[0].type is ["numeric"]']),
+  "target-kind-an-object": (_set(["targets", "price", "kind"], {}), ["targets.price.kind is {}"]),
+  "feature-a-string": (_set(["features", 1], "color"), ["features[1] is not a JSON object"]),
+  "targets-a-list": (_set(["targets"], []), ["targets is not a JSON object"]),
+  "no-features": (_set(["features"], []), ["features is empty"]),
+  "no-targets": (lambda d: {**d, "targets": {}, "task_order": []}, ["targets is empty"]),
+  "feature-named-like-a-target": (_set(["features", 0, "name"], "price"), ["'price' is both a feature and a target"]),
 }
 
 
@@ -251,3 +259,27 @@ def test_a_missing_file_is_refused_naming_it(tmp_path):
   path = str(tmp_path / "absent.json")
   with pytest.raises(UserError, match=f"^{path} cannot be read"):
     preprocessing.read(path)
+
+
+JSON_VALUES = (None, True, 0, -1, 2.5, 1e309, "numeric", "", [], ["a"], [1], {}, {"a": 1})
+
+
+def _nodes(value, path=()):
+  """The path of every value inside a JSON document (lists by index, objects by key)."""
+  yield path
+  children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+  for key, child in children:
+    yield from _nodes(child, path + (key,))
+
+
+def test_no_document_of_any_shape_gets_past_the_reader_with_another_exception():
+  # Every value of the file replaced by every kind of JSON value: read or refused (UserError), nothing else.
+  refused = 0
+  for path in list(_nodes(legacy()))[1:]:
+    for value in JSON_VALUES:
+      try:
+        preprocessing.coerce(_set(list(path), value)(legacy()), "F")
+      except UserError as error:
+        assert str(error).startswith("F is not a preprocessing file"), str(error)
+        refused += 1
+  assert refused > 300

@@ -127,6 +127,52 @@ def test_non_finite_numbers_name_the_column_and_line():
     tabular.encode_features(table(x=[1.0, 2.0, 3.0, -np.inf], lines=[2, 3, 9, 10]), state)
 
 
+def test_numbers_beyond_float32_are_refused_naming_the_line():
+  tab = table(x=[1.0, 2.0, -3.5e38, 4.0], lines=[2, 3, 9, 10])
+  with pytest.raises(UserError, match=r"Column 'x' of hand\.csv holds -3\.5e\+38 at line 9, beyond .*float32"):
+    fit(tab, ["x"])
+  with pytest.raises(UserError, match=r"Column 'y' of hand\.csv holds 1e\+308 at line 3"):
+    tabular.check_targets(table(y=[0.0, 1e308], lines=[2, 3]), {"y": REG})
+
+
+def test_the_largest_float32_numbers_are_standardized_without_overflow():
+  top = float(np.finfo(np.float32).max)
+  tab = table(x=[top, -top, top, 0.0], y=[top, -top, 0.0, top])
+  state = fit(tab, ["x"], tasks={"y": REG})
+  feature, target = state.feature("x"), state.target("y")
+  assert np.isfinite([feature.mean, feature.std, target.mean, target.std]).all()  # squares of 3.4e38 fit in float64
+  assert feature.std == pytest.approx(np.std(np.array([1.0, -1.0, 1.0, 0.0])) * top)
+  encoded = tabular.encode_features(tab, state)[NUMERIC][:, 0]
+  np.testing.assert_allclose(encoded, (tab.columns["x"] - feature.mean) / feature.std, rtol=1e-6)
+  assert np.isfinite(tabular.encode_targets(tab, state)["y"]).all()
+
+
+def test_a_value_too_many_stds_from_the_train_mean_is_refused_naming_it():
+  # The train rows differ by 1e-300: a value of 1 in another split is 1e300 standard deviations away.
+  tab = table(x=[0.0, 1e-300, 1.0], y=[0.0, 1e-300, 1.0], lines=[2, 3, 7])
+  state = fit(tab, ["x"], train_rows=[0, 1], tasks={"y": REG})
+  with pytest.raises(UserError, match=r"Column 'x' of hand\.csv holds 1 at line 7, 2e\+300 standard deviations"):
+    tabular.encode_features(tab, state)
+  with pytest.raises(UserError, match=r"Column 'y' of hand\.csv holds 1 at line 7, .*float32"):
+    tabular.encode_targets(tab, state)
+
+
+def test_an_array_table_names_the_array_and_its_index():
+  columns = {"x0": np.array([1.0, 2.0, 3.0]), "x1": np.array([1.0, np.inf, 3.0]), "y": np.array([b"a", b"b", b"c"])}
+  tab = Table("d.npz", columns, arrays={"x0": ("x", 0), "x1": ("x", 1), "y": ("y", None)})
+  taken = tab.take(np.array([2, 1]))  # rows keep their index in the arrays
+  with pytest.raises(UserError, match=r"^Array 'x' of d\.npz has a non-finite value \(inf\) at x\[1, 1\]\.$"):
+    tabular.check_numbers(taken, "x1")
+  with pytest.raises(UserError, match=r"Regression target 'y' of d\.npz is not numeric: y\[2\] holds 'c'"):
+    tabular.check_targets(taken, {"y": REG})
+  assert [taken.where("x0", row) for row in range(2)] == ["x[2, 0]", "x[1, 0]"]
+
+
+def test_a_regression_target_read_as_text_is_not_blamed_on_a_line():
+  with pytest.raises(UserError, match=r"Regression target 'y' of hand\.csv is not numeric: read as text\.$"):
+    tabular.check_targets(table(y=["1", "2.5"]), {"y": REG})
+
+
 # Categorical features.
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtl_research import tasks as tasks_lib
 from mtl_research.data import csv_reader, table_source
 from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
@@ -48,6 +49,12 @@ def read(params: Mapping[str, Any]) -> list[csv_reader.Table]:
 def load(params: Mapping[str, Any], seed: int, fitted: Preprocessing | Mapping | None = None):
   """Your own table from a CSV file: --csv_path, --tasks, optional splits and column lists."""
   kinds = table_source.task_kinds(params, "csv")
+  regression = [c for c in params["categorical_columns"] if kinds.get(c) == tasks_lib.REGRESSION]
+  if regression:
+    raise UserError(
+      f"--categorical_columns names column {regression[0]!r}, which --tasks makes a regression target "
+      "(a number, not a category)."
+    )
   tables = read(params)
   missing = [c for c in params["categorical_columns"] if c not in tables[0].columns]
   if missing:

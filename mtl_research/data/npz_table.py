@@ -8,14 +8,13 @@ features, classification labels mapped to classes, --split.
 from __future__ import annotations
 
 from collections.abc import Mapping
-import os
 from typing import Any
 import zipfile
 
 import numpy as np
 
 from mtl_research.data import table_source
-from mtl_research.data.csv_reader import Table
+from mtl_research.data.csv_reader import Table, check_file
 from mtl_research.data.preprocessing import Preprocessing
 from mtl_research.data.registry import DATASETS
 from mtl_research.errors import UserError
@@ -27,31 +26,44 @@ PARAMS = table_source.PARAMS + (
 
 
 def read(path: str, task_names: list[str]) -> Table:
+  """The arrays of `path` as a table whose messages name an array and an index (Table.where)."""
   if not path:
     raise UserError("--dataset=npz needs --npz_path=FILE.")
-  if not os.path.isfile(path):
-    raise UserError(f"NumPy file {path} does not exist.")
+  check_file(path, "NumPy file")
   if not zipfile.is_zipfile(path):  # np.load would return a .npy array, or fail without naming the file
     raise UserError(f"NumPy file {path} is not a .npz archive of named arrays (np.savez writes one).")
   try:
-    with np.load(path, allow_pickle=False) as arrays:  # never unpickle user files
-      data = {name: arrays[name] for name in arrays.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as error:
+    with np.load(path, allow_pickle=False) as archive:  # never unpickle user files
+      data = {name: archive[name] for name in archive.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
     raise UserError(f"NumPy file {path} cannot be read as .npz ({error}).") from None
   if "x" not in data:
     raise UserError(f"NumPy file {path} has no array 'x' (its arrays: {', '.join(data) or 'none'}).")
   x = data["x"]
-  if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-    raise UserError(f"Array 'x' of {path} must be a numeric matrix [rows, features], not {x.dtype} {x.shape}.")
+  if x.ndim != 2 or not _is_real(x):
+    raise UserError(f"Array 'x' of {path} must be a real-valued matrix [rows, features], not {x.dtype} {x.shape}.")
+  if len(x) == 0:
+    raise UserError(f"Array 'x' of {path} has no rows.")
   columns = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
+  arrays: dict[str, tuple[str, int | None]] = {f"x{i}": ("x", i) for i in range(x.shape[1])}
   for name in task_names:
     if name not in data:
       raise UserError(f"--tasks names {name!r}, which {path} does not have (its arrays: {', '.join(data)}).")
+    if name in columns:
+      raise UserError(f"--tasks names {name!r}, which is also the name of column {name[1:]} of array 'x' of {path}.")
     column = data[name]
     if column.shape != (len(x),):
       raise UserError(f"Array {name!r} of {path} has shape {column.shape}; expected ({len(x)},) like 'x'.")
-    columns[name] = column.astype(np.float64) if np.issubdtype(column.dtype, np.number) else column.astype(bytes)
-  return Table(path, columns)
+    if np.iscomplexobj(column):
+      raise UserError(f"Array {name!r} of {path} holds complex numbers ({column.dtype}); a target is real or text.")
+    columns[name] = column.astype(np.float64) if _is_real(column) else column.astype(bytes)
+    arrays[name] = (name, None)
+  return Table(path, columns, arrays=arrays)
+
+
+def _is_real(array: np.ndarray) -> bool:
+  """Integers or floats: numbers a column holds as float64 (complex ones are not; booleans are classes)."""
+  return np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)
 
 
 @DATASETS.register("npz", params=PARAMS)

@@ -20,7 +20,11 @@ Versions. `VERSION` is the schema this code writes; an in-memory
 `Preprocessing` is always of that schema (a reader of a later version would
 upgrade older files as it reads them). A file with an unknown version, a
 newer one, or any field missing, misspelled, of the wrong type or out of
-range is refused with one sentence naming the file, never half-read.
+range is refused with one sentence naming the file and the field (its path,
+e.g. `features[2].vocabulary[0]`), never half-read; so is a file that no
+run could have written (no features, no targets, a column both a feature
+and a target). Every field is checked for its JSON type before it is used,
+so no document, whatever its shape, gets past `read` with a TypeError.
 
 A file without "version" is read as version 1. Every release of this package
 wrote "version": 1 from the first, so such a file is hand-made or older than
@@ -216,13 +220,20 @@ def _parse(document: Any) -> Preprocessing:
   features = tuple(
     _parse_feature(entry, f"features[{i}]") for i, entry in enumerate(_list(document["features"], "features"))
   )
+  if not features:
+    raise _Malformed("features is empty")  # the trainer refuses a table without features
   _unique([feature.name for feature in features], "features", "feature")
   targets = document["targets"]
   _keys(targets, "targets", set())
+  if not targets:
+    raise _Malformed("targets is empty")
   order = _strings(document.get("task_order", list(targets)), "task_order")
   _unique(order, "task_order", "task")
   if set(order) != set(targets):
     raise _Malformed(f"task_order names {sorted(order)} but targets holds {sorted(targets)}")
+  both = [feature.name for feature in features if feature.name in targets]
+  if both:
+    raise _Malformed(f"{both[0]!r} is both a feature and a target")
   # Upgraded to the current schema as read (with one version there is nothing to convert).
   return Preprocessing(
     features, tuple(_parse_target(name, targets[name], f"targets.{name}") for name in order), VERSION
@@ -261,7 +272,7 @@ def _parse_target(name: str, entry: Any, where: str) -> Target:
 def _tag(entry: Any, where: str, key: str, schemas: Mapping[str, set[str]]) -> str:
   """The value of `entry[key]`, which says which of `schemas` the entry follows."""
   _keys(entry, where, {key}, optional=set().union(*schemas.values()))
-  if entry[key] not in schemas:
+  if not isinstance(entry[key], str) or entry[key] not in schemas:
     raise _Malformed(f"{where}.{key} is {_show(entry[key])}, not {' or '.join(schemas)}")
   return entry[key]
 

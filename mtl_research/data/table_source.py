@@ -1,12 +1,21 @@
 """From tables (CSV or NumPy files) to a DatasetBundle: tasks, split, preprocessing.
 
 Shared by the `csv` and `npz` sources, which only differ in how they read files.
+
+Degenerate targets are caught here, where the whole data is in view, each in
+one sentence naming the column: refused when nothing can be learned (a
+target column empty in every row, a regression target with one value in
+every row, a classification target with a different class in every row, as
+an identifier has), warned about on stderr ("warning: ...") when the run can
+go on but part of it cannot be learned (a regression target constant in the
+train split, val or test rows whose class the train split never shows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import sys
 from typing import Any
 
 import numpy as np
@@ -81,11 +90,82 @@ def _split_rows(num_rows: int, fractions: Sequence[float], seed: int) -> list[np
 
 
 def _drop_missing_targets(table: Table, kinds: Mapping[str, str], log: Callable[[str], None]) -> Table:
+  for name in kinds:
+    if tabular.missing_mask(table.columns[name]).all():
+      raise UserError(
+        f"{table.label(name)} has no value in any of its {table.num_rows} rows, "
+        f"so task {name!r} (--tasks) has nothing to learn from."
+      )
   keep = tabular.target_rows(table, kinds)
+  if not keep.any():
+    raise UserError(
+      f"No row of {table.path} has a value in every target column ({', '.join(kinds)}), "
+      "and a row is kept only with all of them."
+    )
   if not keep.all():
     log(f"Dropped {int((~keep).sum())} of {table.num_rows} rows of {table.path} with a missing target.")
     table = table.take(np.flatnonzero(keep))
   return table
+
+
+def _files(tables: Sequence[Table]) -> str:
+  return tables[0].path if len(tables) == 1 else ", ".join(t.path for t in tables)
+
+
+def _check_learnable(tables: Sequence[Table], kinds: Mapping[str, str]) -> None:
+  """Refuses a target that leaves nothing to learn, over every row of every table (module docstring)."""
+  for name, kind in kinds.items():
+    columns = [t.columns[name] for t in tables]
+    if kind == tasks_lib.REGRESSION:
+      values = np.concatenate(columns)
+      if values.size and values.min() == values.max():
+        raise UserError(
+          f"Regression target {name!r} of {_files(tables)} has the same value ({values[0]:g}) in every row, "
+          "so there is nothing to learn (and R² is undefined)."
+        )
+      continue
+    texts = np.concatenate([tabular.class_texts(c) for c in columns])
+    if texts.size > 1 and len(np.unique(texts)) == texts.size:
+      raise UserError(
+        f"Classification target {name!r} of {_files(tables)} has a different class in each of its {texts.size} "
+        "rows, so no val or test row has a class the model trained on (an identifier, or a regression target?)."
+      )
+
+
+def _warn_degenerate(splits: Sequence[Table], kinds: Mapping[str, str], warn: Callable[[str], None]) -> None:
+  """Warns about targets the run can train on though part of them cannot be learned (module docstring)."""
+  train = splits[0]
+  for name, kind in kinds.items():
+    if kind == tasks_lib.REGRESSION:
+      values = train.columns[name]
+      if values.min() == values.max():
+        warn(
+          f"warning: regression target {name!r} is constant ({values[0]:g}) in the train split "
+          f"({train.num_rows} rows of {train.path}), so the model can learn nothing but that value."
+        )
+      continue
+    seen = np.unique(tabular.class_texts(train.columns[name]))
+    unseen = []
+    for split_name, split in zip(summary_lib.SPLITS[1:], splits[1:]):
+      count = int((~np.isin(tabular.class_texts(split.columns[name]), seen)).sum())
+      if count:
+        unseen.append(f"{count} of the {split.num_rows} {split_name} rows")
+    if unseen:
+      warn(
+        f"warning: classification target {name!r}: {' and '.join(unseen)} have a class that the train split "
+        "does not have, which the model cannot learn to predict."
+      )
+
+
+def _check_fitted(fitted: preprocessing.Preprocessing, kinds: Mapping[str, str]) -> None:
+  """The resumed run's preprocessing has the targets of --tasks (the same names and kinds)."""
+  have = {target.name: target.kind for target in fitted.targets}
+  if have != dict(kinds):
+    spell = lambda tasks: ",".join(f"{n}:{k}" for n, k in tasks.items())  # noqa: E731
+    raise UserError(
+      f"The resumed run's preprocessing.json has the tasks {spell(have)}, but --tasks={spell(kinds)}; "
+      "resume with the run's --tasks, or train anew with --overwrite."
+    )
 
 
 def build_bundle(
@@ -97,6 +177,7 @@ def build_bundle(
   fitted: preprocessing.Preprocessing | Mapping | None,
   embedding_threshold: int,
   log: Callable[[str], None] = print,
+  warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> DatasetBundle:
   """A bundle from one table (split by --split) or three (train, val, test).
 
@@ -105,16 +186,23 @@ def build_bundle(
   """
   # Checked first: a file this code cannot read refuses the resume, whatever the tables hold.
   fitted = preprocessing.coerce(fitted, "The resumed run's preprocessing.json")
-  for table in tables:
+  if fitted is not None:
+    _check_fitted(fitted, kinds)
+  for table in tables:  # whole files, before any split: a message names the file's first culprit
     check_columns(table, kinds, features)
     tabular.check_targets(table, kinds)
+    for name in features:
+      if table.is_numeric(name):
+        tabular.check_numbers(table, name)
   read = [table.num_rows for table in tables]
   tables = [_drop_missing_targets(table, kinds, log) for table in tables]
   sources = tuple(summary_lib.SourceRows(t.path, n, n - t.num_rows) for t, n in zip(tables, read))
+  _check_learnable(tables, kinds)
   if len(tables) == 1:
     splits = [tables[0].take(rows) for rows in _split_rows(tables[0].num_rows, params["split"], seed)]
   else:
     splits = list(tables)
+  _warn_degenerate(splits, kinds, warn)
   state = fitted or _fit(splits, kinds, features, embedding_threshold, params["standardize_targets"])
   # Three splits: --split has three fractions (checked by _split_rows), or the tables are train, val and test.
   encoded = [tabular.encode_features_and_unseen(t, state) for t in splits]
@@ -149,7 +237,8 @@ def _fit(
   merged = Table(
     train.path,
     {name: np.concatenate([t.columns[name] for t in splits]) for name in kinds},
-    np.concatenate([t.lines if t.lines is not None else np.arange(t.num_rows) + 2 for t in splits]),
+    np.concatenate([t.positions() for t in splits]),
+    train.arrays,
   )
   state = tabular.fit(train, kinds, features, np.arange(train.num_rows), embedding_threshold, standardize)
   classes = tabular.fit(

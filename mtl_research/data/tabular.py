@@ -3,7 +3,10 @@
 Features:
   numeric      missing → training mean, plus a 0/1 missing indicator if the
                training split has missing values; standardized with the
-               training mean and std.
+               training mean and std. Numbers must lie within ±3.4e38 (the
+               float32 range the model computes in), and so must a value
+               once standardized (a value of another split far outside
+               the training range): else refused, naming the value's line.
   categorical  vocabulary of the training split (missing is a category of its
                own, "<missing>"); index 0 is kept for values never seen in
                training. One-hot encoded, or embedded when the vocabulary has
@@ -44,6 +47,7 @@ from mtl_research.errors import UserError
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 
 MISSING = "<missing>"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
 _MISSING_BYTES = tuple(token.encode() for token in MISSING_TOKENS)
 
 
@@ -60,6 +64,11 @@ def _texts(column: np.ndarray) -> np.ndarray:
   texts = np.char.decode(column, "utf-8", "replace").astype(object)
   texts[missing_mask(column)] = MISSING
   return texts
+
+
+def class_texts(column: np.ndarray) -> np.ndarray:
+  """The class name of each value of a classification target column, as str (MISSING for a missing value)."""
+  return _texts(column).astype(str)
 
 
 def number_texts(column: np.ndarray) -> np.ndarray:
@@ -107,11 +116,10 @@ def fit(
 def _fit_feature(table: Table, name: str, rows: np.ndarray, embedding_threshold: int) -> Feature:
   column = table.columns[name]
   if table.is_numeric(name):
-    _check_finite(table, name)
+    check_numbers(table, name)
     values = column[rows]
     present = values[~np.isnan(values)]
-    mean = float(present.mean()) if present.size else 0.0
-    std = float(present.std()) if present.size else 0.0
+    mean, std = mean_and_std(present) if present.size else (0.0, 0.0)
     return NumericFeature(name, mean, std if std > 0 else 1.0, bool(np.isnan(values).any()))
   texts = _texts(column[rows])
   vocabulary = tuple(sorted(set(texts.tolist())))
@@ -126,21 +134,62 @@ def check_targets(table: Table, task_kinds: Mapping[str, str]) -> None:
     column = table.columns[name]
     if not table.is_numeric(name):
       row = first_non_number(column)
-      raise UserError(
-        f"Regression target {name!r} of {table.path} is not numeric: line {table.line_of(row)} "
-        f"holds {column[row].decode('utf-8', 'replace')!r}."
+      where = (
+        f"{table.where(name, row)} holds {column[row].decode('utf-8', 'replace')!r}" if row >= 0 else "read as text"
       )
-    _check_finite(table, name)
+      raise UserError(f"Regression target {name!r} of {table.path} is not numeric: {where}.")
+    check_numbers(table, name)
 
 
-def _check_finite(table: Table, name: str) -> None:
-  bad = np.isinf(table.columns[name])
+def check_numbers(table: Table, name: str) -> None:
+  """Numeric column `name` holds no infinity and no number beyond the float32 range (NaN is missing)."""
+  values = table.columns[name]
+  with np.errstate(invalid="ignore"):
+    bad = np.abs(values) > FLOAT32_MAX  # infinities included; NaN compares False
+  if not bad.any():
+    return
+  row = int(np.argmax(bad))
+  value = float(values[row])
+  if np.isinf(value):
+    raise UserError(f"{table.label(name)} has a non-finite value ({value}) at {table.where(name, row)}.")
+  raise UserError(
+    f"{table.label(name)} holds {value:g} at {table.where(name, row)}, beyond ±3.4e+38, "
+    "the float32 range the model computes in."
+  )
+
+
+def mean_and_std(values: np.ndarray) -> tuple[float, float]:
+  """The mean and the population std of `values` (float64, none missing), without overflow or underflow.
+
+  Deviations far from 1 (beyond 1e±150, where their squares leave float64)
+  are scaled by the largest one before they are squared; others are not, so
+  the std of ordinary data is exactly what NumPy gives, as it always was.
+  """
+  mean = float(values.mean())
+  scale = float(np.abs(values - mean).max())
+  if scale == 0 or 1e-150 < scale < 1e150:
+    return mean, float(values.std())
+  return mean, scale * float(np.std((values - mean) / scale))
+
+
+def _standardized(table: Table, name: str, values: np.ndarray, mean: float, std: float) -> np.ndarray:
+  """(values - mean) / std as float32; refused, naming the value, where that leaves the float32 range.
+
+  Computed in float64, so only the result can overflow: a value of another
+  split (or file) many more standard deviations from the training mean than
+  float32 holds, which the model would read as infinity.
+  """
+  result = (values - mean) / std
+  with np.errstate(invalid="ignore"):
+    bad = np.abs(result) > FLOAT32_MAX
   if bad.any():
     row = int(np.argmax(bad))
     raise UserError(
-      f"Column {name!r} of {table.path} has a non-finite value ({table.columns[name][row]}) "
-      f"at line {table.line_of(row)}."
+      f"{table.label(name)} holds {float(values[row]):g} at {table.where(name, row)}, "
+      f"{abs(float(result[row])):.3g} standard deviations from the training mean ({mean:g}), "
+      "too far to standardize in float32."
     )
+  return result.astype(np.float32)
 
 
 def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardize: bool) -> Target:
@@ -149,7 +198,7 @@ def _fit_target(table: Table, name: str, kind: str, rows: np.ndarray, standardiz
     check_targets(table, {name: kind})
     values = column[rows]
     values = values[~np.isnan(values)]
-    mean, std = (float(values.mean()), float(values.std())) if standardize and values.size else (0.0, 1.0)
+    mean, std = mean_and_std(values) if standardize and values.size else (0.0, 1.0)
     return RegressionTarget(name, mean, std if std > 0 else 1.0)
   classes = _sorted_names(_texts(column))
   if len(classes) < 2:
@@ -228,16 +277,15 @@ def _encode_numeric(table: Table, feature: NumericFeature) -> list[np.ndarray]:
   if not table.is_numeric(name):
     row = first_non_number(table.columns[name])
     where = (
-      f"line {table.line_of(row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}"
+      f"{table.where(name, row)} holds {table.columns[name][row].decode('utf-8', 'replace')!r}"
       if row >= 0
       else "it was read as text"
     )
-    raise UserError(f"Column {name!r} of {table.path} must be numeric, but {where}.")
-  _check_finite(table, name)
+    raise UserError(f"{table.label(name)} must be numeric, but {where}.")
+  check_numbers(table, name)
   values = table.columns[name]
   missing = np.isnan(values)
-  standardized = (np.where(missing, feature.mean, values) - feature.mean) / feature.std
-  parts = [standardized.astype(np.float32)]
+  parts = [_standardized(table, name, np.where(missing, feature.mean, values), feature.mean, feature.std)]
   if feature.indicator:
     parts.append(missing.astype(np.float32))
   return parts
@@ -258,15 +306,16 @@ def encode_targets(table: Table, state: Preprocessing) -> dict[str, np.ndarray]:
     name = target.name
     column = table.columns[name]
     if isinstance(target, RegressionTarget):
-      labels[name] = ((column - target.mean) / target.std).astype(np.float32)
+      check_targets(table, {name: target.kind})
+      labels[name] = _standardized(table, name, column, target.mean, target.std)
       continue
     index = _index(_texts(column), target.classes, offset=0)
     unknown = (index < 0) & ~missing_mask(column)
     if unknown.any():
       row = int(np.argmax(unknown))
       raise UserError(
-        f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at line "
-        f"{table.line_of(row)}, which the model does not know ({', '.join(target.classes)})."
+        f"Classification target {name!r} of {table.path} has class {_texts(column)[row]!r} at "
+        f"{table.where(name, row)}, which the model does not know ({', '.join(target.classes)})."
       )
     labels[name] = index.astype(np.int32)
   return labels
