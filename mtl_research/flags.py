@@ -3,7 +3,9 @@
 Core flags are defined here; every `Param` declared by a registered dataset,
 architecture or balancer becomes a flag of the same name. Every flag is checked
 when parsed, so a bad value stops the program with one line naming the flag
-before anything is written.
+before anything is written: every float flag refuses NaN, the infinities and
+numbers beyond float32's range (`params.finite`), and --seed the seeds NumPy
+would refuse.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from absl import flags
 
 from mtl_research import config as config_lib
+from mtl_research import params as params_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
@@ -24,10 +27,16 @@ from mtl_research.params import BOOL, ENUM, FLOAT, INT, Param
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.LoopConfig()
 _OPT = config_lib.OptimizerConfig()
+# The largest --seed: keras.utils.set_random_seed seeds NumPy's global generator, which takes
+# 0 ≤ seed < 2**32 (TensorFlow's int64 and NumPy's default_rng take more). The trainer derives
+# no other seed from it, so every seed in [0, MAX_SEED] trains; mtl-ablate's --seeds share the range.
+MAX_SEED = 2**32 - 1
 
 flags.DEFINE_string("run_dir", None, "Run directory; default: a new runs/<time>-<balancer>.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing run directory written with other flags.")
-flags.DEFINE_integer("seed", 0, "Seed for data generation, shuffling and initialization.")
+flags.DEFINE_integer(
+  "seed", 0, "Seed for data generation, shuffling and initialization.", lower_bound=0, upper_bound=MAX_SEED
+)
 flags.DEFINE_enum("dataset", "synthetic", DATASETS.names(), "Dataset source.")
 flags.DEFINE_enum("model", "shared_bottom", ARCHITECTURES.names(), "Architecture.")
 flags.DEFINE_enum("balancer", "fixed", BALANCERS.names(), "Loss balancer.")
@@ -121,7 +130,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_float("lr_decay_rate", _OPT.decay_rate, "Step schedule: factor per decay.", lower_bound=0.0)
 flags.DEFINE_float("weight_decay", _OPT.weight_decay, "Decoupled weight decay of --optimizer=adamw.", lower_bound=0.0)
-flags.DEFINE_float("momentum", _OPT.momentum, "Momentum of --optimizer=sgd.", lower_bound=0.0)
+flags.DEFINE_float(
+  "momentum", _OPT.momentum, "Momentum of --optimizer=sgd (Keras's SGD takes [0, 1]).", lower_bound=0.0, upper_bound=1.0
+)
 
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive.")
 flags.register_validator("lr_decay_rate", lambda v: 0 < v <= 1, "--lr_decay_rate must be in (0, 1].")
@@ -162,15 +173,20 @@ def _define_param(param: Param, owner: str) -> None:
     flags.DEFINE_enum(param.name, param.default, list(param.choices), help_text)
   else:
     flags.DEFINE_string(param.name, param.default, help_text)
+  flags.register_validator(param.name, _validator(param.parse))
 
-  def check(value) -> bool:
+
+def _validator(check):
+  """An absl validator of a flag's value from `check(value)`, which raises UserError."""
+
+  def validate(value) -> bool:
     try:
-      param.parse(value)
+      check(value)
     except UserError as error:
       raise flags.ValidationError(str(error)) from None
     return True
 
-  flags.register_validator(param.name, check)
+  return validate
 
 
 def _define_component_params() -> None:
@@ -352,3 +368,17 @@ def hparam_values() -> dict[str, bool | float | str]:
 def flag_defaults() -> dict[str, str]:
   """Default value text of every flag of ours."""
   return {name: value_text(name, FLAGS[name].default) for name in our_flag_names()}
+
+
+def _refuse_non_finite_floats() -> None:
+  """Registers `params.finite` for every float flag of ours: one rule, new flags included.
+
+  A Param's own validator applies it first; this covers the core flags,
+  whose bounds NaN passes, and infinity or a float32 overflow often does.
+  """
+  for name in our_flag_names():
+    if isinstance(FLAGS[name].parser, flags.FloatParser):
+      flags.register_validator(name, _validator(lambda value, name=name: params_lib.finite(name, value)))
+
+
+_refuse_non_finite_floats()  # last: every flag of ours is defined by now

@@ -3,14 +3,23 @@
 A balancer or dataset lists its hyperparameters as `Param`s; `mtl_research.flags`
 turns each into an absl flag, and `config` hands the parsed values back to the
 component by name. Adding a component therefore never touches the flag module.
+
+Every number is finite, in float32 too: no hyperparameter here gives NaN or an
+infinity a meaning (NaN would even pass every bound, as no comparison with it
+is true), and one beyond float32's range becomes an infinity where training
+computes. `finite` refuses them when a value is parsed; mtl_research.flags
+applies the same rule to the trainer's own float flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from mtl_research.errors import UserError
+
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
 
 # Kinds of values a Param can hold, and how they appear on the command line.
 FLOAT = "float"
@@ -89,7 +98,24 @@ def _integer(param: Param, text: str) -> int:
     raise UserError(f"--{param.name} item {text!r} is not an integer.") from None
 
 
+def is_finite(value: float) -> bool:
+  """Whether `value` is a number and stays one in float32 (where models, data and optimizers compute)."""
+  return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+def finite(flag: str, value: Any) -> Any:
+  """`value`, unless it is a float that `is_finite` refuses: then UserError naming --`flag`."""
+  if isinstance(value, float) and not is_finite(value):
+    if math.isfinite(value):
+      raise UserError(
+        f"--{flag} value {value} is beyond float32's range (±{FLOAT32_MAX:.4g}), where training computes."
+      )
+    raise UserError(f"--{flag} value {value} is not a finite number.")
+  return value
+
+
 def _bounded(param: Param, value: float) -> float:
+  finite(param.name, value)
   if param.lower is not None and not value >= param.lower:
     raise UserError(f"--{param.name} value {value} is below its minimum {param.lower}.")
   if param.below is not None and not value < param.below:
@@ -112,7 +138,7 @@ def parse_task_floats(flag: str, raw: str, lower: float | None = 0.0) -> dict[st
       number = float(value)
     except ValueError:
       raise UserError(f"--{flag} value {value!r} for task {name!r} is not a number.") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not is_finite(number):  # finite()'s rule, with the task named
       raise UserError(f"--{flag} value for task {name!r} must be finite.")
     if lower is not None and number < lower:
       raise UserError(f"--{flag} value {number} for task {name!r} is negative.")

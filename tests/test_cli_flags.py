@@ -12,11 +12,14 @@ import os
 import subprocess
 
 from absl import flags
+from absl.testing import flagsaver
 
 # All in one process: importing them must not define a flag twice.
-from conftest import REPO_ROOT, run_script_in_process
+from conftest import REPO_ROOT, SMALL_RUN_FLAGS, metrics_of, run_script_in_process, run_train
+import numpy as np
 import pytest
 
+from mtl_research import flags as flags_lib
 from mtl_research.cli import ablate, benchmark, evaluate, summarize
 from mtl_research.reports import aggregation
 
@@ -129,3 +132,51 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 def test_each_script_defines_its_flags_before_parsing(name, args, message):
   done = run_script(name, *args)
   assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == message, done.stderr[-2000:]
+
+
+# Values of the right type that no run can use are refused when the flags are parsed (issue 14, class 3).
+
+FLOAT_FLAGS = [name for name in flags_lib.our_flag_names() if isinstance(flags.FLAGS[name].parser, flags.FloatParser)]
+
+
+def test_the_float_flags_are_the_core_ones_and_the_float_params():
+  assert {"learning_rate", "momentum", "weight_decay", "lr_decay_rate"} <= set(FLOAT_FLAGS)  # core
+  assert {"l2", "dropout", "synthetic_noise", "uncertainty_init_log_var", "gradnorm_alpha"} <= set(FLOAT_FLAGS)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e39"])  # 1e39: inf in float32
+@pytest.mark.parametrize("name", FLOAT_FLAGS)
+def test_every_float_flag_refuses_nan_and_infinities_naming_itself(name, text):
+  with flagsaver.flagsaver():
+    flags.FLAGS[name].parse("0.5")  # a value every one of them takes: the rule refuses only what it should
+    flags.FLAGS.validate_all_flags()
+    with pytest.raises(flags.IllegalFlagValueError, match=f"^flag --{name}="):
+      flags.FLAGS[name].parse(text)  # a bound of the parser may refuse it already (-inf below 0)
+      flags.FLAGS.validate_all_flags()
+
+
+def test_seed_range_is_numpys():
+  """keras.utils.set_random_seed seeds NumPy's global generator: the bound of --seed is NumPy's, no tighter."""
+  np.random.seed(flags_lib.MAX_SEED)
+  with pytest.raises(ValueError):
+    np.random.seed(flags_lib.MAX_SEED + 1)
+  parser = flags.FLAGS["seed"].parser
+  assert parser.parse(0) == 0 and parser.parse(str(flags_lib.MAX_SEED)) == flags_lib.MAX_SEED
+  for seed in (-1, flags_lib.MAX_SEED + 1):
+    with pytest.raises(ValueError, match=f"^{seed} is not an integer in the range \\[0, {flags_lib.MAX_SEED}\\]$"):
+      parser.parse(seed)
+
+
+def test_a_run_trains_at_the_largest_seed(tmp_path):
+  """Every seed derived from --seed (data, split shuffle, batch order, initializers, dropout) takes the largest."""
+  run_dir = tmp_path / "run"
+  proc = run_train(
+    f"--run_dir={run_dir}", *SMALL_RUN_FLAGS, "--train_steps=4", "--dropout=0.5", f"--seed={flags_lib.MAX_SEED}"
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert metrics_of(str(run_dir))["test"]
+
+
+def test_ablate_takes_the_seeds_seed_takes():
+  # pylint: disable-next=protected-access
+  assert ablate._parse_seeds(["0", str(flags_lib.MAX_SEED)]) == [0, flags_lib.MAX_SEED]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from mtl_research.errors import UserError
@@ -9,12 +10,15 @@ from mtl_research.params import (
   BOOL,
   ENUM,
   FLOAT,
+  FLOAT32_MAX,
   FLOATS,
   INT,
   INTS,
   TASK_FLOATS,
   Param,
   check_task_names,
+  finite,
+  is_finite,
   parse_task_floats,
 )
 
@@ -62,7 +66,11 @@ class TestFloats:
       ("0.5,,1", "empty item"),
       ("0.5,x", "'x' is not a number"),
       ("-0.5", "below its minimum 0.0"),
-      ("nan", "below its minimum"),  # NaN is not >= any bound.
+      ("nan", "value nan is not a finite number"),  # NaN would pass every bound: no comparison with it is true
+      ("0.5,inf", "value inf is not a finite number"),
+      ("-inf", "value -inf is not a finite number"),
+      ("1e999", "value inf is not a finite number"),  # float() overflows to inf
+      ("0.5,1e39", "value 1e\\+39 is beyond float32's range"),  # inf where training computes
     ],
   )
   def test_errors_name_the_flag(self, raw, message):
@@ -98,6 +106,7 @@ class TestTaskFloats:
       ("price:1,price:2", "names task 'price' twice"),
       ("price:inf", "must be finite"),
       ("price:nan", "must be finite"),
+      ("price:1e39", "must be finite"),
     ],
   )
   def test_errors_name_the_flag(self, raw, message):
@@ -133,6 +142,45 @@ class TestScalars:
   def test_bool_and_enum_pass_through(self):
     assert Param("flag", BOOL, False, "A bool.").parse(True) is True
     assert Param("mode", ENUM, "a", "An enum.", choices=("a", "b")).parse("b") == "b"
+
+
+class TestFinite:
+  """No number of a Param may be NaN or infinite, bounded or not (params.finite)."""
+
+  @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+  @pytest.mark.parametrize(
+    "param",
+    [
+      Param("init_log_var", FLOAT, 0.0, "No bounds at all."),
+      Param("scale", FLOAT, 1.0, "A lower bound.", lower=0.0),
+      Param("rate", FLOAT, 0.0, "Both bounds.", lower=0.0, below=1.0),
+    ],
+    ids=lambda param: param.name,
+  )
+  def test_float_param_refuses_non_finite_values_naming_the_flag(self, param, value):
+    with pytest.raises(UserError, match=rf"^--{param.name} value {value} is not a finite number\.$"):
+      param.parse(value)
+
+  def test_unbounded_float_list_refuses_non_finite_items(self):
+    shifts = Param("shifts", FLOATS, "0", "Shifts.")
+    assert shifts.parse("-1e38,1e38") == (-1e38, 1e38)
+    with pytest.raises(UserError, match="--shifts value -inf is not a finite number"):
+      shifts.parse("1,-inf")
+
+  @pytest.mark.parametrize("value", [FLOAT32_MAX * 1.0001, -1e39, 1e300])
+  def test_numbers_beyond_float32_are_refused(self, value):
+    with np.errstate(over="ignore"):
+      assert math.isinf(np.float32(value))  # what training would compute with
+    assert not is_finite(value)
+    with pytest.raises(UserError, match="^--init_log_var value .* is beyond float32's range"):
+      Param("init_log_var", FLOAT, 0.0, "No bounds at all.").parse(value)
+
+  def test_finite_values_pass_unchanged(self):
+    assert finite("x", 0.25) == 0.25
+    assert finite("x", FLOAT32_MAX) == FLOAT32_MAX == float(np.finfo(np.float32).max)
+    assert finite("x", -FLOAT32_MAX) == -FLOAT32_MAX
+    assert finite("x", 2**70) == 2**70  # integers are always finite (and too large for a float here)
+    assert finite("x", "text") == "text"
 
 
 class TestCheckTaskNames:

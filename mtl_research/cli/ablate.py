@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -133,18 +134,25 @@ def _check_values(grid: dict[str, tuple[str, ...]]) -> None:
         flag.parse(text)
         FLAGS.validate_all_flags()
       except (flags.Error, ValueError) as error:
-        raise UserError(f"--grid value {name}={text} is invalid: {error}") from None
+        reason = re.sub(rf"^flag --{re.escape(name)}=.*?: ", "", str(error), count=1)  # absl's, said once already
+        raise UserError(f"--grid value {name}={text} is invalid: {reason}") from None
       finally:
         flag.value, flag.present = value, present
 
 
 def _parse_seeds(items: list[str]) -> list[int]:
+  """The seeds, each one that --seed accepts (its parser holds the range), so that no run fails on its seed."""
   try:
     seeds = [int(item) for item in items]
   except ValueError:
     raise UserError(f"--seeds={','.join(items)} is not a comma-separated list of integers.") from None
-  if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-    raise UserError(f"--seeds={','.join(items)} must list distinct non-negative integers.")
+  for seed in seeds:
+    try:
+      FLAGS["seed"].parser.parse(str(seed))
+    except ValueError as error:
+      raise UserError(f"--seeds={','.join(items)}: {error}, the seeds --seed accepts.") from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise UserError(f"--seeds={','.join(items)} must list distinct integers.")
   return seeds
 
 
@@ -245,12 +253,10 @@ def _lock(sweep: SweepPlan):
 
 def _summarize(directory: str) -> None:
   """Writes the sweep's tables, plots and HParams data (mtl_research.reports)."""
-  kwargs: dict[str, str] = {}
-  for name in ("regression_metric", "classification_metric"):
-    if (value := FLAGS[name].value) is not None:
-      kwargs[name] = value
+  regression = FLAGS.regression_metric or aggregation.DEFAULT_REGRESSION_METRIC  # None: the summarizer's default
+  classification = FLAGS.classification_metric or aggregation.DEFAULT_CLASSIFICATION_METRIC
   try:
-    result = summarize_lib.summarize(directory, plots=True, **kwargs)
+    result = summarize_lib.summarize(directory, regression, classification, plots=True)
   except UserError as error:
     print(f"No summary: {error}")
     return
