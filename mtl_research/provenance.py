@@ -258,7 +258,7 @@ def _text(value: Any) -> str:
 def differences(runs: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
   """For each environment key whose values differ between the segments of `runs` ({run: segments}), one phrase.
 
-  e.g. "tensorflow (2.21.0 in 8 runs, 2.20.0 in 2)". A run whose segments
+  e.g. "tensorflow (2.21.0 in 8 runs, 2.20.0 in 2 runs)". A run whose segments
   differ among themselves counts under each of its values.
   """
   phrases = []
@@ -270,5 +270,5 @@ def differences(runs: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
     if len(counts) > 1:
       shown = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
       parts = [f"{text} in {count} run{'s' if count != 1 else ''}" for text, count in shown]
-      phrases.append(f"{key} ({'; '.join(parts)})")
+      phrases.append(f"{key} ({', '.join(parts)})")
   return phrases

@@ -138,3 +138,60 @@ def write_mixed(path: str, num_rows: int = 200, seed: int = 0) -> tuple[str, lis
 
 def by_id(rows: Sequence[Sequence[str]]) -> dict[int, Sequence[str]]:
   return {int(row[0]): row for row in rows}
+
+
+# A fake sweep directory for the reports (mtl-summarize): written by hand, nothing trained.
+
+FAKE_TASKS = {"y": {"kind": "regression", "num_classes": 0}, "c": {"kind": "classification", "num_classes": 3}}
+FAKE_BALANCERS = ("fixed", "uncertainty")
+FAKE_SEEDS = (0, 1)
+
+
+def fake_metrics(balancer: str, seed: int, single_task: str | None = None) -> dict[str, Any]:
+  """metrics.json as the trainer writes it (train/loop.py), with values that depend on the balancer and seed."""
+  tasks = {name: info for name, info in FAKE_TASKS.items() if single_task in (None, name)}
+  shift = seed / 10 + (0.05 if balancer == "uncertainty" else 0.0)
+  every = {
+    "y": {"mse": 1.0 + shift, "mae": 0.8 + shift, "r2": 0.5},
+    "c": {"accuracy": 0.7 + shift / 10, "cross_entropy": 0.6},
+  }
+  test = {name: every[name] for name in tasks}
+  return {
+    "val": test,
+    "test": test,
+    "weights": {name: 1.0 for name in tasks},
+    "selected_weights": {name: 1.0 for name in tasks},
+    "selection": {"criterion": "mean_loss", "step": 40, "val_score": 0.5},
+    "single_task": single_task,
+    "steps": 40,
+    "balancer": balancer,
+    "dataset": "csv",
+    "tasks": tasks,
+  }
+
+
+def write_fake_sweep(root, balancers=FAKE_BALANCERS, seeds=FAKE_SEEDS, with_single_task: bool = True) -> str:
+  """root/sweep: sweep.json and every run of it finished (flags.txt, run.json, metrics.json), as
+  mtl-ablate and the trainer write them; returns the sweep directory."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
+  from mtl_research.sweep import plan  # pylint: disable=g-import-not-at-top
+  from mtl_research.train import run_dir  # pylint: disable=g-import-not-at-top
+
+  sweep_dir = os.path.join(str(root), "sweep")
+  os.makedirs(os.path.join(sweep_dir, plan.RUNS_DIR))
+  with open(os.path.join(sweep_dir, plan.SWEEP_FILE), "w", encoding="utf-8") as handle:
+    json.dump(plan.definition(balancers, seeds, {}, ["--train_steps=40"], with_single_task), handle, indent=2)
+  tasks = list(FAKE_TASKS) if with_single_task else []
+  for spec in plan.expand(balancers, seeds, {}, tasks):
+    path = os.path.join(sweep_dir, plan.RUNS_DIR, spec.name)
+    os.makedirs(path)
+    flag_values = {"balancer": spec.balancer, "seed": str(spec.seed), "single_task": spec.single_task or ""}
+    with open(os.path.join(path, run_dir.FLAGS_FILE), "w", encoding="utf-8") as handle:
+      handle.write(run_dir.flag_file_text({**flag_values, "train_steps": "40"}))
+    with open(os.path.join(path, run_dir.RUN_FILE), "w", encoding="utf-8") as handle:
+      json.dump(spec.to_json(), handle, indent=2)
+    with open(os.path.join(path, run_dir.METRICS_FILE), "w", encoding="utf-8") as handle:
+      json.dump(fake_metrics(spec.balancer, spec.seed, spec.single_task), handle, indent=2, allow_nan=False)
+  return sweep_dir

@@ -48,7 +48,7 @@ OWN_FLAGS = {
     "large_steps",
     "wall_long_steps",
   ),
-  summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots"),
+  summarize: ("sweep_dir", "regression_metric", "classification_metric", "plots", "strict"),
   evaluate: ("predictions_out", "export_dir", "metrics_out"),
 }
 

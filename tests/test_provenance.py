@@ -105,8 +105,8 @@ def test_differences_name_each_key_that_differs_with_its_counts():
     "d": _segments(tensorflow="2.21.0") + _segments(tensorflow="2.21.0", git_dirty=True),  # resumed, edited code
   }
   assert provenance.differences(runs) == [
-    "git_dirty (same in 4 runs; true in 1 run)",
-    "tensorflow (2.21.0 in 3 runs; 2.20.0 in 1 run)",
-    "gpus (same in 3 runs; NVIDIA H200 in 1 run)",
+    "git_dirty (same in 4 runs, true in 1 run)",
+    "tensorflow (2.21.0 in 3 runs, 2.20.0 in 1 run)",
+    "gpus (same in 3 runs, NVIDIA H200 in 1 run)",
   ]
   assert provenance.differences({"a": _segments(), "b": _segments()}) == []

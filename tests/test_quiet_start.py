@@ -17,11 +17,16 @@ CUINIT = (
   "E0000 00:00:1796396968.602313    1964 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
   "Failed call to cuInit: UNKNOWN ERROR (303)"
 )
+ONEDNN = (
+  "I0000 00:00:1796410078.736710    4125 port.cc:153] oneDNN custom operations are on. You may see slightly "
+  "different numerical results due to floating-point round-off errors from different computation orders. To turn "
+  "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`."
+)
 OTHER = "E0000 00:00:1796396968.702313    1964 some_kernel.cc:10] something that matters"
 
 
 def test_a_machine_without_cuda_drivers_shows_nothing_but_other_lines():
-  text = "\n".join([PREAMBLE, NO_DRIVER, PREAMBLE, NO_DRIVER, CUINIT, OTHER, "a Python warning"])
+  text = "\n".join([ONEDNN, PREAMBLE, NO_DRIVER, ONEDNN, PREAMBLE, NO_DRIVER, CUINIT, OTHER, "a Python warning"])
   assert quiet_start.harmless_lines_removed(text) == [OTHER, "a Python warning"]
 
 

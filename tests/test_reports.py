@@ -22,14 +22,17 @@ import sys
 from conftest import REPO_ROOT, read_scalars, run_cli_in_process, run_python
 import numpy as np
 import pytest
+import table_helpers
 from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
+import test_bad_inputs_reports as bad_reports
 
 from mtl_research import metrics, tasks
 from mtl_research.cli import summarize as summarize_cli
 from mtl_research.errors import UserError
 from mtl_research.reports import (
   aggregation,
+  cells,
   collect,
   delta_m,
   hparams,
@@ -37,6 +40,7 @@ from mtl_research.reports import (
   results_csv,
   results_md,
   results_tex,
+  schema,
   summarize,
 )
 from mtl_research.reports import table as table_lib
@@ -797,3 +801,218 @@ def test_cli_prints_the_table_and_the_files(tmp_path):
   assert "| method | kind accuracy ↑ | price mse ↓ | Δm% ↑ | seeds |" in done.stdout
   assert f"Results: {os.path.join(sweep_dir, 'results.md')}" in done.stdout
   assert "tensorboard --logdir" in done.stdout
+
+
+# Reading back: every file checked against its schema (reports/schema.py); a run that cannot be read is never
+# in a table; an undefined value (null) is no value; --strict (issue 14, classes 4 and 6).
+
+
+def _summarize_in_process(sweep_dir: str, *more: str) -> subprocess.CompletedProcess:
+  script = os.path.join(REPO_ROOT, "scripts", "summarize.py")
+  return run_cli_in_process(summarize_cli, script, f"--sweep_dir={sweep_dir}", "--noplots", *more)
+
+
+def _csv_rows(sweep_dir: str) -> dict[str, dict[str, str]]:
+  with open(os.path.join(sweep_dir, "results.csv"), encoding="utf-8") as handle:
+    return {row["method"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.mark.parametrize("damage", sorted(bad_reports.RUN_DAMAGES))
+def test_a_damaged_run_is_left_out_counted_and_refused_with_strict(tmp_path, damage):
+  """The twin of the catalogue's strict-<damage> cases: without --strict the table is made without the run."""
+  sweep_dir = table_helpers.write_fake_sweep(tmp_path)
+  path, reason = bad_reports.damage_run(sweep_dir, damage)
+  done = _summarize_in_process(sweep_dir)
+  assert done.returncode == 0, done.stderr
+  note = next(line for line in done.stdout.splitlines() if "unreadable run(s) skipped" in line)
+  assert note.startswith(f"- 1 unreadable run(s) skipped: {bad_reports.DAMAGED_RUN} ({os.path.basename(path)}")
+  assert all(text in note for text in reason), note
+  rows = _csv_rows(sweep_dir)
+  # The table without the run: uncertainty has its other seed only, and its cells say nothing of the damaged one.
+  assert rows["uncertainty"]["seeds"] == "1" and rows["fixed"]["seeds"] == "2"
+  assert float(rows["uncertainty"]["y/mae/mean"]) == pytest.approx(0.85) and rows["uncertainty"]["y/mae/n"] == "1"
+  assert "Fewer finished seeds than the sweep's 2 in: uncertainty: 1." in done.stdout
+  os.remove(os.path.join(sweep_dir, "results.md"))
+  before = sorted(os.listdir(sweep_dir))
+  strict = _summarize_in_process(sweep_dir, "--strict")
+  assert strict.returncode == 1 and strict.stderr.strip().splitlines()[-1].startswith("error: --strict: 1 run(s)")
+  assert sorted(os.listdir(sweep_dir)) == before  # refused before writing anything
+
+
+def test_strict_accepts_a_complete_sweep(tmp_path):
+  sweep_dir = table_helpers.write_fake_sweep(tmp_path)
+  done = _summarize_in_process(sweep_dir, "--strict")
+  assert done.returncode == 0, done.stderr
+  assert "skipped" not in done.stdout and os.path.isfile(os.path.join(sweep_dir, "results.md"))
+  sweep = collect.collect(sweep_dir)
+  assert aggregation.definition_gaps(sweep, aggregation.build_table(sweep)) == []
+
+
+def test_a_copied_run_counts_its_seed_once(tmp_path):
+  sweep_dir = make_sweep(str(tmp_path))
+  copy = os.path.join(sweep_dir, "runs", "fixed-s0-copy")
+  shutil.copytree(os.path.join(sweep_dir, "runs", "fixed-s0"), copy)
+  with open(os.path.join(copy, "run.json"), encoding="utf-8") as handle:
+    info = json.load(handle)
+  with open(os.path.join(copy, "run.json"), "w", encoding="utf-8") as handle:
+    json.dump({**info, "name": "fixed-s0-copy"}, handle)
+  sweep = collect.collect(sweep_dir)
+  assert [entry.name for entry in sweep.unreadable] == ["fixed-s0-copy"]
+  assert "as run fixed-s0" in sweep.unreadable[0].reason
+  fixed = aggregation.build_table(sweep).rows[0]
+  assert len(fixed.runs) == 2 and fixed.stats[("price", "mae")].n == 2  # not 3 values over "2 seeds"
+
+
+def _set_test_metric(sweep_dir: str, run: str, task: str, metric: str, value, reason: str | None = None) -> None:
+  path = os.path.join(sweep_dir, "runs", run, "metrics.json")
+  with open(path, encoding="utf-8") as handle:
+    document = json.load(handle)
+  document["test"][task][metric] = value
+  if reason:
+    document.setdefault("undefined", {})[f"test.{task}.{metric}"] = reason
+  with open(path, "w", encoding="utf-8") as handle:
+    json.dump(document, handle, allow_nan=False)
+
+
+def test_an_undefined_value_is_no_value_the_cell_says_how_many_and_the_notes_why(tmp_path):
+  sweep_dir = make_sweep(str(tmp_path))
+  reason = "the split has no example with this task's target"
+  _set_test_metric(sweep_dir, "fixed-s1", "price", "mae", None, reason)  # fixed: 0.90 and undefined
+  for seed in (0, 1):
+    _set_test_metric(sweep_dir, f"uncertainty-s{seed}", "kind", "accuracy", None)  # no reason given
+  sweep = collect.collect(sweep_dir)
+  table = aggregation.build_table(sweep)
+  fixed, uncertainty = table.rows
+  assert fixed.stats[("price", "mae")] == table_lib.Stat(0.9, None, 1)  # not (0.9 + 0) / 2, not NaN
+  assert ("kind", "accuracy") not in uncertainty.stats
+  assert fixed.delta_m.n == 1  # seed 1 has no Δm without its price mae
+  markdown = results_md.render(table)
+  row = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+  assert "| 0.9000 (n=1) |" in row["fixed"] and row["fixed"].rstrip(" |").endswith("2")  # 2 seeds, 1 value
+  assert f"| {cells.MISSING} |" in row["uncertainty"] and not re.search(r"\bnan\b", markdown)
+  # Its Δm over seed 0 alone (paired: 50·(0.05/0.95 − 0.08/0.78)); the only Δm of the table, so the best.
+  assert "| **-2.50** (n=1) |" in row["fixed"]
+  note = next(note for note in table.notes if note.startswith("A cell marked (n=k)"))
+  assert f"Left out: fixed: price mae of run fixed-s1 (undefined: {reason})" in note
+  assert "uncertainty: kind accuracy of run uncertainty-s0 (undefined: null in its metrics.json)" in note
+  assert r"0.9000 (n=1)" in results_tex.render(table)
+  rows = {r["method"]: r for r in csv.DictReader(io.StringIO(results_csv.render(table)))}
+  assert rows["fixed"]["price/seeds"] == "2" and rows["fixed"]["price/mae/n"] == "1"
+  assert rows["fixed"]["price/mae/mean"] == "0.9" and rows["fixed"]["delta_m/n"] == "1"
+  assert rows["uncertainty"]["kind/accuracy/n"] == "0" and rows["uncertainty"]["kind/accuracy/mean"] == ""
+  run = next(run for run in sweep.runs if run.name == "fixed-s1")
+  scalars = hparams.final_scalars(run, table, table.baseline_means())
+  assert "test/price/mae" not in scalars and "test/delta_m" not in scalars and "test/price/mse" in scalars
+
+
+def test_a_baseline_without_a_defined_value_omits_delta_m_with_a_note(tmp_path):
+  sweep_dir = make_sweep(str(tmp_path))
+  for seed in (0, 1):
+    _set_test_metric(sweep_dir, f"single-price-s{seed}", "price", "mae", None, "it was not a finite number")
+  table = aggregation.build_table(collect.collect(sweep_dir))
+  assert not table.has_delta_m
+  assert any("no defined value of price mae" in note for note in table.notes), table.notes
+  assert f"| {cells.MISSING} |" in results_md.render(table).split("| single-task")[1].splitlines()[0]
+
+
+def test_a_bare_nan_of_an_older_trainer_reads_as_undefined(tmp_path):
+  sweep_dir = make_sweep(str(tmp_path))
+  path = os.path.join(sweep_dir, "runs", "fixed-s1", "metrics.json")
+  with open(path, encoding="utf-8") as handle:
+    text = handle.read()
+  with open(path, "w", encoding="utf-8") as handle:  # what json.dump wrote before strict JSON
+    handle.write(text.replace('"mae": 1.1', '"mae": NaN').replace('"r2": 0.5', '"r2": Infinity'))
+  assert schema.read_metrics_file(path)["test"]["price"] == {"mse": pytest.approx(1.21), "mae": None, "r2": None}
+  fixed = aggregation.build_table(collect.collect(sweep_dir)).rows[0]
+  assert fixed.stats[("price", "mae")] == table_lib.Stat(0.9, None, 1)
+
+
+def test_a_task_absent_from_one_runs_metrics_is_counted_not_claimed(tmp_path):
+  sweep_dir = os.path.join(str(tmp_path), "s")
+  tasks = {"price": REGRESSION, "kind": THREE_CLASSES}
+  write_run(sweep_dir, "a0", seed=0, test={"price": {"mae": 1.0}, "kind": {"accuracy": 0.5}}, tasks=tasks)
+  # An older file without "tasks", whose "test" lacks kind: readable, but its row has one value of kind for 2 seeds.
+  path = write_run(sweep_dir, "a1", seed=1, test={"price": {"mae": 2.0}}, tasks=tasks)
+  with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
+    document = json.load(handle)
+  del document["tasks"]
+  with open(os.path.join(path, "metrics.json"), "w", encoding="utf-8") as handle:
+    json.dump(document, handle)
+  table = aggregation.build_table(collect.collect(sweep_dir))
+  (row,) = table.rows
+  assert row.num_seeds == 2 and row.stats[("kind", "accuracy")].n == 1 and row.stats[("price", "mae")].n == 2
+  line = next(line for line in results_md.render(table).splitlines() if line.startswith("| fixed"))
+  assert "| **0.5000** (n=1) |" in line and "| **1.5000 ± 0.7071** |" in line  # one row: the best of each column
+  assert any("of run a1 (its metrics.json has no test metrics of task kind)" in note for note in table.notes)
+
+
+def test_the_readers_normalize_what_they_accept(tmp_path):
+  run_json = tmp_path / "r" / "run.json"
+  run_json.parent.mkdir()
+  run_json.write_text(
+    json.dumps({"name": "r", "balancer": "gradnorm", "seed": 3, "grid": {"gradnorm_alpha": 0.5}, "single_task": ""})
+  )
+  info = schema.read_run_file(str(run_json), "r")
+  assert info == schema.RunInfo("r", "gradnorm", 3, {"gradnorm_alpha": "0.5"}, None)
+  with pytest.raises(schema.UnreadableFile, match=r"run\.json: seed is 3\.0, not an integer\.$"):
+    run_json.write_text(json.dumps({"name": "r", "balancer": "fixed", "seed": 3.0, "grid": {}, "single_task": None}))
+    schema.read_run_file(str(run_json), "r")
+  metrics_json = tmp_path / "metrics.json"
+  written = table_helpers.fake_metrics("fixed", 0)
+  metrics_json.write_text(json.dumps(written))
+  assert schema.read_metrics_file(str(metrics_json)) == written  # the trainer's file reads back as it was
+  metrics_json.write_text(json.dumps({**written, "tasks": {"y": {"kind": "regression", "num_classes": "0"}}}))
+  with pytest.raises(schema.UnreadableFile, match=r'tasks\.y\.num_classes is "0", not an integer'):
+    schema.read_metrics_file(str(metrics_json))
+  sweep_json = tmp_path / "sweep.json"
+  sweep_json.write_text(json.dumps({"balancers": ["fixed"], "seeds": [0, 1], "grid": {"learning_rate": [0.1]}}))
+  assert schema.read_sweep_file(str(sweep_json)) == {
+    "balancers": ["fixed"],
+    "seeds": [0, 1],
+    "grid": {"learning_rate": ["0.1"]},
+    "with_single_task": False,
+  }
+
+
+def test_a_plot_line_over_fewer_seeds_says_how_many(tmp_path):
+  pytest.importorskip("matplotlib")
+  sweep_dir = make_sweep(str(tmp_path))
+  for name in os.listdir(os.path.join(sweep_dir, "runs")):
+    _write_events(os.path.join(sweep_dir, "runs", name), ["price", "kind"], 1.0 + len(name) / 10)
+  shutil.rmtree(os.path.join(sweep_dir, "runs", "fixed-s1", "eval"))  # its validation curves are lost
+  figures, _ = plots.build_figures(aggregation.build_table(collect.collect(sweep_dir)))
+  labels = [line.get_label() for line in figures["val_price_mae.png"].axes[0].get_lines()]
+  assert labels == ["fixed (n=1)", "uncertainty", "single-task"]
+  weights = [line.get_label() for axes in figures["weights.png"].axes for line in axes.get_lines()]
+  assert weights == ["kind", "price"] * 2  # every run logged its weights
+
+
+def _write_provenance(run_path: str, **environment) -> None:
+  from mtl_research import provenance  # pylint: disable=g-import-not-at-top
+
+  base = dict.fromkeys(provenance.ENVIRONMENT_KEYS, "same")
+  segment = {"environment": {**base, **environment}, "outcome": provenance.FINISHED}
+  with open(os.path.join(run_path, provenance.PROVENANCE_FILE), "w", encoding="utf-8") as handle:
+    json.dump({"schema_version": provenance.SCHEMA_VERSION, "segments": [segment]}, handle)
+
+
+def test_notes_say_when_the_runs_were_not_trained_alike(tmp_path):
+  sweep_dir = table_helpers.write_fake_sweep(tmp_path)
+  names = sorted(os.listdir(os.path.join(sweep_dir, "runs")))
+  assert collect.provenance_notes(collect.collect(sweep_dir).runs) == [
+    f"{len(names)} run(s) record no provenance (no provenance.json): {', '.join(names)}."
+  ]
+  for name in names:
+    _write_provenance(os.path.join(sweep_dir, "runs", name), tensorflow="2.21.0", loop="xla")
+  assert not any("provenance" in note or "trained alike" in note for note in collect.collect(sweep_dir).notes)
+  _write_provenance(os.path.join(sweep_dir, "runs", names[0]), tensorflow="2.20.0", loop="graph")
+  with open(os.path.join(sweep_dir, "runs", names[1], "provenance.json"), "w", encoding="utf-8") as handle:
+    handle.write("{")
+  done = _summarize_in_process(sweep_dir)
+  assert done.returncode == 0, done.stderr
+  others = len(names) - 2
+  assert (
+    f"- The runs were not all trained alike, so their results may differ in more than the seed: tensorflow "
+    f"(2.21.0 in {others} runs, 2.20.0 in 1 run); loop (xla in {others} runs, graph in 1 run)"
+  ) in done.stdout
+  assert f"- 1 run(s) have a provenance.json that cannot be read: {names[1]}." in done.stdout

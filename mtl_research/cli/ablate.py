@@ -12,7 +12,6 @@ finished runs, resumes interrupted ones and retries failed ones. See README.md, 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -25,7 +24,7 @@ from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
 from mtl_research.errors import UserError
 from mtl_research.files import write_json_atomic
-from mtl_research.reports import aggregation
+from mtl_research.reports import aggregation, schema
 from mtl_research.reports import summarize as summarize_lib
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
@@ -210,10 +209,9 @@ def _check_sweep_dir(path: str, definition: dict) -> None:
       "choose another --sweep_dir."
     )
   try:
-    with open(sweep_file, encoding="utf-8") as handle:
-      old = json.load(handle)
-  except (OSError, ValueError) as error:
-    raise UserError(f"{sweep_file} cannot be read ({error}); choose another --sweep_dir.") from None
+    old = schema.read_sweep_file(sweep_file)  # the one reader of sweep.json, as mtl-summarize reads it
+  except schema.UnreadableFile as error:
+    raise UserError(f"{str(error).rstrip('.')}; choose another --sweep_dir.") from None
   diff = plan_lib.difference(old, definition)
   if diff:
     raise UserError(

@@ -5,6 +5,7 @@ prints, from C++ and before any flag or log level applies:
 
   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR   (twice)
   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.   (twice)
+  I0000 ... port.cc:153] oneDNN custom operations are on. You may see slightly different ...   (on some CPUs)
   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ...
 
 `TF_CPP_MIN_LOG_LEVEL` (set by cli/__init__.py unless the user set it) hides
@@ -41,6 +42,9 @@ _ABSL_PREAMBLE = re.compile(
 )
 _NO_DRIVER = re.compile(r"^I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine")
 _CUINIT_FAILED = re.compile(r"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
+# Printed on CPUs with oneDNN's optimized kernels (an AMD EPYC, not every Intel machine), at the
+# info level TF_CPP_MIN_LOG_LEVEL=2 means to hide, but before that setting applies.
+_ONEDNN_ON = re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\.")
 _HIDDEN_MODULES = ("matplotlib", "matplotlib.pyplot")
 
 
@@ -51,7 +55,7 @@ class LineFilter:
     self.no_driver = False
 
   def keep(self, line: str) -> bool:
-    if _ABSL_PREAMBLE.search(line):
+    if _ABSL_PREAMBLE.search(line) or _ONEDNN_ON.search(line):
       return False
     if _NO_DRIVER.search(line):
       self.no_driver = True

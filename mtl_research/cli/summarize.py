@@ -1,11 +1,14 @@
 """`mtl-summarize`: the results table, plots and HParams dashboard of a sweep directory.
 
   python scripts/summarize.py --sweep_dir=DIR [--regression_metric=mae|mse]
-      [--classification_metric=accuracy|auc] [--noplots]
+      [--classification_metric=accuracy|auc] [--noplots] [--strict]
 
 Writes DIR/results.md, DIR/results.tex, DIR/results.csv, DIR/plots/*.png (with
 matplotlib, the `plots` extra) and the HParams data for `tensorboard
---logdir=DIR`; prints the Markdown table and where the files are.
+--logdir=DIR`; prints the Markdown table and where the files are. Runs that are
+unfinished, failed or unreadable are left out and counted in the notes; with
+--strict any of them (or a run of sweep.json's definition without a directory)
+refuses the whole summary before anything is written.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
       "only, the others show accuracy.",
       flag_values=flag_values,
     )
+  if "strict" not in flag_values:
+    flags.DEFINE_bool(
+      "strict",
+      False,
+      "Refuse (exit status 1, nothing written) unless the table covers the whole sweep that sweep.json "
+      "defines: every run finished and read correctly (none unfinished, failed or unreadable, none never "
+      "started). Without it such runs are left out of the table and counted in its notes.",
+      flag_values=flag_values,
+    )
   if "plots" not in flag_values:
     flags.DEFINE_bool(
       "plots",
@@ -71,6 +83,7 @@ def _main() -> None:
     FLAGS.regression_metric or aggregation.DEFAULT_REGRESSION_METRIC,
     FLAGS.classification_metric or aggregation.DEFAULT_CLASSIFICATION_METRIC,
     FLAGS.plots,
+    FLAGS.strict,
   )
   print(result["markdown"], end="")
   print(f"\nResults: {result['results_md']}, {result['results_tex']}, {result['results_csv']}")

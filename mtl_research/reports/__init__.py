@@ -1,6 +1,7 @@
 """Reports over a sweep directory (written by mtl-ablate): results tables with Δm, plots, HParams.
 
-collect.py      sweep dir -> finished run records (run.json + metrics.json)
+schema.py       one reader per file read back (sweep.json, run.json, metrics.json, flags.txt), schema-checked
+collect.py      sweep dir -> finished run records (run.json + metrics.json); unreadable runs skipped, with why
 events.py       a run's TensorBoard event files -> scalar series, logged HParams values
 delta_m.py      Δm% against single-task baselines (pure functions)
 table.py        the results table as data: Stat, Column, Row, Table

@@ -16,6 +16,7 @@ holds for the whole table, and a note names it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import itertools
 import math
 import os
 
@@ -72,8 +73,11 @@ def build_table(
         unpaired[row.description] = seeds
     table.delta_m_paired = not unpaired
     for row in rows:
-      row.delta_m = aggregate(run_delta_m(run, columns, _reference(table, run)) for run in row.runs)
+      # A run without a value of every task has no Δm: the row's Δm is over the others, and its cell says how many.
+      values = (run_delta_m(run, columns, _reference(table, run)) for run in row.runs)
+      row.delta_m = aggregate(value for value in values if math.isfinite(value))
     notes.insert(0, _delta_m_note(table.delta_m_paired, unpaired))
+  _note_fewer_values(table, notes)
   _note_missing_seeds(sweep, rows, baseline, tasks, notes)
   return table
 
@@ -84,8 +88,14 @@ def run_delta_m(run: RunRecord, columns: Sequence[Column], baseline: Mapping[str
   `baseline` is what the table compares the run with (Table.delta_m_baseline): the
   baselines of the run's own seed when the table is paired, else their means.
   """
-  method = {c.task: float(run.test_metrics(c.task).get(c.metric, math.nan)) for c in columns}
+  method = {c.task: _value(run, c.task, c.metric) for c in columns}
   return delta_m_lib.delta_m(method, baseline, {c.task: not c.higher_is_better for c in columns})
+
+
+def _value(run: RunRecord, task: str, metric: str) -> float:
+  """The run's test value of `metric` of `task`; NaN when it has none or it is undefined (null)."""
+  value = run.test_metrics(task).get(metric)
+  return math.nan if value is None else float(value)
 
 
 def _reference(table: Table, run: RunRecord) -> Mapping[str, float]:
@@ -163,7 +173,10 @@ def _stats(runs: Sequence[RunRecord], tasks: Iterable[str]) -> tuple[dict[tuple[
     with_task = [run for run in runs if task in run.metrics.get("test", {})]
     for run in with_task:
       for metric, value in run.test_metrics(task).items():
-        values.setdefault(metric, []).append(float(value) if value is not None else math.nan)
+        # Undefined (null) is no value: never a 0, never a NaN that makes the mean NaN. The Stat's n counts
+        # the values it aggregates, so a cell over fewer values than its row's seeds says so (cells.py).
+        if value is not None:
+          values.setdefault(metric, []).append(float(value))
     for metric, vals in values.items():
       stat = aggregate(vals)
       assert stat is not None  # every metric in `values` has at least one value
@@ -221,7 +234,7 @@ def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Se
     if not rows:
       notes.append("No multi-task run has finished, so there are no method rows and no Δm.")
     return False
-  missing = [c.task for c in columns if baseline is None or (c.task, c.metric) not in baseline.stats]
+  missing = [c.task for c in columns if baseline is None or not baseline.seeds.get(c.task)]
   if missing:
     notes.append(
       f"The Δm column is omitted: no finished single-task baseline for task(s) {', '.join(missing)} "
@@ -229,6 +242,13 @@ def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Se
     )
     return False
   assert baseline is not None  # without one every column is missing above
+  undefined = [f"{c.task} {c.metric}" for c in columns if (c.task, c.metric) not in baseline.stats]
+  if undefined:
+    notes.append(
+      f"The Δm column is omitted: the single-task baselines have no defined value of {', '.join(undefined)} "
+      "(null or absent in their metrics.json), so the relative change is undefined."
+    )
+    return False
   bad = [
     c.task
     for c in columns
@@ -241,6 +261,77 @@ def _delta_m_available(columns: Sequence[Column], baseline: Row | None, rows: Se
     )
     return False
   return True
+
+
+def _note_fewer_values(table: Table, notes: list[str], limit: int = 8) -> None:
+  """Names the runs whose value a cell lacks (undefined, or absent from metrics.json), if any."""
+  lacking = []
+  for row in table.all_rows:
+    for column in table.columns:
+      for run in row.runs:
+        if row.baseline and run.single_task != column.task:
+          continue
+        why = _lacks(run, column.task, column.metric)
+        if why:
+          label = BASELINE_LABEL if row.baseline else row.description
+          lacking.append(f"{label}: {column.task} {column.metric} of run {run.name} ({why})")
+  if not lacking:
+    return
+  more = f"; and {len(lacking) - limit} more" if len(lacking) > limit else ""
+  notes.append(
+    "A cell marked (n=k) is over k values, fewer than its row's seeds, and — marks one with none: an undefined "
+    f"value (null in metrics.json) is left out, never counted as 0. Left out: {'; '.join(lacking[:limit])}{more}."
+  )
+
+
+def _lacks(run: RunRecord, task: str, metric: str) -> str | None:
+  """Why the run has no test value of `metric` of `task` (None if it has one)."""
+  if task not in run.metrics.get("test", {}):
+    return f"its metrics.json has no test metrics of task {task}"
+  metrics = run.test_metrics(task)
+  if metric not in metrics:
+    return f"its metrics.json has no test.{task}.{metric}"
+  if metrics[metric] is not None:
+    return None
+  reason = run.undefined_reason(f"test.{task}.{metric}")
+  return f"undefined: {reason}" if reason else "undefined: null in its metrics.json"
+
+
+def definition_gaps(sweep: SweepRecords, table: Table) -> list[str]:
+  """What of sweep.json's definition the table lacks, one phrase each; [] without sweep.json.
+
+  Every declared balancer has a row; a balancer's rows cover every declared
+  value of the grid flags its runs take (a flag read only by other balancers
+  is no axis of its rows); every row, and with with_single_task the baseline
+  of every task, has every declared seed.
+  """
+  spec = sweep.spec
+  if not spec:
+    return []
+  seeds = list(spec.get("seeds") or [])
+  grid = spec.get("grid") or {}
+  gaps = []
+  for balancer in spec.get("balancers") or []:
+    rows = [row for row in table.rows if row.balancer == balancer]
+    if not rows:
+      gaps.append(f"balancer {balancer} has no run in the table")
+      continue
+    flags = sorted({flag for row in rows for flag in row.grid if flag in grid})
+    points = {tuple(row.grid.get(flag) for flag in flags) for row in rows}
+    for point in itertools.product(*(grid[flag] for flag in flags)):
+      if point not in points:
+        gaps.append(f"{balancer} ({', '.join(f'{f}={v}' for f, v in zip(flags, point))}) has no run in the table")
+  for row in table.rows:
+    absent = [seed for seed in seeds if seed not in {run.seed for run in row.runs}]
+    if absent:
+      gaps.append(f"{row.description} lacks seed(s) {', '.join(map(str, absent))}")
+  if spec.get("with_single_task"):
+    for column in table.columns:
+      have = {run.seed for run in table.baseline.runs if run.single_task == column.task} if table.baseline else set()
+      absent = [seed for seed in seeds if seed not in have]
+      if absent:
+        gaps.append(f"{BASELINE_LABEL} {column.task} lacks seed(s) {', '.join(map(str, absent))}")
+  return gaps
 
 
 def _note_missing_seeds(

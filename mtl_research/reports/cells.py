@@ -1,7 +1,10 @@
 """A Table's header and body as formatted text cells, shared by the Markdown and LaTeX renderers.
 
 Means and stds show 4 decimals, Δm% 2 with a sign; a row with one seed shows
-its value without ± (one value has no spread). Bold marks the best multi-task
+its value without ± (one value has no spread). A cell over fewer values than
+its row has seeds (a run's value undefined, null in its metrics.json, or absent)
+says how many, "(n=k)"; a cell with no value shows MISSING. Never is a count
+claimed that the values do not have. Bold marks the best multi-task
 row of each column (the lowest mean where lower is better, the highest
 otherwise; ties at the shown precision are all bold). The single-task row is
 the reference and is never bold.
@@ -23,6 +26,11 @@ class Cell:
   mean: str
   std: str | None = None
   bold: bool = False
+  count: int | None = None  # the values aggregated, when fewer than the row's seeds: shown as "(n=k)"
+
+  @property
+  def count_text(self) -> str:
+    return f" (n={self.count})" if self.count is not None else ""
 
 
 def headers(table: Table) -> list[tuple[str, str]]:
@@ -46,8 +54,11 @@ def body(table: Table) -> list[list[Cell]]:
     i = index - (1 if table.baseline else 0)
     cells = [Cell(row.label)] + [Cell(row.grid.get(flag, "")) for flag in table.grid_flags]
     for column in table.columns:
-      mean, std = _parts(row.stats.get((column.task, column.metric)))
-      cells.append(Cell(mean, std, not row.baseline and i in best[column]))
+      stat = row.stats.get((column.task, column.metric))
+      mean, std = _parts(stat)
+      cells.append(
+        Cell(mean, std, not row.baseline and i in best[column], _fewer(stat, row.expected_values(column.task)))
+      )
     if table.has_delta_m:
       cells.append(_delta_m_cell(row, i in best_dm))
     cells.append(_seeds_cell(row))
@@ -92,11 +103,16 @@ def _best(rows: Sequence[Row], get, higher_is_better: bool, decimals: int = 4, s
   return {i for i, v in candidates if _number(v, decimals, signed) == shown}
 
 
+def _fewer(stat: Stat | None, expected: int) -> int | None:
+  """The number of values of a cell when it is fewer than its row's seeds (a run lacks the value), else None."""
+  return stat.n if stat is not None and stat.n < expected else None
+
+
 def _delta_m_cell(row: Row, bold: bool) -> Cell:
   if row.baseline:
     return Cell("0 (ref.)")
   mean, std = _parts(row.delta_m, 2, True)
-  return Cell(mean, std, bold)
+  return Cell(mean, std, bold, _fewer(row.delta_m, row.num_seeds))
 
 
 def _seeds_cell(row: Row) -> Cell:

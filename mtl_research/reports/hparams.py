@@ -12,8 +12,9 @@ the session in run S, as the last value of scalar `tag` in S itself. So:
                               metrics below, Δm% first; the plugin uses the one experiment summary it
                               finds under the logdir
   runs/<name>/eval/*.final    one event file of the run's final test metrics at the selected step:
-                              test/<task>/<metric> for every test metric of metrics.json, and
-                              test/delta_m (the run's Δm%) when every task has a single-task baseline
+                              test/<task>/<metric> for every test metric of metrics.json that is
+                              defined (not null), and test/delta_m (the run's Δm%) when every task
+                              has a single-task baseline and the run a value of each
 
 The final metrics live in the eval run, beside the validation curves, so a
 sweep of N runs lists 2N + 1 runs in TensorBoard (runs/<name>/train,
@@ -187,7 +188,9 @@ def final_scalars(run: RunRecord, table: Table, baseline_means: Mapping[str, flo
         scalars[metric_tag(task, metric)] = float(value)
   if baseline_means is not None and not run.is_baseline:
     reference = table.seed_baselines()[run.seed] if table.delta_m_paired else baseline_means
-    scalars[DELTA_M_TAG] = run_delta_m(run, table.columns, reference)
+    delta_m = run_delta_m(run, table.columns, reference)
+    if math.isfinite(delta_m):  # a run without a value of every task has no Δm, as in the table
+      scalars[DELTA_M_TAG] = delta_m
   return scalars
 
 

@@ -13,7 +13,9 @@ side around that step (the x axis then only says which step). A line that coinci
 (fixed weights: every task at 1.0) is drawn over it dashed, with hollow markers, and its legend entry says
 "(overlaps <the other>)", so the earlier line shows in its gaps.
 
-Steps are aligned across seeds: a point is drawn at the steps every seed of the row has logged.
+Steps are aligned across seeds: a point is drawn at the steps every seed of the row has logged. A line
+whose runs did not all log its scalar is the mean over those that did, and its legend entry says how many
+("fixed (n=1)"), as a table cell does.
 """
 
 from __future__ import annotations
@@ -202,6 +204,15 @@ class _Cache:
   def band(self, runs: Sequence[RunRecord], which: str, tag: str):
     return seed_band([self.scalars(run, which).get(tag, []) for run in runs])
 
+  def series(
+    self, label: str, runs: Sequence[RunRecord], which: str, tag: str, color: str, marker: str, dashed: bool = False
+  ) -> Series | None:
+    """The line of `runs` (their mean and band); "(n=k)" in its label when only k of them logged `tag`."""
+    logged = sum(1 for run in runs if self.scalars(run, which).get(tag))
+    if 0 < logged < len(runs):  # the mean is over fewer seeds than the row has: never claimed as all of them
+      label = f"{label} (n={logged})"
+    return _series(label, self.band(runs, which, tag), color, marker, dashed)
+
 
 def _save(figure: Figure, path: str) -> None:
   buffer = io.BytesIO()
@@ -269,9 +280,11 @@ def _weights_figure(table: Table, cache: _Cache) -> Figure | None:
   for index, row in enumerate(rows):
     axes = figure.add_subplot(nrows, ncols, index + 1)
     series = [
-      _series(
+      cache.series(
         column.task,
-        cache.band(row.runs, "train", tags.per_task(tags.WEIGHT, column.task)),
+        row.runs,
+        "train",
+        tags.per_task(tags.WEIGHT, column.task),
         f"C{i % 10}",
         MARKERS[i % len(MARKERS)],
       )
@@ -292,12 +305,12 @@ def _validation_figure(table: Table, column: Column, cache: _Cache) -> Figure | 
   """One line per table row, then the task's single-task baseline (dashed, black)."""
   tag = tags.eval_metric(column.task, column.metric)
   series = [
-    _series(row.description, cache.band(row.runs, "eval", tag), f"C{i % 10}", MARKERS[i % len(MARKERS)])
+    cache.series(row.description, row.runs, "eval", tag, f"C{i % 10}", MARKERS[i % len(MARKERS)])
     for i, row in enumerate(table.rows)
   ]
   if table.baseline is not None:
     runs = [run for run in table.baseline.runs if run.single_task == column.task]
-    series.append(_series(BASELINE_LABEL, cache.band(runs, "eval", tag), "k", BASELINE_MARKER, dashed=True))
+    series.append(cache.series(BASELINE_LABEL, runs, "eval", tag, "k", BASELINE_MARKER, dashed=True))
   present = [s for s in series if s is not None]
   if not present:
     return None

@@ -73,4 +73,4 @@ def _escape(text: str) -> str:
 
 def _cell_text(cell: cells_lib.Cell) -> str:
   text = _escape(cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}")
-  return f"**{text}**" if cell.bold else text
+  return (f"**{text}**" if cell.bold else text) + cell.count_text

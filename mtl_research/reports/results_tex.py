@@ -101,7 +101,7 @@ def _cell_text(cell: cells_lib.Cell) -> str:
   if cell.std is not None:
     text += r" $\pm$ " + _number(cell.std)
   # \textbf alone leaves math ($-$, $\pm$) in normal weight; \boldmath, local to the \textbf group, bolds it too.
-  return rf"\textbf{{\boldmath {text}}}" if cell.bold else text
+  return (rf"\textbf{{\boldmath {text}}}" if cell.bold else text) + escape(cell.count_text)
 
 
 def _number(text: str) -> str:

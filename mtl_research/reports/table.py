@@ -2,8 +2,10 @@
 
 Rows: one per (balancer, grid point) of the multi-task runs, plus a
 "single-task" row with the baselines' means. Columns: each task's primary test
-metric, as mean ± sample standard deviation (ddof=1) over seeds; then Δm% when
-it is defined (paired by seed or not: delta_m.py), and the number of seeds.
+metric, as mean ± sample standard deviation (ddof=1) over seeds (a Stat's n is
+the number of values it aggregates: an undefined value, null in metrics.json, is
+none, so n may be below the row's seeds); then Δm% when it is defined (paired
+by seed or not: delta_m.py), and the number of seeds.
 aggregation.py builds a Table from a sweep; results_md.py, results_tex.py and
 results_csv.py render it.
 """
@@ -71,6 +73,11 @@ class Row:
   @property
   def num_seeds(self) -> int:
     return len({run.seed for run in self.runs})
+
+  def expected_values(self, task: str) -> int:
+    """How many values a cell of `task` would aggregate if no run lacked one: the row's seeds (the baselines of
+    `task` in the single-task row). A Stat with a smaller n is shown with its n (cells.py)."""
+    return self.seeds.get(task, 0) if self.baseline else self.num_seeds
 
 
 @dataclasses.dataclass
