@@ -129,22 +129,28 @@ def output_names(state: Preprocessing) -> dict[str, str]:
 
 
 def export(model: MultiTaskModel, state: Preprocessing, export_dir: str) -> None:
-  """Writes the SavedModel with the `serve` signature into `export_dir` (missing or empty).
+  """Writes the SavedModel with the `serve` signature into `export_dir`, missing or empty, in an existing directory.
 
   Written beside it under a temporary name and renamed when complete, so a
-  crash never leaves a half-written SavedModel at `export_dir`.
+  crash never leaves a half-written SavedModel at `export_dir`. The caller
+  checks `export_dir` before writing anything (mtl-evaluate:
+  `cli.common.check_output_dir`); should it fail all the same (the disk full,
+  a file put there meanwhile), UserError names it.
   """
   output_names(state)
   module = ServingModule(model, state)
   parent = os.path.dirname(os.path.abspath(export_dir))
-  os.makedirs(parent, exist_ok=True)
   prefix, suffix = files.partial_name(export_dir)
-  staging = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
+  staging = None
   try:
+    staging = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
     tf.saved_model.save(module, staging, signatures={"serve": module.serve})
     if os.path.isdir(export_dir):
       os.rmdir(export_dir)  # empty, as the caller checked
     os.rename(staging, export_dir)
+  except (OSError, tf.errors.OpError) as error:  # TensorFlow's file system reports with OpError
+    reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    raise UserError(f"--export_dir={export_dir} cannot be written: {reason}.") from None
   finally:
-    if os.path.isdir(staging):
+    if staging is not None and os.path.isdir(staging):
       shutil.rmtree(staging)

@@ -40,14 +40,15 @@ LOWER_IS_BETTER = frozenset({MSE, MAE, CROSS_ENTROPY})
 
 # Why a metric can be undefined on a split (metrics.json records it as null with this reason).
 _UNDEFINED_REASONS = {
-  R2: "the split's target values are all equal, and R² divides by their variance",
+  R2: "the target values of the split are all equal, and R² divides by their variance",
   AUC: "the split holds examples of one class only, and AUC ranks one class against the other",
 }
 
 
-def undefined_reason(metric: str) -> str:
-  """Why `metric` came out NaN on a split (every metric is NaN on a split with no example of the task)."""
-  return _UNDEFINED_REASONS.get(metric, "the split has no example with this task's target")
+def undefined_reason(metric: str, rows: str = "the split") -> str:
+  """Why `metric` came out NaN on `rows` (every metric is NaN without an example of the task)."""
+  reason = _UNDEFINED_REASONS.get(metric, "the split has no example with this task's target")
+  return reason.replace("the split", rows, 1)
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -56,8 +57,10 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str,
   err = predictions - labels
   mse = float(np.mean(err**2))
   total = float(np.sum((labels - labels.mean()) ** 2))
-  # R² is undefined for a constant target; NaN says so instead of a fake number.
-  r2 = 1.0 - float(np.sum(err**2)) / total if total > 0 else float("nan")
+  # R² is undefined for a constant target; NaN says so instead of a fake number. "Constant" up to
+  # float32 round-off: labels standardized in float32 and mapped back differ by ~1e-7 relative.
+  scale = max(float(np.mean(labels**2)), 1e-300) if len(labels) else 1.0
+  r2 = 1.0 - float(np.sum(err**2)) / total if total > 1e-12 * len(labels) * scale else float("nan")
   return {MSE: mse, MAE: float(np.mean(np.abs(err))), R2: r2}
 
 

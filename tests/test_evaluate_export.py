@@ -1,8 +1,10 @@
 """A trained CSV run applied to a new file (evaluate) and exported as a SavedModel."""
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import types
@@ -107,6 +109,19 @@ def test_evaluate_reproduces_the_runs_test_metrics(trained):
   for task, values in expected.items():
     for metric, value in values.items():
       assert got[task][metric] == pytest.approx(value, rel=1e-5, abs=1e-6), (task, metric)
+  # The model whose test metrics metrics.json reports: its selected checkpoint, said and recorded.
+  with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
+    step = json.load(handle)["selection"]["step"]
+  assert f"Evaluating the model of step {step} (the checkpoint selected by --selection=mean_loss)." in proc.stdout
+  with open(os.path.join(run, "evaluations", "test.csv.json"), encoding="utf-8") as handle:
+    document = json.load(handle)
+  assert document["checkpoint"] == {
+    "step": step,
+    "kind": "selected",
+    "path": f"ckpt/best/best-{step}",
+    "selection": "mean_loss",
+  }
+  assert document["rows"] == document["scored_rows"] == 150 and "undefined" not in document
   # Original units: price has std ~35, so its MSE is far above the ~1 of standardized units.
   assert got["price"]["mse"] > 5 * 1.0 or got["price"]["r2"] > 0.9
   with open(predictions, encoding="utf-8") as handle:
@@ -226,9 +241,14 @@ def test_evaluate_refuses_runs_without_preprocessing_and_used_export_dirs(traine
   assert (used / "keep.txt").read_text() == "mine"
 
 
-def damage(prefix: str) -> None:
-  """Truncates every data file of checkpoint `prefix` to half its size."""
-  for name in tf.io.gfile.glob(f"{prefix}.data-*"):
+def damage(prefix: str, values_only: bool = False) -> None:
+  """Truncates every data file of checkpoint `prefix` to half its size, or only the largest one.
+
+  The largest holds the variables' values; the object graph intact, a restore
+  then fails part-way, having begun to match the file's objects.
+  """
+  names = tf.io.gfile.glob(f"{prefix}.data-*")
+  for name in [max(names, key=os.path.getsize)] if values_only else names:
     with open(name, "r+b") as handle:
       handle.truncate(os.fstat(handle.fileno()).st_size // 2)
 
@@ -251,7 +271,20 @@ def values(model) -> set[float]:
   return {float(v) for variable in model.variables for v in np.ravel(variable.numpy())}
 
 
-def test_restore_model_falls_back_past_damaged_checkpoints(tmp_path):
+@contextlib.contextmanager
+def tensorflow_logs():
+  """The messages TensorFlow's Python logger gives its handlers meanwhile (they go to the real stderr)."""
+  logged = []
+  handler = logging.Handler()
+  handler.emit = lambda record: logged.append(record.getMessage())
+  tf.get_logger().addHandler(handler)
+  try:
+    yield logged
+  finally:
+    tf.get_logger().removeHandler(handler)
+
+
+def test_restore_model_chooses_as_the_trainer_and_falls_back_past_damaged_checkpoints(tmp_path):
   run = RunDir(str(tmp_path / "run"))
   model = small_model()
   # Like a run's: the model plus state restore_model must leave alone.
@@ -268,27 +301,49 @@ def test_restore_model_falls_back_past_damaged_checkpoints(tmp_path):
   best = saver.save_best(10)
   warnings = []
   restored = small_model()
-  # The selected checkpoint first.
-  assert checkpoints.restore_model(restored, run.path, warnings.append) == best
+
+  def restore(selection="mean_loss", finished=True, model=restored):
+    return checkpoints.restore_model(model, run.path, warnings.append, selection, finished)
+
+  # A finished run: the selected checkpoint, as metrics.json reports it.
+  got = restore()
+  assert (got.path, got.step, got.kind, got.skipped) == (best, 10, checkpoints.SELECTED, ())
   assert values(restored) == {3.0} and not warnings
-  # Damaged: the newest periodic one, with a warning naming the damaged one.
-  damage(best)
-  path = checkpoints.restore_model(restored, run.path, warnings.append)
-  assert path.endswith("ckpt-20") and values(restored) == {2.0}
+  assert got.describe() == "the checkpoint selected by --selection=mean_loss"
+  assert got.record() == {"step": 10, "kind": "selected", "path": "ckpt/best/best-10", "selection": "mean_loss"}
+  # --selection=last, or an unfinished run (none selected yet): the newest periodic one, the best ignored.
+  got = restore(selection="last")
+  assert (got.step, got.kind, got.describe()) == (20, checkpoints.LAST, "the last checkpoint: --selection=last")
+  assert values(restored) == {2.0} and not warnings
+  got = restore(finished=False)
+  assert (got.step, got.kind) == (20, checkpoints.UNFINISHED) and values(restored) == {2.0} and not warnings
+  assert got.describe() == "the newest checkpoint: the run is unfinished"
+  # The selected one damaged: the newest readable periodic one, with a warning naming the damaged one
+  # (and no more: not TensorFlow's lines about each value the failed attempt left unrestored).
+  damage(best, values_only=True)
+  with tensorflow_logs() as logged:
+    got = restore()
+  assert not logged, logged
+  assert (got.step, got.kind, got.skipped) == (20, checkpoints.FALLBACK, (best,)) and values(restored) == {2.0}
   assert len(warnings) == 1 and best in warnings[0]
+  assert got.describe() == "the newest readable checkpoint: ckpt/best/best-10 cannot be read"
+  assert got.record()["skipped"] == ["ckpt/best/best-10"]
   # Periodic ones newest first, listed from the directory: the `checkpoint` state file still names ckpt-20.
-  damage(path)
-  assert checkpoints.restore_model(restored, run.path, warnings.append).endswith("ckpt-10")
-  assert values(restored) == {1.0} and len(warnings) == 3
-  # None readable: one sentence naming the run.
+  damage(got.path)
+  got = restore(finished=False)
+  assert (got.step, got.kind) == (10, checkpoints.UNFINISHED) and values(restored) == {1.0}
+  assert got.describe() == "the newest readable checkpoint: the run is unfinished; ckpt/ckpt-20 cannot be read"
+  assert len(warnings) == 2
+  # None readable: one sentence naming the checkpoint directory and the run.
   damage(os.path.join(run.checkpoint_dir, "ckpt-10"))
   with pytest.raises(UserError) as error:
-    checkpoints.restore_model(small_model(), run.path, warnings.append)
+    restore(model=small_model())
   message = str(error.value)
-  assert f"--run_dir={run.path}" in message and "can be read" in message and "\n" not in message
+  assert f"no checkpoint in {run.checkpoint_dir} can be read" in message and f"--run_dir={run.path}" in message
+  assert "\n" not in message and "--overwrite" not in message  # mtl-evaluate has no --overwrite
   # No checkpoint at all.
   with pytest.raises(UserError, match="has no checkpoint"):
-    checkpoints.restore_model(small_model(), str(tmp_path / "empty"), warnings.append)
+    checkpoints.restore_model(small_model(), str(tmp_path / "empty"), warnings.append, "mean_loss", True)
 
 
 def test_the_architecture_comes_from_flags_txt_without_touching_global_flags(trained):
@@ -309,10 +364,19 @@ def test_evaluate_survives_a_damaged_selected_checkpoint_and_refuses_a_newer_pre
   copy = str(tmp_path / "run")
   shutil.copytree(run, copy)
   best = checkpoints.candidates(RunDir(copy).best_checkpoint_dir, checkpoints.BEST_PREFIX)[0][1]
-  damage(best)
-  proc = run_evaluate(f"--run_dir={copy}", f"--csv_path={paths['test']}")
+  damage(best, values_only=True)
+  with tensorflow_logs() as logged:
+    proc = run_evaluate(f"--run_dir={copy}", f"--csv_path={paths['test']}")
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert not logged, logged  # one warning line, not TensorFlow's about each value left unrestored
   assert f"warning: checkpoint {best} cannot be read" in proc.stderr
+  newest = checkpoints.candidates(RunDir(copy).checkpoint_dir)[0][0]
+  assert (
+    f"Evaluating the model of step {newest} (the newest readable checkpoint: ckpt/best/{os.path.basename(best)} "
+    "cannot be read)." in proc.stdout.splitlines()
+  )
+  with open(os.path.join(copy, "evaluations", "test.csv.json"), encoding="utf-8") as handle:
+    assert json.load(handle)["checkpoint"]["kind"] == "fallback"
   file = os.path.join(copy, "preprocessing.json")
   with open(file, encoding="utf-8") as handle:
     document = json.load(handle)
@@ -351,3 +415,106 @@ def test_two_tasks_that_would_share_a_saved_model_output_are_refused():
     export_lib.output_names(state)
   fine = preprocessing_lib.Preprocessing(features=(), targets=(kind,))
   assert export_lib.output_names(fine) == {"kind": "kind", "kind_probabilities": "kind", "kind_classes": "kind"}
+
+
+def test_evaluating_an_unfinished_run_says_which_step_it_used(trained, tmp_path):
+  _, run, paths, _ = trained
+  copy = str(tmp_path / "run")
+  shutil.copytree(run, copy)
+  os.remove(os.path.join(copy, "metrics.json"))  # as a run stopped before its end leaves it
+  periodic = checkpoints.candidates(RunDir(copy).checkpoint_dir)
+  assert [step for step, _ in periodic] == [200, 0]
+  out = str(tmp_path / "m.json")
+  proc = run_evaluate(f"--run_dir={copy}", f"--csv_path={paths['test']}", f"--metrics_out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "Evaluating the model of step 200 (the newest checkpoint: the run is unfinished)." in proc.stdout
+  with open(out, encoding="utf-8") as handle:
+    assert json.load(handle)["checkpoint"] == {
+      "step": 200,
+      "kind": "unfinished",
+      "path": "ckpt/ckpt-200",
+      "selection": "mean_loss",
+    }
+  # Its newest checkpoint damaged: the one before, each skipped one named.
+  damage(periodic[0][1], values_only=True)
+  with tensorflow_logs() as logged:
+    proc = run_evaluate(f"--run_dir={copy}", f"--export_dir={tmp_path / 'export'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert not logged, logged
+  assert (
+    "Exporting the model of step 0 (the newest readable checkpoint: the run is unfinished; ckpt/ckpt-200 cannot "
+    "be read)." in proc.stdout.splitlines()
+  )
+  assert f"warning: checkpoint {periodic[0][1]} cannot be read" in proc.stderr
+
+
+def rewrite_csv(source: str, target: str, change) -> str:
+  """Copies CSV file `source` to `target` with `change(row number, row dict)` applied to each row."""
+  with open(source, encoding="utf-8") as handle:
+    reader = csv.DictReader(handle)
+    rows = list(reader)
+  with open(target, "w", encoding="utf-8", newline="") as handle:
+    writer = csv.DictWriter(handle, reader.fieldnames, lineterminator="\n")
+    writer.writeheader()
+    for number, row in enumerate(rows):
+      change(number, row)
+      writer.writerow(row)
+  return target
+
+
+def strict_json(path: str) -> dict:
+  def refuse(constant):
+    raise AssertionError(f"{path} holds {constant}")
+
+  with open(path, encoding="utf-8") as handle:
+    return json.load(handle, parse_constant=refuse)
+
+
+def test_metrics_that_are_not_numbers_are_null_with_the_reason(trained, tmp_path):
+  _, run, paths, _ = trained
+  # One row with a price: R² divides by the variance of one value, AUC ranks one class against none.
+  path = rewrite_csv(
+    paths["test"], str(tmp_path / "one.csv"), lambda i, row: row.update(price=row["price"] if i == 7 else "")
+  )
+  out = str(tmp_path / "m.json")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={path}", f"--metrics_out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  document = strict_json(out)
+  assert document["metrics"]["price"]["r2"] is None and document["metrics"]["buy"]["auc"] is None
+  assert set(document["undefined"]) == {"metrics.price.r2", "metrics.buy.auc"}
+  assert (
+    "variance" in document["undefined"]["metrics.price.r2"] and "one class" in document["undefined"]["metrics.buy.auc"]
+  )
+  lines = proc.stdout.splitlines()
+  assert any(line.startswith("price: ") and line.endswith("r2 undefined") for line in lines), lines
+  assert any(line.startswith("note: price.r2 is undefined (null in the metrics file): ") for line in lines), lines
+  assert isinstance(document["metrics"]["price"]["mse"], float)
+
+
+def test_only_rows_with_every_target_are_scored_and_none_means_predictions_only(trained, tmp_path):
+  _, run, paths, _ = trained
+  # Every other row lacks its price: the other rows are scored, and the line says how many.
+  path = rewrite_csv(
+    paths["test"], str(tmp_path / "half.csv"), lambda i, row: row.update(price="" if i % 2 else row["price"])
+  )
+  out = str(tmp_path / "m.json")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={path}", f"--metrics_out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (
+    f"Scored 75 of 150 rows of {path}: those with a value in every target column (price, buy, grade)." in proc.stdout
+  )
+  document = strict_json(out)
+  assert (document["rows"], document["scored_rows"]) == (150, 75)
+
+  # No row with both price and buy (the rows alternate): no metrics, never NaN; predictions only when asked.
+  def alternate(i, row):
+    row.update(price="" if i % 2 else row["price"], buy=row["buy"] if i % 2 else "", grade="")
+
+  path = rewrite_csv(paths["test"], str(tmp_path / "alternating.csv"), alternate)
+  predictions = str(tmp_path / "p.csv")
+  proc = run_evaluate(f"--run_dir={run}", f"--csv_path={path}", f"--predictions_out={predictions}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"no row with every target column (price, buy) in {path}: wrote predictions only" in proc.stdout.splitlines()
+  assert "Metrics:" not in proc.stdout and not os.path.exists(os.path.join(run, "evaluations", "alternating.csv.json"))
+  with open(predictions, encoding="utf-8") as handle:
+    assert len(list(csv.DictReader(handle))) == 150

@@ -6,11 +6,21 @@ damaged too), newest first; one that cannot be read (truncated, checksum
 mismatch, missing shard, not matching the model) is reported in a warning and
 the previous one is tried. Checkpoints are read only through
 `tf.train.Checkpoint`.
+
+The trainer and mtl-evaluate restore through the same calls (`Checkpoints`'s
+`restore_best`, then `restore_latest`): `restore_model` says which model it
+restored (`Restored`), the selected one, the last one, the newest one of an
+unfinished run, or the newest readable one because the selected one cannot be
+read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
+import dataclasses
+import gc
+import logging
 import os
 import re
 
@@ -51,9 +61,9 @@ def restore_first_readable(
 
   A failed attempt may already have assigned some variables, which the next
   attempt assigns again: every attempt asserts that all of `checkpoint`'s
-  objects were matched.
+  objects were matched. Each failure is one warning line through `warn`.
   """
-  for path in paths:
+  for number, path in enumerate(paths, 1):
     try:
       status = checkpoint.restore(path)
       if partial:
@@ -62,11 +72,23 @@ def restore_first_readable(
       return path
     # TensorFlow reports damage with many types (OpError, IndexError, ValueError, AssertionError).
     except Exception as error:  # pylint: disable=broad-except
+      then = "trying the previous one" if number < len(paths) else "skipped"
       warn(
         f"warning: checkpoint {path} cannot be read or does not match this run's model and balancer "
-        f"({_reason(error)}); trying the previous one."
+        f"({_reason(error)}); {then}."
       )
   return None
+
+
+@contextlib.contextmanager
+def _tensorflow_warnings_off() -> Iterator[None]:
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _write_state_file(directory: str, latest: str, kept: list[str]) -> None:
@@ -136,12 +158,17 @@ class Checkpoints:
     found = candidates(self.directory)
     return found[0][0] if found else None
 
-  def restore_latest(self, checkpoint: tf.train.Checkpoint | None = None, directory: str | None = None) -> str | None:
+  def restore_latest(
+    self,
+    checkpoint: tf.train.Checkpoint | None = None,
+    directory: str | None = None,
+    advice: str = "pass --overwrite to start the run again",
+  ) -> str | None:
     """Restores the newest readable periodic checkpoint into `checkpoint` (default: all).
 
     Reads `directory` (default: where this run saves). Returns the path, or
     None if there is no checkpoint. Raises UserError if there are some and
-    none can be read.
+    none can be read, ending with `advice`.
     """
     directory = directory or self.directory
     paths = [path for _, path in candidates(directory)]
@@ -151,7 +178,7 @@ class Checkpoints:
     if restored is None:
       raise UserError(
         f"no checkpoint in {directory} can be read and matches this run (tried {len(paths)}: damaged, "
-        "or written by another version of mtl_research); pass --overwrite to start the run again."
+        f"or written by another version of mtl_research); {advice}."
       )
     return restored
 
@@ -166,28 +193,107 @@ class Checkpoints:
     return restore_first_readable(checkpoint, paths, True, self.warn) if paths else None
 
 
-def restore_model(model: tf.Module, run_dir: str, warn: Callable[[str], None]) -> str:
-  """Restores the weights of `model` (built) from run directory `run_dir`; returns the checkpoint read.
+# What `restore_model` restored: its `Restored.kind`.
+SELECTED = "selected"  # ckpt/best of a finished run: the checkpoint whose metrics metrics.json reports
+LAST = "last"  # the last checkpoint of a finished run that selects none (--selection=last, or no ckpt/best)
+UNFINISHED = "unfinished"  # the newest checkpoint of a run that has not finished: none is selected yet
+FALLBACK = "fallback"  # the newest readable periodic checkpoint: ckpt/best of a finished run cannot be read
+LAST_SELECTION = "last"  # --selection=last: the run reports its last step
 
-  The selected checkpoint (ckpt/best/) first, whose metrics metrics.json
-  reports; then the periodic ones in ckpt/, newest first. Candidates are
-  listed from the directories, not from TensorFlow's `checkpoint` state file;
-  each one that cannot be read or does not match `model` is reported through
-  `warn`, and the next is tried. Only the model is read (optimizer and
-  balancer state are left in the file). Raises UserError if there is no
-  checkpoint or none can be read.
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """Which checkpoint `restore_model` restored, and why that one."""
+
+  path: str
+  step: int
+  kind: str  # SELECTED, LAST, UNFINISHED or FALLBACK
+  selection: str  # the run's --selection
+  skipped: tuple[str, ...] = ()  # checkpoints tried first that could not be read (warned about)
+  run_dir: str = ""  # where `path` and `skipped` are shown from
+
+  def describe(self) -> str:
+    """e.g. "the checkpoint selected by --selection=mean_loss", "the newest checkpoint: the run is unfinished"."""
+    if self.kind == SELECTED:
+      return f"the checkpoint selected by --selection={self.selection}"
+    reasons = {
+      UNFINISHED: ["the run is unfinished"],
+      LAST: ["--selection=last" if self.selection == LAST_SELECTION else "the run selected none"],
+    }.get(self.kind, [])
+    if self.skipped:
+      reasons.append(f"{', '.join(self._short(path) for path in self.skipped)} cannot be read")
+      which = "the newest readable checkpoint"
+    else:
+      which = "the last checkpoint" if self.kind == LAST else "the newest checkpoint"
+    return f"{which}: {'; '.join(reasons)}"
+
+  def _short(self, path: str) -> str:
+    """`path` from the run directory on: ckpt/best/best-40, ckpt/ckpt-40."""
+    return os.path.relpath(path, self.run_dir) if self.run_dir else path
+
+  def record(self) -> dict:
+    """As a results file records it: {"step", "kind", "path"} (and "skipped"), paths from the run directory on."""
+    record = {"step": self.step, "kind": self.kind, "path": self._short(self.path), "selection": self.selection}
+    if self.skipped:
+      record["skipped"] = [self._short(path) for path in self.skipped]
+    return record
+
+
+def restore_model(
+  model: tf.Module, run_dir: str, warn: Callable[[str], None], selection: str, finished: bool
+) -> Restored:
+  """Restores the weights of `model` (built) from run directory `run_dir`; says which checkpoint it read.
+
+  As the trainer chooses the model whose metrics metrics.json reports: for a
+  `finished` run that selects (`selection` is not "last"), the selected
+  checkpoint (ckpt/best/), else, or when it cannot be read, the newest readable
+  periodic one in ckpt/ (an unfinished run has selected none yet). The same
+  `Checkpoints` calls as the trainer's: candidates are listed from the
+  directories, not from TensorFlow's `checkpoint` state file, and each one that
+  cannot be read or does not match `model` is reported through `warn` before
+  the next is tried. Only the model is read (optimizer and balancer state are
+  left in the file). Raises UserError, naming the run and its checkpoint
+  directory, if there is no checkpoint or none can be read.
   """
-  run = RunDir(run_dir)
-  paths = [path for _, path in candidates(run.best_checkpoint_dir, BEST_PREFIX)] + [
-    path for _, path in candidates(run.checkpoint_dir)
-  ]
-  if not paths:
-    raise UserError(f"--run_dir={run_dir} has no checkpoint in {run.checkpoint_dir}.")
-  restored = restore_first_readable(tf.train.Checkpoint(model=model), paths, True, warn)
+  # A restore that fails part-way leaves TensorFlow's bookkeeping on the Checkpoint object, which
+  # logs every value of the file it did not restore when it is deleted (dozens of lines after the
+  # one warning that says it all): the object lives and dies here, with TensorFlow's warnings off.
+  with _tensorflow_warnings_off():
+    try:
+      restored, message = _restore_model(model, run_dir, warn, selection, finished), ""
+    except UserError as error:  # its traceback holds the object too
+      restored, message = None, str(error)
+    gc.collect()
   if restored is None:
-    raise UserError(
-      f"no checkpoint of --run_dir={run_dir} can be read and matches its model (tried {len(paths)} "
-      f"in {run.checkpoint_dir} and {run.best_checkpoint_dir}: damaged, or written by another "
-      "version of mtl_research)."
-    )
+    raise UserError(message)
   return restored
+
+
+def _restore_model(
+  model: tf.Module, run_dir: str, warn: Callable[[str], None], selection: str, finished: bool
+) -> Restored:
+  run = RunDir(run_dir)
+  checkpoint = tf.train.Checkpoint(model=model)
+  saved = Checkpoints(checkpoint, run.checkpoint_dir, run.best_checkpoint_dir, warn)
+  selects = finished and selection != LAST_SELECTION
+  best = candidates(run.best_checkpoint_dir, BEST_PREFIX) if selects else []
+  if best:
+    path = saved.restore_best(checkpoint)
+    if path is not None:
+      step, skipped = _number_and_skipped(best, path)
+      return Restored(path, step, SELECTED, selection, skipped, run_dir)
+  periodic = candidates(run.checkpoint_dir)
+  advice = f"--run_dir={run_dir} cannot be evaluated or exported without one"
+  path = saved.restore_latest(checkpoint, advice=advice)
+  if path is None:
+    readable = " that can be read" if best else ""
+    raise UserError(f"--run_dir={run_dir} has no checkpoint{readable} in {run.checkpoint_dir}.")
+  step, skipped = _number_and_skipped(periodic, path)
+  kind = FALLBACK if best else LAST if finished else UNFINISHED
+  return Restored(path, step, kind, selection, tuple(path for _, path in best) + skipped, run_dir)
+
+
+def _number_and_skipped(found: list[tuple[int, str]], restored: str) -> tuple[int, tuple[str, ...]]:
+  """The number of checkpoint `restored` among `found` (newest first), and the paths tried before it."""
+  index = [path for _, path in found].index(restored)
+  return found[index][0], tuple(path for _, path in found[:index])
