@@ -4,8 +4,11 @@ The step asks a balancer three questions and never tests its name:
 
 1. `gradient_scope`: which per-task gradients must I compute for you?
    NONE (loss weighting: uncertainty, DWA, ...), LAST_SHARED (the kernel of the
-   last shared layer: GradNorm) or SHARED (every shared variable: PCGrad, MGDA,
-   CAGrad, ...). The step computes only those.
+   last shared layer: GradNorm), SHARED (every shared variable: PCGrad, MGDA,
+   CAGrad, ...) or REPRESENTATION (the shared representation Z, the trunk's
+   output: MGDA-UB; the shared variables then follow Σ_t w_t·∇L_t with w from
+   `loss_weights`, one backward pass). The step computes only those, and
+   their Gramian if `needs_gramian`.
 2. `objective(losses)`: the scalar whose gradient the model follows. Variables
    in `joint_variables` (for example uncertainty's log-variances) are trained by
    the model's optimizer on the same objective.
@@ -61,6 +64,8 @@ class GradientScope(enum.Enum):
   NONE = "none"
   LAST_SHARED = "last_shared"
   SHARED = "shared"
+  # The shared representation Z (the trunk's output): `task_grads` holds each task's ∇_Z L_t.
+  REPRESENTATION = "representation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +77,23 @@ class StepStats:
     task_grads: for each task, the gradients of its loss with respect to the
       variables of `gradient_scope` (in `scope_variables` order); None if the
       balancer's scope is NONE.
-    scope_variables: the variables `task_grads` refer to.
+    scope_variables: the variables `task_grads` refer to (under the
+      REPRESENTATION scope: the shared variables, which `loss_weights` weighs;
+      `task_grads` then holds each task's ∇_Z L_t on this replica's rows).
     step: int64 count of steps completed before this one.
+    gramian: [T, T] float64 Gram matrix of the per-task gradients over the
+      global batch, if the balancer `needs_gramian` (else None).
+    seed: int64 [2], the stateless seed of this step's random draws (a task
+      order, a mask, random weights: `tf.random.stateless_*(seed=...)`), from
+      --seed and the step alone: the same on every replica and on resume.
   """
 
   losses: tf.Tensor
   task_grads: tuple[tuple[tf.Tensor, ...], ...] | None
   scope_variables: tuple[tf.Variable, ...]
   step: tf.Tensor
+  gramian: tf.Tensor | None = None
+  seed: tf.Tensor | None = None
 
 
 class Balancer(tf.Module):
@@ -87,6 +101,8 @@ class Balancer(tf.Module):
 
   gradient_scope: GradientScope = GradientScope.NONE
   aggregates: bool = False
+  # True if the balancer reads `StepStats.gramian` (computed by the step, all-reduced under a strategy).
+  needs_gramian: bool = False
   # True if what the rule computes at some step depends on the run's length
   # (`schedule.total_steps`, or epochs counted back from the end): a run of 500
   # steps is then not the first half of a run of 1000, so a finished run cannot
@@ -120,6 +136,10 @@ class Balancer(tf.Module):
 
   def aggregate(self, stats: StepStats) -> list[tf.Tensor]:
     """Combined gradient for `stats.scope_variables` (only if `aggregates`)."""
+    raise NotImplementedError
+
+  def loss_weights(self, stats: StepStats) -> tf.Tensor:
+    """REPRESENTATION scope only: [T] weights of the task losses for the shared variables' gradient."""
     raise NotImplementedError
 
   def update(self, stats: StepStats) -> dict[str, tf.Tensor]:

@@ -104,7 +104,10 @@ class MultiTaskModel(tf.keras.Model):
 
   * `shared_variables`: every trainable variable that more than one task's loss
     depends on (gradient-aggregation balancers combine per-task gradients here);
-  * `last_shared_kernel`: the kernel of the last shared layer, the W of GradNorm.
+  * `last_shared_kernel`: the kernel of the last shared layer, the W of GradNorm;
+  * `forward(features, training)`: the outputs and the shared representation
+    Z they are computed from (the trunk's output), for balancers that weigh
+    the tasks' gradients with respect to Z (`call` returns the outputs only).
   """
 
   def __init__(
@@ -114,6 +117,15 @@ class MultiTaskModel(tf.keras.Model):
     self.task_specs = tuple(task_specs)
     self.feature_spec = feature_spec
     self.encoder = FeatureEncoder(feature_spec, embedding_dim)
+
+  def forward(
+    self, features: Mapping[str, tf.Tensor], training: bool = False
+  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """(per-task outputs, the shared representation Z [batch, d] every head reads)."""
+    raise NotImplementedError
+
+  def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+    return self.forward(features, training)[0]
 
   @property
   def shared_variables(self) -> list[tf.Variable]:

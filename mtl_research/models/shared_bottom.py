@@ -56,13 +56,15 @@ class SharedBottom(base.MultiTaskModel):
       },
     )
 
-  def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+  def forward(
+    self, features: Mapping[str, tf.Tensor], training: bool = False
+  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     hidden = self.encoder(features)
     for i, layer in enumerate(self.trunk):
       hidden = layer(hidden)
       if self.dropouts:
         hidden = self.dropouts[i](hidden, training=training)
-    return {name: head(hidden) for name, head in self.heads.items()}
+    return {name: head(hidden) for name, head in self.heads.items()}, hidden
 
   @property
   def shared_variables(self) -> list[tf.Variable]:

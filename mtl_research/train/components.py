@@ -106,6 +106,7 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
     config.loop.nan_policy,
     strategy,
     jit_compile,
+    seed=config.seed,
   )
   for warning in _degenerate(config, bundle, balancer, steps):
     print(f"warning: {warning}", file=sys.stderr)

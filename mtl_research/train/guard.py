@@ -62,7 +62,8 @@ def all_finite(objective: tf.Tensor, losses: tf.Tensor, grads: Sequence[tf.Tenso
 
 def variables_finite(variables: Sequence[tf.Variable]) -> tf.Tensor:
   """True iff every element of every floating-point variable is finite."""
-  sums = [tf.reduce_sum(v) for v in variables if tf.as_dtype(v.dtype).is_floating]
+  # In float64: variables of both widths (a balancer's float64 state) add up, and float32 sums cannot overflow there.
+  sums = [tf.cast(tf.reduce_sum(v), tf.float64) for v in variables if tf.as_dtype(v.dtype).is_floating]
   return tf.math.is_finite(tf.add_n(sums)) if sums else tf.constant(True)
 
 

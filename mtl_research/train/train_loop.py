@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, StepStats
+from mtl_research.balancers.gramian import gramian_of
 from mtl_research.config import Executor, NanPolicy, values
 from mtl_research.data.pipeline import DeviceSplit, TrainOrder
 from mtl_research.errors import UserError
@@ -66,6 +67,19 @@ def resolve_executor(executor: str, distributed: bool = False, jit_compile: bool
   return executor
 
 
+# Keeps the balancers' random streams apart from the input order's, which is keyed by (seed, epoch).
+_BALANCER_STREAM = 1 << 40
+
+
+def balancer_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
+  """The stateless seed [2] (int64) a balancer draws its random numbers of `step` from.
+
+  A function of --seed and the step only: every replica draws the same numbers,
+  and a resumed run draws those of the run it continues.
+  """
+  return tf.stack([tf.constant(seed + _BALANCER_STREAM, tf.int64), tf.cast(step, tf.int64)])
+
+
 def _row(block: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
   """Row `i` of `block`. A gather, not `block[i]`: XLA compiles a slice's bounds as constants,
   so `block[num_steps - 1]` would make the loop length part of the program (one per length)."""
@@ -94,8 +108,10 @@ class TrainLoop:
     nan_policy: str = NanPolicy.STOP,
     strategy: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
+    seed: int = 0,
   ):
     self.model = model
+    self.seed = seed
     self.balancer = balancer
     self.optimizer = optimizer
     self.data = data
@@ -155,9 +171,13 @@ class TrainLoop:
     scope = self.balancer.gradient_scope
     if scope == GradientScope.LAST_SHARED:
       return (self.model.last_shared_kernel,)
-    if scope == GradientScope.SHARED:
+    if scope in (GradientScope.SHARED, GradientScope.REPRESENTATION):
       return tuple(self.model.shared_variables)
     return ()
+
+  @property
+  def _representation_scope(self) -> bool:
+    return self.balancer.gradient_scope == GradientScope.REPRESENTATION
 
   def task_losses(self, labels, outputs) -> list[tf.Tensor]:
     """Per-task scalar losses, each averaged over the global batch.
@@ -181,7 +201,9 @@ class TrainLoop:
     total = tf.add_n(self.model.losses)
     return total, tf.nn.scale_regularization_loss(total)
 
-  def _gradients(self, tape, objective, regularization, stats: StepStats, local_task_grads=None) -> tuple[list, list]:
+  def _gradients(
+    self, tape, objective, regularization, stats: StepStats, local_task_grads=None, task_losses=None
+  ) -> tuple[list, list]:
     """Gradients for every trained variable: from the objective, or aggregated.
 
     `local_task_grads`: this replica's per-task gradients of the scope
@@ -193,6 +215,8 @@ class TrainLoop:
     GradNorm this saves one of them per step (BUILD.md, the step).
     """
     variables = self.trained_variables
+    if self._representation_scope:
+      return self._weighted_at_representation(tape, objective, regularization, stats, task_losses)
     if not self.balancer.aggregates:
       if local_task_grads is None:
         return self._share_joint(tape.gradient(objective, variables), variables), variables
@@ -206,6 +230,29 @@ class TrainLoop:
     return self._share_joint(grads, others) + self._plus_regularization(
       tape, regularization, stats.scope_variables, shared
     ), others + list(stats.scope_variables)
+
+  def _weighted_at_representation(self, tape, objective, regularization, stats: StepStats, task_losses) -> tuple:
+    """REPRESENTATION scope: the shared variables follow Σ_t w_t·∇L_t, w = `loss_weights` (one backward pass).
+
+    The heads and the balancer's joint variables follow `objective`. Each
+    replica differentiates its own rows' losses (normalized by the global
+    batch), so the optimizer's sum over replicas is the global gradient.
+    """
+    shared_ids = {id(v) for v in stats.scope_variables}
+    others = [v for v in self.trained_variables if id(v) not in shared_ids]
+    grads = self._share_joint(
+      tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO), others
+    )
+    with tf.name_scope("balancer"):
+      weights = tf.stop_gradient(self.balancer.loss_weights(stats))
+    shared = list(stats.scope_variables)
+    weighted = tape.gradient(
+      task_losses,
+      shared,
+      output_gradients=[weights[t] for t in range(len(task_losses))],
+      unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    return grads + self._plus_regularization(tape, regularization, shared, weighted), others + shared
 
   def _plus_regularization(self, tape, regularization, variables, grads: list) -> list:
     """`grads` of `variables` plus the regularization's gradient.
@@ -289,9 +336,13 @@ class TrainLoop:
       features, labels = self.data.gather(indices)
     scope_variables = self._scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
+    representation = None
     with tf.GradientTape(persistent=needs_tape_again) as tape:
       with tf.name_scope("model"):
-        outputs = self.model(features, training=True)
+        if self._representation_scope:
+          outputs, representation = self.model.forward(features, training=True)
+        else:
+          outputs = self.model(features, training=True)
       task_losses = self.task_losses(labels, outputs)
       losses = self.cross.global_losses(tf.stack(task_losses))
       # Keras 3 computes model.losses when read, so read it once, on the tape.
@@ -300,17 +351,29 @@ class TrainLoop:
       with tf.name_scope("balancer"):
         task_objective = self.balancer.objective(losses)
       objective = task_objective + regularization
-    task_grads = local_task_grads = None
-    if scope_variables:
-      local_task_grads = tuple(tuple(tape.gradient(loss, scope_variables)) for loss in task_losses)
+    task_grads = local_task_grads = gramian = None
+    if representation is not None:
+      # ∇_Z L_t of this replica's rows: the rows of the global batch are split between replicas,
+      # so the global Gramian is the sum of the replicas' own.
+      task_grads = tuple((tape.gradient(loss, representation),) for loss in task_losses)
+      if self.balancer.needs_gramian:
+        gramian = self.cross.sum(gramian_of(task_grads))
+    elif scope_variables:
+      local_task_grads = tuple(
+        tuple(tape.gradient(loss, scope_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+        for loss in task_losses
+      )
       task_grads = self.cross.sum(local_task_grads)
-    stats = StepStats(losses, task_grads, scope_variables, self.global_step.read_value())
+      if self.balancer.needs_gramian:
+        gramian = gramian_of(task_grads)
+    step = self.global_step.read_value()
+    stats = StepStats(losses, task_grads, scope_variables, step, gramian, balancer_seed(self.seed, step))
+    grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads, task_losses)
     with tf.name_scope("balancer"):
-      weights = self.balancer.weights()
+      weights = self.balancer.weights()  # after `aggregate`: the weights this step used
     # Under a strategy each replica's objective holds only its share of the regularization.
     logged = task_objective + total_regularization if self.cross.active else objective
     result = {"losses": losses, "step": stats.step, "weights": weights, "objective": logged}
-    grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads)
 
     def apply() -> dict[str, tf.Tensor]:
       with tf.name_scope("optimizer"):
@@ -348,12 +411,14 @@ class TrainLoop:
     if self._diagnostic_specs is None:
       scope = self._scope_variables()
       num_tasks = len(self.task_specs)
+      # (Under the representation scope `update` sees ∇_Z L_t, whose batch size the probe does not know.)
+      per_variable = bool(scope) and not self._representation_scope
       grad_specs = (
-        tuple(tuple(tf.TensorSpec(v.shape, v.dtype) for v in scope) for _ in range(num_tasks)) if scope else None
+        tuple(tuple(tf.TensorSpec(v.shape, v.dtype) for v in scope) for _ in range(num_tasks)) if per_variable else None
       )
 
       def update(losses, task_grads, step):
-        return self.balancer.update(StepStats(losses, task_grads, scope, step))
+        return self.balancer.update(StepStats(losses, task_grads, scope, step, seed=balancer_seed(self.seed, step)))
 
       def probe(losses, task_grads, step):
         return self._first_replica(self.strategy.run(update, args=(losses, task_grads, step)))
