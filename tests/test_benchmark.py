@@ -8,9 +8,10 @@ from tensorflow.python.framework import config as tf_config  # the determinism s
 
 from mtl_research import config as config_lib
 from mtl_research.balancers import BALANCERS
-from mtl_research.cli import benchmark
+from mtl_research.cli import benchmark, benchmark_gradients
 from mtl_research.errors import UserError
 from mtl_research.models import base
+from mtl_research.train import components as components_lib
 
 
 @pytest.fixture(name="without_op_determinism")
@@ -66,7 +67,7 @@ def test_measure_reports_every_key_with_the_right_ratios(monkeypatch, without_op
   monkeypatch.setattr(benchmark, "LoopTimer", FakeLoopTimer)
   names = BALANCERS.names()
   result = benchmark.measure(
-    repeats=2, batch_size=32, num_train=320, large_steps=0, wall_long_steps=0, log=lambda m: None
+    repeats=2, batch_size=32, num_train=320, large_steps=0, wall_long_steps=0, gradient_batches=0, log=lambda m: None
   )
   assert result["balancers"][0] == "fixed" and sorted(result["balancers"]) == names
   rate = {key.removesuffix("_steps_per_s"): value for key, value in result.items() if key.endswith("_steps_per_s")}
@@ -142,3 +143,26 @@ def test_balancer_list_puts_fixed_first_and_rejects_unknown_names():
   assert benchmark.resolve_balancers([]) == benchmark.resolve_balancers(None)
   with pytest.raises(UserError, match="nope"):
     benchmark.resolve_balancers(["nope"])
+
+
+def test_per_task_gradients_agree_both_ways_and_the_scope_ratios_come_from_their_own_pair():
+  bundle = benchmark.synthetic_bundle(320, 0)
+  parts = components_lib.build(
+    benchmark.make_config("fixed", 32, 0, 320, 8, 8, config_lib.JitMode.ON, benchmark.HIDDEN_UNITS), bundle
+  )
+  backward = benchmark_gradients.PerTaskGradientTimer(parts, jacobian=False, batches=4)
+  jacobian = benchmark_gradients.PerTaskGradientTimer(parts, jacobian=True, batches=4)
+  assert backward.total == pytest.approx(jacobian.total, rel=1e-5) and backward.total > 0
+  assert backward.batches_per_s() > 0 and jacobian.batches_per_s() > 0
+  rates = iter(range(100, 200, 7))
+
+  def timer(name, scope):
+    rate = float(next(rates))
+    return lambda: rate
+
+  result = benchmark_gradients.measure_scopes(timer, ["a", "b"], 2, lambda m: None)
+  for name in ("a", "b"):
+    assert result[f"{name}_wide_representation_vs_parameters"] == pytest.approx(
+      result[f"{name}_wide_representation_steps_per_s"] / result[f"{name}_wide_parameters_steps_per_s"]
+    )
+  assert result["a_wide_parameters_steps_per_s"] != result["b_wide_parameters_steps_per_s"]

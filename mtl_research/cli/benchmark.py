@@ -59,7 +59,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtl_research import config as config_lib  # noqa: E402
-from mtl_research.balancers import BALANCERS  # noqa: E402
+from mtl_research.balancers import BALANCERS, gramian  # noqa: E402
+from mtl_research.cli import benchmark_gradients  # noqa: E402
 from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
@@ -92,6 +93,9 @@ DEFAULT_WARMUP_STEPS = 200
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LARGE_STEPS = 10
 DEFAULT_WALL_LONG_STEPS = 20000
+DEFAULT_GRADIENT_BATCHES = 200
+SCOPE_LOOP_STEPS = 50  # steps per call of the wide trunk's loops (a step there takes milliseconds)
+SCOPE_LOOP_CALLS = 2
 TRAINED_LINE = re.compile(r"^Trained (\d+) steps in ([0-9.]+) s", re.MULTILINE)
 
 FLAGS = flags.FLAGS
@@ -164,6 +168,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flag_values=flag_values,
   )
   flags.DEFINE_integer(
+    "gradient_batches",
+    DEFAULT_GRADIENT_BATCHES,
+    "Batches per timed repetition of the per-task gradient measurement; also turns on the Gramian "
+    "balancers' scope comparison on the wide trunk (0: skip both).",
+    lower_bound=0,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
     "wall_long_steps",
     DEFAULT_WALL_LONG_STEPS,
     "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
@@ -176,10 +188,10 @@ def _stderr(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
 
-def balancer_params(name: str) -> config_lib.ComponentConfig:
-  """`name` with the defaults of the Params it declares."""
+def balancer_params(name: str, overrides: dict | None = None) -> config_lib.ComponentConfig:
+  """`name` with the defaults of the Params it declares, then `overrides`."""
   params = {p.name: p.parse(p.default) for p in BALANCERS.get(name).params}
-  return config_lib.ComponentConfig(name, config_lib.frozen_mapping(params))
+  return config_lib.ComponentConfig(name, config_lib.frozen_mapping({**params, **(overrides or {})}))
 
 
 def make_config(
@@ -193,6 +205,7 @@ def make_config(
   hidden_units: Sequence[int] = HIDDEN_UNITS,
   executor: str = config_lib.Executor.AUTO,
   dropout: float = 0.0,
+  balancer_overrides: dict | None = None,
 ) -> config_lib.Config:
   """The Config of one timed loop: library defaults plus the benchmark's data and model."""
   return config_lib.Config(
@@ -202,7 +215,7 @@ def make_config(
     model=config_lib.ComponentConfig(
       ARCHITECTURE, config_lib.frozen_mapping(dict(MODEL_PARAMS, hidden_units=tuple(hidden_units), dropout=dropout))
     ),
-    balancer=balancer_params(balancer),
+    balancer=balancer_params(balancer, balancer_overrides),
     optimizer=config_lib.OptimizerConfig(),
     loop=config_lib.LoopConfig(
       batch_size=batch_size,
@@ -453,6 +466,52 @@ def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None
   }
 
 
+# --- per-task gradients and the Gramian balancers' scopes (benchmark_gradients.py) ---------------
+
+
+def measure_gradients(
+  names: Sequence[str],
+  bundle,
+  batch_size: int,
+  seed: int,
+  num_train: int,
+  hidden_units: Sequence[int],
+  batches: int,
+  repeats: int,
+  log: Callable[[str], None],
+) -> dict:
+  """Per-task gradients by backward passes vs a vectorized Jacobian; each Gramian balancer's two scopes."""
+
+  def build(units: Sequence[int]) -> components_lib.Components:
+    config = make_config(BASELINE, batch_size, seed, num_train, batches, batches, config_lib.JitMode.ON, units)
+    return components_lib.build(config, bundle)
+
+  widths = {"tutorial": tuple(hidden_units), "wide": benchmark_gradients.WIDE_HIDDEN_UNITS}
+  result = benchmark_gradients.measure_per_task_gradients(build, widths, batches, repeats, log)
+  mode = config_lib.JitMode.ON if default_mode() == "xla" else config_lib.JitMode.OFF
+  total = SCOPE_LOOP_STEPS * (1 + repeats * SCOPE_LOOP_CALLS)
+
+  def timer(name: str, scope: str) -> Callable[[], float]:
+    config = make_config(
+      name,
+      batch_size,
+      seed,
+      num_train,
+      total,
+      SCOPE_LOOP_STEPS,
+      mode,
+      benchmark_gradients.WIDE_HIDDEN_UNITS,
+      balancer_overrides={gramian.SCOPE_PARAM.name: scope},
+    )
+    return LoopTimer(config, bundle, SCOPE_LOOP_STEPS, SCOPE_LOOP_STEPS, SCOPE_LOOP_CALLS).steps_per_s
+
+  scoped = benchmark_gradients.gramian_balancers(names)
+  if scoped:
+    result.update(benchmark_gradients.measure_scopes(timer, scoped, repeats, log))
+  result["scope_balancers"] = scoped
+  return result
+
+
 # --- wall time of whole runs ------------------------------------------------------
 
 
@@ -506,6 +565,7 @@ def measure(
   large_steps: int = DEFAULT_LARGE_STEPS,
   hidden_units: Sequence[int] = HIDDEN_UNITS,
   wall_long_steps: int = DEFAULT_WALL_LONG_STEPS,
+  gradient_batches: int = DEFAULT_GRADIENT_BATCHES,
   log: Callable[[str], None] = _stderr,
 ) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
@@ -601,6 +661,10 @@ def measure(
     for loop_mode in MODES:  # = step time of name / step time of fixed, in that mode
       result[f"{name}_{loop_mode}_time_vs_fixed"] = rate[f"{BASELINE}_{loop_mode}"] / rate[f"{name}_{loop_mode}"]
     result[f"{name}_time_vs_fixed"] = result[f"{name}_{mode}_time_vs_fixed"]
+  if gradient_batches:
+    result.update(
+      measure_gradients(names, bundle, batch_size, seed, num_train, hidden_units, gradient_batches, repeats, log)
+    )
   if large_steps:
     result.update(measure_large(large_steps, repeats, seed, log))
   if wall_long_steps:
@@ -672,6 +736,23 @@ def format_table(result: dict) -> str:
       f"(XLA) and {result['matmul_graph_flops_per_s'] / 1e9:.1f} (graph) GFLOP/s; "
       f"flops_fraction_of_matmul {result['flops_fraction_of_matmul']:.2f}"
     )
+  if "per_task_grads_tutorial_backward_vs_jacobian" in result:
+    lines.append(
+      "per-task gradients (XLA), backward passes vs vectorized Jacobian: "
+      + ", ".join(
+        f"{trunk} trunk {result[f'per_task_grads_{trunk}_backward_batches_per_s']:,.0f} vs "
+        f"{result[f'per_task_grads_{trunk}_jacobian_batches_per_s']:,.0f} batches/s "
+        f"(x{result[f'per_task_grads_{trunk}_backward_vs_jacobian']:.2f})"
+        for trunk in ("tutorial", "wide")
+      )
+    )
+    for name in result.get("scope_balancers", []):
+      lines.append(
+        f"{name} on the wide trunk ({','.join(map(str, benchmark_gradients.WIDE_HIDDEN_UNITS))}): parameters "
+        f"{result[f'{name}_wide_parameters_steps_per_s']:,.0f}, representation "
+        f"{result[f'{name}_wide_representation_steps_per_s']:,.0f} steps/s "
+        f"(representation x{result[f'{name}_wide_representation_vs_parameters']:.2f})"
+      )
   if "default_run_off_wall_s" in result:
     lines.append(
       f"default run (2,500 steps) wall: off {result['default_run_off_wall_s']:.2f} s, auto "
@@ -712,6 +793,7 @@ def _main() -> None:
     seed=FLAGS.bench_seed,
     large_steps=FLAGS.large_steps,
     wall_long_steps=FLAGS.wall_long_steps,
+    gradient_batches=FLAGS.gradient_batches,
     hidden_units=_widths(FLAGS.bench_hidden_units),
   )
   result["wall_s"] = time.perf_counter() - began
