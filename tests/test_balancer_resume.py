@@ -1,5 +1,5 @@
 """Checkpoint/resume of balancer state (uncertainty's s, GradNorm's w, L(0) and
-its own Adam slots): a run interrupted after N steps and restored into freshly
+its own Adam slots, Nash-MTL's kept α): a run interrupted after N steps and restored into freshly
 built components continues exactly like the uninterrupted run.
 """
 
@@ -46,6 +46,8 @@ def _balancer_state(balancer) -> dict[str, np.ndarray]:
     state["w"] = balancer.w.numpy().copy()
     state["initial_losses"] = balancer.initial_losses.numpy().copy()
     state.update({f"gradnorm_adam/{k}": v for k, v in helpers.optimizer_values(balancer.optimizer).items()})
+  if isinstance(getattr(balancer, "alpha", None), tf.Variable):  # Nash-MTL's α (GradNorm's alpha is a float)
+    state["alpha"] = balancer.alpha.numpy().copy()
   return state
 
 
@@ -60,10 +62,14 @@ CASES = [
   ("gradnorm", {}),
   # L(0) averaged over the first 8 steps: the checkpoint falls inside that window.
   ("gradnorm", {"gradnorm_l0_steps": 8, "gradnorm_scope": "shared"}),
+  # α solved at steps 0, 4, 8, 12 and reused in between: the checkpoint (step 6) holds step 4's α.
+  ("nash_mtl", {"nash_mtl_update_weights_every": 4}),
 ]
 
 
-@pytest.mark.parametrize("balancer, overrides", CASES, ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared"])
+@pytest.mark.parametrize(
+  "balancer, overrides", CASES, ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared", "nash_mtl-every4"]
+)
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
   bundle = _bundle()
   config = helpers.make_config(
@@ -80,7 +86,7 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   saved_optimizer = helpers.optimizer_values(original.optimizer)
   # The saved state must differ from a fresh build, or "restored" would prove nothing.
   held = overrides.get("gradnorm_l0_steps", 1) > FIRST  # GradNorm holds w until L(0) is final
-  for key in ("log_var", "w", "initial_losses"):
+  for key in ("log_var", "w", "initial_losses", "alpha"):
     if key in saved_balancer and not (held and key == "w"):
       assert not np.allclose(saved_balancer[key], initial_state[key]), key
   if balancer == "gradnorm":
@@ -111,5 +117,5 @@ def test_resume_continues_exactly(tmp_path, balancer, overrides):
   )
   # And training did move on after the checkpoint.
   after = _balancer_state(resumed.balancer)
-  key = "log_var" if balancer == "uncertainty" else "w"
+  key = {"uncertainty": "log_var", "nash_mtl": "alpha"}.get(balancer, "w")
   assert not np.allclose(after[key], saved_balancer[key]), key

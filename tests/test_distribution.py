@@ -59,8 +59,8 @@ def fixture_single(tmp_path_factory):
 
   def get(balancer: str) -> str:
     if balancer not in runs:
-      path = str(tmp_path_factory.mktemp(f"single-{balancer}") / "run")
-      proc = run_train(f"--run_dir={path}", f"--balancer={balancer}", *RUN)
+      path = str(tmp_path_factory.mktemp("single") / "run")
+      proc = run_train(f"--run_dir={path}", *balancer_flags(balancer), *RUN)
       assert proc.returncode == 0, proc.stderr[-3000:]
       runs[balancer] = path
     return runs[balancer]
@@ -68,10 +68,18 @@ def fixture_single(tmp_path_factory):
   return get
 
 
-@pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm"])
+def balancer_flags(balancer: str) -> list[str]:
+  """ "name" or "name@scope" (a --gradient_scope) as command-line flags."""
+  name, _, scope = balancer.partition("@")
+  return [f"--balancer={name}", *([f"--gradient_scope={scope}"] if scope else [])]
+
+
+# mgda and nash_mtl: the replicas' per-task gradients are all-reduced before the balancer solves on them;
+# mgda@representation: the replicas' Gramians of ∇_Z L_t are summed.
+@pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm", "mgda", "mgda@representation", "nash_mtl"])
 def test_mirrored_replicas_match_one_device(tmp_path, single, balancer):
   path = str(tmp_path / "run")
-  proc = run_train(f"--run_dir={path}", f"--balancer={balancer}", *RUN, *MIRRORED)
+  proc = run_train(f"--run_dir={path}", *balancer_flags(balancer), *RUN, *MIRRORED)
   assert proc.returncode == 0, proc.stderr[-3000:]
   reference = single(balancer)
   assert_metrics_agree(metrics_of(path), metrics_of(reference), 128, TOLERANCE)

@@ -5,9 +5,17 @@ its module (a `Balancer` subclass, see base.py) and add one import line here.
 """
 
 from mtl_research.balancers import (
+  aligned_mtl,  # noqa: F401  (registers "aligned_mtl")
+  cagrad,  # noqa: F401  (registers "cagrad")
+  dualproj,  # noqa: F401  (registers "dualproj")
+  fairgrad,  # noqa: F401  (registers "fairgrad")
   fixed,  # noqa: F401  (registers "fixed")
   gradnorm,  # noqa: F401  (registers "gradnorm")
+  imtl_g,  # noqa: F401  (registers "imtl_g")
+  mgda,  # noqa: F401  (registers "mgda")
+  nash_mtl,  # noqa: F401  (registers "nash_mtl")
   uncertainty,  # noqa: F401  (registers "uncertainty")
+  upgrad,  # noqa: F401  (registers "upgrad")
 )
 from mtl_research.balancers.registry import BALANCERS
 
