@@ -41,14 +41,20 @@ def test_gramian_of_matches_numpy_with_sparse_and_missing_gradients():
   rows = rng.normal(size=(2, 5))
   sparse = [tf.IndexedSlices(tf.constant(rows[:1]), tf.constant([2]), tf.constant([4, 5])) for _ in range(2)]
   sparse[1] = tf.IndexedSlices(tf.constant(rows[1:]), tf.constant([0]), tf.constant([4, 5]))
-  task_grads = [(tf.constant(dense[0]), sparse[0]), (tf.constant(dense[1]), sparse[1])]
+  only_second = rng.normal(size=(6,))  # a variable task 0 does not reach (None), of another shape
+  task_grads = [
+    (tf.constant(dense[0]), sparse[0], None),
+    (tf.constant(dense[1]), sparse[1], tf.constant(only_second)),
+  ]
   embedding = np.zeros((2, 4, 5))
   embedding[0, 2], embedding[1, 0] = rows[0], rows[1]
-  jacobian = np.concatenate([np.stack(dense).reshape(2, -1), embedding.reshape(2, -1)], axis=1)
+  third = np.stack([np.zeros(6), only_second])
+  jacobian = np.concatenate([np.stack(dense).reshape(2, -1), embedding.reshape(2, -1), third], axis=1)
   np.testing.assert_allclose(gramian.gramian_of(task_grads).numpy(), jacobian @ jacobian.T, rtol=1e-12)
   combined = gramian.combine(tf.constant([0.25, 2.0], tf.float64), task_grads)
   np.testing.assert_allclose(combined[0].numpy(), 0.25 * dense[0] + 2.0 * dense[1], rtol=1e-12)
   np.testing.assert_allclose(combined[1].numpy(), 0.25 * embedding[0] + 2.0 * embedding[1], rtol=1e-12)
+  np.testing.assert_allclose(combined[2].numpy(), 2.0 * only_second, rtol=1e-12)
 
 
 def _loop(scope: str) -> tuple[TrainLoop, object]:
@@ -99,7 +105,7 @@ def test_the_shared_variables_follow_the_weighted_gradients_and_the_heads_their_
   want, weights, trace = _expected_step(loop, bundle, rows[0], scope)
   logs = loop.run(1, rows=rows)
   np.testing.assert_allclose(logs["weights"], weights, rtol=1e-5)  # this step's weights, not the previous ones
-  np.testing.assert_allclose(loop.balancer.summaries()["trace"].numpy(), trace, rtol=1e-5)
+  np.testing.assert_allclose(loop.balancer.summaries()["gramian/trace"].numpy(), trace, rtol=1e-5)
   for variable in loop.model.trainable_variables:
     np.testing.assert_allclose(variable.numpy(), want[variable.path], rtol=1e-5, atol=1e-6, err_msg=variable.path)
 

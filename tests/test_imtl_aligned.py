@@ -418,8 +418,8 @@ def test_imtl_aggregate_has_equal_projections(seed):
   assert np.ptp(projections) <= 1e-5 * np.abs(projections).max(), projections  # float32 sums
   assert balancer.weights().numpy().sum() == pytest.approx(1.0, abs=1e-6)
   summaries = {k: float(v) for k, v in balancer.summaries().items()}
-  assert summaries["imtl_residual"] < 1e-6
-  assert np.isfinite(summaries["gramian_condition"])
+  assert summaries["gramian/imtl_residual"] < 1e-6
+  assert np.isfinite(summaries["gramian/condition"])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -430,8 +430,8 @@ def test_aligned_aggregate_is_the_sum_of_the_aligned_gradients(seed):
   want = aligned_reference(jacobian)
   _close(combined, want["update"], 1e-5, "combined gradient")
   summaries = {k: float(v) for k, v in balancer.summaries().items()}
-  assert summaries["aligned_sigma_min"] == pytest.approx(want["sigma_min"], rel=1e-5)
-  assert summaries["aligned_dropped"] == 0.0
+  assert summaries["gramian/aligned_sigma_min"] == pytest.approx(want["sigma_min"], rel=1e-5)
+  assert summaries["gramian/aligned_dropped"] == 0.0
 
 
 def _conflicting_bundle(rows: int = 256):
@@ -486,6 +486,6 @@ def test_training_reduces_every_task_loss(tmp_path, method, equal_weights_losses
   assert np.all(np.isfinite(weights)) and all(np.isfinite(v) for v in summaries.values()), (weights, summaries)
   if method == "imtl_g":
     assert weights.sum() == pytest.approx(1.0, abs=1e-5)
-    assert summaries["imtl_residual"] < 1e-4 and summaries["imtl_cosine"] > 0
+    assert summaries["gramian/imtl_residual"] < 1e-4 and summaries["gramian/imtl_cosine"] > 0
   else:
-    assert summaries["aligned_dropped"] == 0.0 and summaries["aligned_sigma_min"] > 0.0
+    assert summaries["gramian/aligned_dropped"] == 0.0 and summaries["gramian/aligned_sigma_min"] > 0.0

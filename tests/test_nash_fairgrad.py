@@ -349,8 +349,8 @@ def test_a_nash_mtl_step_improves_each_task_by_one_over_its_weight(tmp_path):
   np.testing.assert_allclose(logs["weights"], want, rtol=1e-4)
   np.testing.assert_allclose(jacobian @ direction, 1.0 / want, rtol=1e-3)
   summaries = parts.balancer.summaries()
-  assert float(summaries["update_norm"]) == pytest.approx(np.sqrt(2.0), rel=1e-4)
-  assert float(summaries["solver_residual"]) < 1e-6
+  assert float(summaries["gramian/update_norm"]) == pytest.approx(np.sqrt(2.0), rel=1e-4)
+  assert float(summaries["gramian/solver_residual"]) < 1e-6
 
 
 @pytest.mark.parametrize("balancer, overrides", [("nash_mtl", {}), ("fairgrad", {"fairgrad_max_norm": 1.0})])
@@ -368,7 +368,7 @@ def test_update_weights_every_k_reuses_the_weights_in_between(tmp_path):
   weights, iterations = [], []
   for _ in range(8):
     weights.append(parts.train_loop.run(1)["weights"])
-    iterations.append(float(parts.balancer.summaries()["solver_iterations"]))
+    iterations.append(float(parts.balancer.summaries()["gramian/solver_iterations"]))
   for step in range(8):
     if step % every:
       np.testing.assert_array_equal(weights[step], weights[step - 1], err_msg=f"step {step}")

@@ -38,7 +38,7 @@ tf.linalg.eigh alone moved the weights by up to 1e-4 at condition 1e5).
 Diagnostics: `aligned_sigma_min` (σ_min, the aligned gradients' common norm; 0
 when every gradient is zero) and `aligned_dropped` (how many eigenvalues were
 dropped as zero: T − R). The condition number λ_1/λ_T is the engine's
-`gramian_condition`.
+`gramian/condition`.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepS
 from mtl_research.params import ENUM, Param
 
 PARAMETERS, REPRESENTATION = "parameters", "representation"
+# TensorBoard tags of the engine's and the methods' diagnostics: gramian/condition, gramian/<name>.
+TAG_PREFIX = "gramian"
+
 SCOPE_PARAM = Param(
   "gradient_scope",
   ENUM,
@@ -66,24 +69,25 @@ def gramian_of(task_grads: Sequence[Sequence[tf.Tensor]]) -> tf.Tensor:
   num_vars = len(task_grads[0])
   total = tf.zeros([num_tasks, num_tasks], tf.float64)
   for i in range(num_vars):
-    rows = [_dense_like(grads[i], task_grads) for grads in task_grads]
+    rows = _dense_rows([grads[i] for grads in task_grads])
     stacked = tf.reshape(tf.cast(tf.stack(rows), tf.float64), [num_tasks, -1])
     total += tf.matmul(stacked, stacked, transpose_b=True)
   return total
 
 
-def _dense_like(grad, task_grads):
-  if grad is None:
-    shape = next(g[0] for g in task_grads if g is not None)
-    return tf.zeros_like(tf.convert_to_tensor(shape))
-  return tf.convert_to_tensor(grad)
+def _dense_rows(grads: Sequence[tf.Tensor | None]) -> list[tf.Tensor]:
+  """One variable's per-task gradients made dense; None (the task does not reach it) as zeros of its shape."""
+  reached = next((tf.convert_to_tensor(g) for g in grads if g is not None), None)
+  if reached is None:
+    raise ValueError("no task reaches a shared variable: it has no gradient to weigh")
+  return [tf.zeros_like(reached) if g is None else tf.convert_to_tensor(g) for g in grads]
 
 
 def combine(weights: tf.Tensor, task_grads: Sequence[Sequence[tf.Tensor]]) -> list[tf.Tensor]:
-  """Σ_t w_t·g_t per variable (float32 gradients, float64 weights cast to each gradient's dtype)."""
+  """Σ_t w_t·g_t per variable (float32 gradients, float64 weights cast to each gradient's dtype; None as zeros)."""
   combined = []
   for i in range(len(task_grads[0])):
-    grads = [tf.convert_to_tensor(task[i]) for task in task_grads]
+    grads = _dense_rows([task[i] for task in task_grads])
     w = tf.cast(weights, grads[0].dtype)
     combined.append(tf.add_n([w[t] * grads[t] for t in range(len(grads))]))
   return combined
@@ -96,7 +100,8 @@ class GramianBalancer(Balancer):
   `--gradient_scope`; `self.scope_name` is then the chosen scope. It names
   the scalar diagnostics its `Weighting` returns in `diagnostic_names`
   (solver iterations, residual, ...): they are kept in variables and logged
-  with the Gramian's condition number at each loop's end (TensorBoard).
+  with the Gramian's condition number at each loop's end, as TensorBoard's
+  `gramian/<name>` and `gramian/condition`.
   """
 
   aggregates = True
@@ -146,9 +151,10 @@ class GramianBalancer(Balancer):
     # λ_max / λ_min of G (the square of J's condition number); inf when the gradients are dependent.
     condition = tf.math.divide_no_nan(eigenvalues[-1], tf.maximum(eigenvalues[0], 0.0))
     condition = tf.where(eigenvalues[0] > 0, condition, float("inf"))
+    # One TensorBoard section for every Gramian method, so that runs of different methods share charts.
     return {
-      "gramian_condition": tf.cast(condition, tf.float32),
-      **{name: variable.read_value() for name, variable in self._diagnostics.items()},
+      f"{TAG_PREFIX}/condition": tf.cast(condition, tf.float32),
+      **{f"{TAG_PREFIX}/{name}": variable.read_value() for name, variable in self._diagnostics.items()},
     }
 
   def weights(self) -> tf.Tensor:
