@@ -259,8 +259,15 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
   for name, (flag, value) in _OPTIMIZER_OPTIONS.items():
     if given(name) and FLAGS[flag].value != value:
       raise UserError(f"--{name} applies only with --{flag}={value}, and this run uses --{flag}={FLAGS[flag].value}.")
+  fixed = BALANCERS.get(FLAGS.balancer).component.fixed_flags
+  for name, (value, why) in fixed.items():
+    if given(name) and str(FLAGS[name].value) != value:
+      raise UserError(
+        f"--balancer={FLAGS.balancer} works with --{name}={value} only ({why}); "
+        f"--{name}={FLAGS[name].value} is refused."
+      )
   for name, owners in balancer_owners().items():
-    if given(name) and FLAGS.balancer not in owners:
+    if given(name) and FLAGS.balancer not in owners and name not in fixed:
       warn(f"warning: --{name} is ignored: it belongs to {', '.join(sorted(owners))}, not --balancer={FLAGS.balancer}.")
 
 

@@ -29,8 +29,8 @@ class DiagonalShare(gramian.GramianBalancer):
 
   diagnostic_names = ("trace",)
 
-  def weigh(self, gram, losses, step):
-    del losses, step
+  def weigh(self, gram, losses, step, seed):
+    del losses, step, seed
     trace = tf.linalg.trace(gram)
     return gramian.Weighting(self.num_tasks * tf.linalg.diag_part(gram) / trace, {"trace": trace})
 

@@ -363,7 +363,7 @@ def test_training_steps_never_conflict(tmp_path, method):
     inner = gramian @ weights
     assert np.all(inner >= -1e-6 * (np.abs(gramian) @ np.abs(weights))), (step, inner)
     mean_conflicts += bool(np.any(gramian.sum(axis=1) < 0))
-    assert logs["diagnostics"]["solver_residual"] < 1e-6
+    assert logs["diagnostics"]["gramian/solver_residual"] < 1e-6
   assert mean_conflicts >= 20, mean_conflicts
 
 

@@ -93,7 +93,7 @@ class AlignedMTL(GramianBalancer):
   relative_only = True  # with one task B = 1, so w = 1: it trains as `fixed` does
   diagnostic_names = ("aligned_sigma_min", "aligned_dropped")
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    del losses, step  # the alignment reads the gradients only
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    del losses, step, seed  # the alignment reads the gradients only
     weights, diagnostics = aligned_mtl_weights(gramian)
     return Weighting(weights, diagnostics)

@@ -6,9 +6,10 @@ The step asks a balancer three questions and never tests its name:
    NONE (loss weighting: uncertainty, DWA, ...), LAST_SHARED (the kernel of the
    last shared layer: GradNorm), SHARED (every shared variable: PCGrad, MGDA,
    CAGrad, ...) or REPRESENTATION (the shared representation Z, the trunk's
-   output: MGDA-UB; the shared variables then follow Σ_t w_t·∇L_t with w from
-   `loss_weights`, one backward pass). The step computes only those, and
-   their Gramian if `needs_gramian`.
+   output: MGDA-UB, GradDrop; `aggregate` then returns the gradient of Z that
+   the step back-propagates through the trunk, one backward pass). The step
+   computes only those, and their Gramian if `needs_gramian`. A balancer that
+   keeps state shaped like its scope's variables creates it in `build`.
 2. `objective(losses)`: the scalar whose gradient the model follows. Variables
    in `joint_variables` (for example uncertainty's log-variances) are trained by
    the model's optimizer on the same objective.
@@ -26,7 +27,9 @@ declares it (`uses_run_length`), so that such a run is never extended.
 
 Under tf.distribute (BUILD.md, "Distribution") the step hands every replica
 the same global-batch quantities: `objective` is evaluated at the all-reduced
-losses, and `StepStats` holds all-reduced losses and task gradients. A
+losses, and `StepStats` holds all-reduced losses and task gradients (except
+under the REPRESENTATION scope, whose ∇_Z L_t are each replica's own rows:
+`StepStats.replica_sum` and `row_offset` are there for them). A
 balancer therefore computes the same values on every replica, and needs only
 two rules: create state with `state_variable` (the first replica's write is
 kept, so copies cannot drift), and train its own variables with plain
@@ -36,7 +39,7 @@ gradients over replicas, and cannot run inside `tf.cond`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import enum
 from typing import Any
@@ -68,6 +71,10 @@ class GradientScope(enum.Enum):
   REPRESENTATION = "representation"
 
 
+def _identity(value: Any) -> Any:
+  return value
+
+
 @dataclasses.dataclass(frozen=True)
 class StepStats:
   """What the step measured this step, handed to `aggregate` and `update`.
@@ -78,14 +85,20 @@ class StepStats:
       variables of `gradient_scope` (in `scope_variables` order); None if the
       balancer's scope is NONE.
     scope_variables: the variables `task_grads` refer to (under the
-      REPRESENTATION scope: the shared variables, which `loss_weights` weighs;
-      `task_grads` then holds each task's ∇_Z L_t on this replica's rows).
+      REPRESENTATION scope: the shared variables, which follow the gradient of
+      Z that `aggregate` returns; `task_grads` then holds each task's ∇_Z L_t
+      on this replica's rows, one tensor [rows, ...] per task).
     step: int64 count of steps completed before this one.
     gramian: [T, T] float64 Gram matrix of the per-task gradients over the
       global batch, if the balancer `needs_gramian` (else None).
     seed: int64 [2], the stateless seed of this step's random draws (a task
       order, a mask, random weights: `tf.random.stateless_*(seed=...)`), from
       --seed and the step alone: the same on every replica and on resume.
+    row_offset: int32, the global batch's index of this replica's first row
+      (0 on one device): under the REPRESENTATION scope a per-row draw of the
+      global batch's shape, sliced from here, matches one device's draw.
+    replica_sum: sums a nest of tensors over the replicas (the identity on
+      one device): REPRESENTATION-scope quantities are per replica's rows.
   """
 
   losses: tf.Tensor
@@ -94,6 +107,8 @@ class StepStats:
   step: tf.Tensor
   gramian: tf.Tensor | None = None
   seed: tf.Tensor | None = None
+  row_offset: tf.Tensor | int = 0
+  replica_sum: Callable[[Any], Any] = _identity
 
 
 class Balancer(tf.Module):
@@ -114,6 +129,9 @@ class Balancer(tf.Module):
   # --single_task baseline) its weight stays 1 and it trains exactly as `fixed` does: such a
   # run is warned about (train/components.py), since its name would claim a method it is not.
   relative_only: bool = False
+  # Flags whose value the balancer fixes, {flag: (value, why)}: giving it another value on the command line
+  # is refused in one sentence with the reason (flags.check_unused_flags), e.g. GradDrop's scope.
+  fixed_flags: Mapping[str, tuple[str, str]] = {}
 
   def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())
@@ -134,12 +152,21 @@ class Balancer(tf.Module):
     """The scalar the model minimizes, given the [T] per-task losses."""
     raise NotImplementedError
 
-  def aggregate(self, stats: StepStats) -> list[tf.Tensor]:
-    """Combined gradient for `stats.scope_variables` (only if `aggregates`)."""
-    raise NotImplementedError
+  def build(self, scope_variables: Sequence[tf.Variable]) -> None:
+    """Creates state shaped like the scope's variables (an EMA of per-task gradients, ...).
 
-  def loss_weights(self, stats: StepStats) -> tf.Tensor:
-    """REPRESENTATION scope only: [T] weights of the task losses for the shared variables' gradient."""
+    Called once, after the model exists and before anything is restored or
+    traced, inside the strategy's scope: variables made here with
+    `state_variable` are checkpointed and mirrored like the others.
+    """
+    del scope_variables
+
+  def aggregate(self, stats: StepStats) -> list[tf.Tensor]:
+    """The combined gradient (only if `aggregates`), one tensor per entry of the tasks' `task_grads`.
+
+    Scopes SHARED and LAST_SHARED: the gradient of each of `stats.scope_variables`.
+    REPRESENTATION: [the gradient of Z], back-propagated through the trunk.
+    """
     raise NotImplementedError
 
   def update(self, stats: StepStats) -> dict[str, tf.Tensor]:

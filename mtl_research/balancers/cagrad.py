@@ -158,7 +158,7 @@ class CAGrad(gramian_lib.GramianBalancer):
     # One task: d = (1 + c)·g / divisor, the weight of `fixed` only when that is 1.
     self.relative_only = abs((1.0 + self.c) / rescale_divisor(self.c, self.rescale) - 1.0) < 1e-12
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> gramian_lib.Weighting:
-    del losses, step
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> gramian_lib.Weighting:
+    del losses, step, seed
     weights, diagnostics = cagrad_weights(gramian, c=self.c, rescale=self.rescale, scale=self.scale)
     return gramian_lib.Weighting(weights, diagnostics)

@@ -115,7 +115,7 @@ class FairGrad(GramianBalancer):
     self.max_norm = float(params["fairgrad_max_norm"])
     self.ridge = float(params[power_equation.RIDGE_PARAM.name])
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    del losses, step  # FairGrad reads the gradients only
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    del losses, step, seed  # FairGrad reads the gradients only
     weights, diagnostics = fairgrad_weights(gramian, alpha=self.alpha, ridge=self.ridge, max_norm=self.max_norm)
     return Weighting(weights, diagnostics)

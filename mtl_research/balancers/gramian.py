@@ -6,7 +6,7 @@ weights w [T]; the shared parameters then follow Σ_t w_t·g_t, computed per
 variable (no concatenation of the shared variables into one vector).
 
 A method is a subclass of `GramianBalancer` that implements `weigh(gramian,
-losses, step) -> Weighting`, normally a one-line call of a pure function of the
+losses, step, seed) -> Weighting`, normally a one-line call of a pure function of the
 matrix (each method's file holds its function and its balancer), so that the
 function is tested on plain matrices against a NumPy reference. `weigh`
 receives the Gramian in float64 (the small solvers are not limited by float32's
@@ -16,8 +16,8 @@ The scope (`--gradient_scope`):
   parameters       J holds the gradients of the shared variables (T backward passes);
   representation   J holds the gradients with respect to the shared representation Z
                    (the trunk's output, [batch, d]): MGDA-UB (Sener & Koltun, NeurIPS
-                   2018, §3.3), one backward pass through the trunk. The weights then
-                   multiply the task losses for the shared variables.
+                   2018, §3.3), one backward pass through the trunk: the step
+                   back-propagates Σ_t w_t·∇_Z L_t from Z.
 Either way the task-specific variables (each head) follow their own task's loss
 unweighted (Sener & Koltun, Algorithm 2), so `objective` is Σ_t L_t.
 
@@ -119,17 +119,19 @@ class GramianBalancer(Balancer):
       name: state_variable(tf.constant(0.0), name=f"diagnostic_{name}") for name in self.diagnostic_names
     }
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    """The weights for this step from the float64 Gramian [T, T], the global losses [T] and the int64 step."""
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    """The weights for this step from the float64 Gramian [T, T], the global losses [T], the int64 step and
+    the step's stateless seed (int64 [2], for a method's random draws: `tf.random.stateless_*(seed=seed)`)."""
     raise NotImplementedError
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(losses)  # what the heads follow; the shared variables get the weighted gradient
 
-  def choose(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    """The float64 weights of this step (`weigh`), recorded for `weights()` and the summaries; the step calls it."""
-    gramian = tf.cast(gramian, tf.float64)
-    weighting = self.weigh(gramian, losses, step)
+  def choose(self, stats: StepStats) -> tf.Tensor:
+    """The float64 weights of this step (`weigh`), recorded for `weights()` and the summaries."""
+    assert stats.gramian is not None and stats.seed is not None
+    gramian = tf.cast(stats.gramian, tf.float64)
+    weighting = self.weigh(gramian, stats.losses, stats.step, stats.seed)
     if set(weighting.diagnostics) != set(self.diagnostic_names):
       raise ValueError(f"{type(self).__name__}.weigh returned {sorted(weighting.diagnostics)}, not diagnostic_names")
     self._used.assign(tf.cast(weighting.weights, tf.float32))
@@ -139,12 +141,9 @@ class GramianBalancer(Balancer):
     return weighting.weights
 
   def aggregate(self, stats: StepStats) -> list[tf.Tensor]:
-    assert stats.task_grads is not None and stats.gramian is not None
-    return combine(self.choose(stats.gramian, stats.losses, stats.step), stats.task_grads)
-
-  def loss_weights(self, stats: StepStats) -> tf.Tensor:
-    assert stats.gramian is not None
-    return tf.cast(self.choose(stats.gramian, stats.losses, stats.step), tf.float32)
+    """Σ_t w_t·g_t per scope tensor: each shared variable's gradient, or (representation scope) ∇_Z."""
+    assert stats.task_grads is not None
+    return combine(self.choose(stats), stats.task_grads)
 
   def summaries(self) -> dict[str, tf.Tensor]:
     eigenvalues = tf.linalg.eigvalsh(self._gramian)

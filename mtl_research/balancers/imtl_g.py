@@ -123,7 +123,7 @@ class IMTLG(GramianBalancer):
   relative_only = True  # with one task α = 1: it trains as `fixed` does
   diagnostic_names = ("imtl_residual", "imtl_cosine")
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    del losses, step  # the gradient balance reads the gradients only
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    del losses, step, seed  # the gradient balance reads the gradients only
     weights, diagnostics = imtl_g_weights(gramian)
     return Weighting(weights, diagnostics)

@@ -147,8 +147,8 @@ class MGDA(gramian_lib.GramianBalancer):
     # With one task w' = 1; the weight is 1 (as `fixed`) unless it is divided by the task's normalizer.
     self.relative_only = self.normalization == "none" or self.update_rule == "raw"
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> gramian_lib.Weighting:
-    del step
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> gramian_lib.Weighting:
+    del step, seed
     weights, diagnostics = mgda_weights(
       gramian, losses, normalization=self.normalization, update=self.update_rule, scale=self.scale
     )

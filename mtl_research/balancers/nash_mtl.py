@@ -122,8 +122,8 @@ class NashMTL(GramianBalancer):
     # The last solved α (before the clip), reused between updates; step 0 always solves.
     self.alpha = state_variable(tf.ones([self.num_tasks], tf.float64), name="nash_mtl_alpha")
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    del losses  # Nash-MTL reads the gradients only
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    del losses, seed  # Nash-MTL reads the gradients only
 
     def solved():
       solution = nash_mtl_alpha(gramian, self.ridge)

@@ -98,7 +98,7 @@ class UPGrad(GramianBalancer):
     self.reg_eps = float(params[dual_cone.REG_EPS_PARAM.name])
     self.norm_eps = float(params[dual_cone.NORM_EPS_PARAM.name])
 
-  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor) -> Weighting:
-    del losses, step  # UPGrad reads the gradients only
+  def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
+    del losses, step, seed  # UPGrad reads the gradients only
     weights, diagnostics = upgrad_weights(gramian, scale=self.scale, reg_eps=self.reg_eps, norm_eps=self.norm_eps)
     return Weighting(weights, diagnostics)

@@ -108,6 +108,8 @@ def _build(config: Config, bundle: DatasetBundle, strategy: tf.distribute.Strate
     jit_compile,
     seed=config.seed,
   )
+  # State shaped like the scope's variables exists before the optimizer's slots and the checkpoint.
+  balancer.build(train_loop.scope_variables())
   for warning in _degenerate(config, bundle, balancer, steps):
     print(f"warning: {warning}", file=sys.stderr)
   if balancer.joint_variables and hasattr(optimizer, "exclude_from_weight_decay"):

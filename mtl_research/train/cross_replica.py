@@ -41,8 +41,14 @@ class CrossReplica:
     if not self.active:
       return batch
     size = batch.shape[0] // self.replicas
-    first = tf.distribute.get_replica_context().replica_id_in_sync_group * size
+    first = self.first_row(batch.shape[0])
     return batch[first : first + size]
+
+  def first_row(self, global_batch: int) -> tf.Tensor | int:
+    """The global batch's index of this replica's first row (`local_rows`); 0 on one replica."""
+    if not self.active:
+      return 0
+    return tf.distribute.get_replica_context().replica_id_in_sync_group * (global_batch // self.replicas)
 
   def sum(self, value):
     """All-reduced sum over replicas (a nest of tensors); identity on one replica."""

@@ -167,7 +167,8 @@ class TrainLoop:
         result.append(variable)
     return result
 
-  def _scope_variables(self) -> tuple[tf.Variable, ...]:
+  def scope_variables(self) -> tuple[tf.Variable, ...]:
+    """The variables whose per-task gradients the balancer's scope asks for (REPRESENTATION: the shared ones)."""
     scope = self.balancer.gradient_scope
     if scope == GradientScope.LAST_SHARED:
       return (self.model.last_shared_kernel,)
@@ -202,7 +203,7 @@ class TrainLoop:
     return total, tf.nn.scale_regularization_loss(total)
 
   def _gradients(
-    self, tape, objective, regularization, stats: StepStats, local_task_grads=None, task_losses=None
+    self, tape, objective, regularization, stats: StepStats, local_task_grads=None, representation=None
   ) -> tuple[list, list]:
     """Gradients for every trained variable: from the objective, or aggregated.
 
@@ -216,7 +217,7 @@ class TrainLoop:
     """
     variables = self.trained_variables
     if self._representation_scope:
-      return self._weighted_at_representation(tape, objective, regularization, stats, task_losses)
+      return self._through_representation(tape, objective, regularization, stats, representation)
     if not self.balancer.aggregates:
       if local_task_grads is None:
         return self._share_joint(tape.gradient(objective, variables), variables), variables
@@ -231,12 +232,13 @@ class TrainLoop:
       tape, regularization, stats.scope_variables, shared
     ), others + list(stats.scope_variables)
 
-  def _weighted_at_representation(self, tape, objective, regularization, stats: StepStats, task_losses) -> tuple:
-    """REPRESENTATION scope: the shared variables follow Σ_t w_t·∇L_t, w = `loss_weights` (one backward pass).
+  def _through_representation(self, tape, objective, regularization, stats: StepStats, representation) -> tuple:
+    """REPRESENTATION scope: the shared variables follow the gradient of Z that `aggregate` returns.
 
-    The heads and the balancer's joint variables follow `objective`. Each
-    replica differentiates its own rows' losses (normalized by the global
-    batch), so the optimizer's sum over replicas is the global gradient.
+    One backward pass through the trunk from Z (`output_gradients`); the
+    heads and the balancer's joint variables follow `objective`. Each replica
+    back-propagates its own rows' gradient (its losses are normalized by the
+    global batch), so the optimizer's sum over replicas is the global gradient.
     """
     shared_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in self.trained_variables if id(v) not in shared_ids]
@@ -244,15 +246,15 @@ class TrainLoop:
       tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO), others
     )
     with tf.name_scope("balancer"):
-      weights = tf.stop_gradient(self.balancer.loss_weights(stats))
+      (gradient_of_z,) = self.balancer.aggregate(stats)
     shared = list(stats.scope_variables)
-    weighted = tape.gradient(
-      task_losses,
+    through = tape.gradient(
+      representation,
       shared,
-      output_gradients=[weights[t] for t in range(len(task_losses))],
+      output_gradients=tf.stop_gradient(tf.cast(gradient_of_z, representation.dtype)),
       unconnected_gradients=tf.UnconnectedGradients.ZERO,
     )
-    return grads + self._plus_regularization(tape, regularization, shared, weighted), others + shared
+    return grads + self._plus_regularization(tape, regularization, shared, through), others + shared
 
   def _plus_regularization(self, tape, regularization, variables, grads: list) -> list:
     """`grads` of `variables` plus the regularization's gradient.
@@ -334,7 +336,7 @@ class TrainLoop:
     """
     with tf.name_scope("input"):
       features, labels = self.data.gather(indices)
-    scope_variables = self._scope_variables()
+    scope_variables = self.scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     representation = None
     with tf.GradientTape(persistent=needs_tape_again) as tape:
@@ -367,8 +369,17 @@ class TrainLoop:
       if self.balancer.needs_gramian:
         gramian = gramian_of(task_grads)
     step = self.global_step.read_value()
-    stats = StepStats(losses, task_grads, scope_variables, step, gramian, balancer_seed(self.seed, step))
-    grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads, task_losses)
+    stats = StepStats(
+      losses,
+      task_grads,
+      scope_variables,
+      step,
+      gramian,
+      balancer_seed(self.seed, step),
+      self.cross.first_row(self.global_batch_size),
+      self.cross.sum,
+    )
+    grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads, representation)
     with tf.name_scope("balancer"):
       weights = self.balancer.weights()  # after `aggregate`: the weights this step used
     # Under a strategy each replica's objective holds only its share of the regularization.
@@ -409,7 +420,7 @@ class TrainLoop:
     never run), once per TrainLoop.
     """
     if self._diagnostic_specs is None:
-      scope = self._scope_variables()
+      scope = self.scope_variables()
       num_tasks = len(self.task_specs)
       # (Under the representation scope `update` sees ∇_Z L_t, whose batch size the probe does not know.)
       per_variable = bool(scope) and not self._representation_scope
