@@ -261,7 +261,9 @@ def check_unused_flags(warn=lambda line: print(line, file=sys.stderr)) -> None:
       raise UserError(f"--{name} applies only with --{flag}={value}, and this run uses --{flag}={FLAGS[flag].value}.")
   fixed = BALANCERS.get(FLAGS.balancer).component.fixed_flags
   for name, (value, why) in fixed.items():
-    if given(name) and str(FLAGS[name].value) != value:
+    if not FLAGS[name].present:
+      FLAGS[name].value = value  # so that flags.txt and HParams record the value the run uses
+    elif str(FLAGS[name].value) != value:  # also the flag's default, when given explicitly
       raise UserError(
         f"--balancer={FLAGS.balancer} works with --{name}={value} only ({why}); "
         f"--{name}={FLAGS[name].value} is refused."

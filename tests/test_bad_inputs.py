@@ -97,7 +97,21 @@ def _(place):
 
 @case("flag-balancer-unknown")
 def _(place):
-  return [*SMALL_RUN_FLAGS, "--balancer=pcgrad"], ["--balancer=pcgrad", "fixed", "gradnorm"]
+  return [*SMALL_RUN_FLAGS, "--balancer=pc_grad"], ["--balancer=pc_grad", "fixed", "gradnorm"]
+
+
+@case("flag-graddrop-parameter-scope")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=graddrop", "--gradient_scope=parameters"], [
+    "--balancer=graddrop",
+    "--gradient_scope=parameters",
+    "representation",
+  ]
+
+
+@case("flag-graddrop_leak-above-one")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=graddrop", "--graddrop_leak=1.5"], ["--graddrop_leak", "[0, 1]"]
 
 
 @case("flag-task_weights-every-task-zero")

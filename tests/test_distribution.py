@@ -76,7 +76,10 @@ def balancer_flags(balancer: str) -> list[str]:
 
 # mgda and nash_mtl: the replicas' per-task gradients are all-reduced before the balancer solves on them;
 # mgda@representation: the replicas' Gramians of ∇_Z L_t are summed.
-@pytest.mark.parametrize("balancer", ["fixed", "uncertainty", "gradnorm", "mgda", "mgda@representation", "nash_mtl"])
+# graddrop: each replica draws the masks of its own rows from the global batch's draw.
+@pytest.mark.parametrize(
+  "balancer", ["fixed", "uncertainty", "gradnorm", "mgda", "mgda@representation", "nash_mtl", "graddrop"]
+)
 def test_mirrored_replicas_match_one_device(tmp_path, single, balancer):
   path = str(tmp_path / "run")
   proc = run_train(f"--run_dir={path}", *balancer_flags(balancer), *RUN, *MIRRORED)

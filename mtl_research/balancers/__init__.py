@@ -14,6 +14,7 @@ from mtl_research.balancers import (
   imtl_g,  # noqa: F401  (registers "imtl_g")
   mgda,  # noqa: F401  (registers "mgda")
   nash_mtl,  # noqa: F401  (registers "nash_mtl")
+  sign_dropout,  # noqa: F401  (registers "graddrop")
   uncertainty,  # noqa: F401  (registers "uncertainty")
   upgrad,  # noqa: F401  (registers "upgrad")
 )

@@ -92,13 +92,17 @@ class StepStats:
     gramian: [T, T] float64 Gram matrix of the per-task gradients over the
       global batch, if the balancer `needs_gramian` (else None).
     seed: int64 [2], the stateless seed of this step's random draws (a task
-      order, a mask, random weights: `tf.random.stateless_*(seed=...)`), from
+      order, a mask, random weights: `portable_random.uniform(seed, ...)`, the same bits under XLA and in a graph), from
       --seed and the step alone: the same on every replica and on resume.
     row_offset: int32, the global batch's index of this replica's first row
       (0 on one device): under the REPRESENTATION scope a per-row draw of the
       global batch's shape, sliced from here, matches one device's draw.
     replica_sum: sums a nest of tensors over the replicas (the identity on
       one device): REPRESENTATION-scope quantities are per replica's rows.
+    replicas: the number of replicas R (a Python int: shapes may depend on it);
+      this replica holds rows [row_offset, row_offset + rows) of R·rows.
+    representation: REPRESENTATION scope: Z itself, this replica's rows (for
+      methods that read the activations' signs, such as GradDrop); else None.
   """
 
   losses: tf.Tensor
@@ -109,6 +113,8 @@ class StepStats:
   seed: tf.Tensor | None = None
   row_offset: tf.Tensor | int = 0
   replica_sum: Callable[[Any], Any] = _identity
+  replicas: int = 1
+  representation: tf.Tensor | None = None
 
 
 class Balancer(tf.Module):

@@ -121,7 +121,7 @@ class GramianBalancer(Balancer):
 
   def weigh(self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor, seed: tf.Tensor) -> Weighting:
     """The weights for this step from the float64 Gramian [T, T], the global losses [T], the int64 step and
-    the step's stateless seed (int64 [2], for a method's random draws: `tf.random.stateless_*(seed=seed)`)."""
+    the step's stateless seed (int64 [2], for a method's random draws: `portable_random.uniform(seed, ...)`)."""
     raise NotImplementedError
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:

@@ -378,6 +378,8 @@ class TrainLoop:
       balancer_seed(self.seed, step),
       self.cross.first_row(self.global_batch_size),
       self.cross.sum,
+      self.cross.replicas,
+      representation,
     )
     grads, variables = self._gradients(tape, objective, regularization, stats, local_task_grads, representation)
     with tf.name_scope("balancer"):
