@@ -68,13 +68,15 @@ CASES = [
   ("nash_mtl", {"nash_mtl_update_weights_every": 4}),
   # Random: every step redraws its masks from (seed, step), so the resumed run draws what the first drew.
   ("graddrop", {"graddrop_marginalize_batch": False}),
+  # The moving average of the gradients, shaped like the shared variables (made in `build`), with a decaying rate.
+  ("db_mtl", {"db_mtl_beta_sigma": 0.5}),
 ]
 
 
 @pytest.mark.parametrize(
   "balancer, overrides",
   CASES,
-  ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared", "nash_mtl-every4", "graddrop-per-element"],
+  ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared", "nash_mtl-every4", "graddrop-per-element", "db_mtl"],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
   bundle = _bundle()

@@ -7,6 +7,7 @@ its module (a `Balancer` subclass, see base.py) and add one import line here.
 from mtl_research.balancers import (
   aligned_mtl,  # noqa: F401  (registers "aligned_mtl")
   cagrad,  # noqa: F401  (registers "cagrad")
+  db_mtl,  # noqa: F401  (registers "db_mtl")
   dualproj,  # noqa: F401  (registers "dualproj")
   fairgrad,  # noqa: F401  (registers "fairgrad")
   fixed,  # noqa: F401  (registers "fixed")
