@@ -70,13 +70,23 @@ CASES = [
   ("graddrop", {"graddrop_marginalize_batch": False}),
   # The moving average of the gradients, shaped like the shared variables (made in `build`), with a decaying rate.
   ("db_mtl", {"db_mtl_beta_sigma": 0.5}),
+  # Tracked gradients Y (made in `build`) and the weights λ.
+  ("moco", {}),
 ]
 
 
 @pytest.mark.parametrize(
   "balancer, overrides",
   CASES,
-  ids=["uncertainty", "gradnorm", "gradnorm-l0window-shared", "nash_mtl-every4", "graddrop-per-element", "db_mtl"],
+  ids=[
+    "uncertainty",
+    "gradnorm",
+    "gradnorm-l0window-shared",
+    "nash_mtl-every4",
+    "graddrop-per-element",
+    "db_mtl",
+    "moco",
+  ],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
   bundle = _bundle()

@@ -14,6 +14,7 @@ from mtl_research.balancers import (
   gradnorm,  # noqa: F401  (registers "gradnorm")
   imtl_g,  # noqa: F401  (registers "imtl_g")
   mgda,  # noqa: F401  (registers "mgda")
+  moco,  # noqa: F401  (registers "moco")
   nash_mtl,  # noqa: F401  (registers "nash_mtl")
   sign_dropout,  # noqa: F401  (registers "graddrop")
   uncertainty,  # noqa: F401  (registers "uncertainty")
