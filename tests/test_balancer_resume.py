@@ -72,6 +72,8 @@ CASES = [
   ("db_mtl", {"db_mtl_beta_sigma": 0.5}),
   # Tracked gradients Y (made in `build`) and the weights λ.
   ("moco", {}),
+  # AdaGrad accumulators (made in `build`), the first step's estimates and the weights.
+  ("excess_mtl", {"excess_mtl_step_size": 0.1}),
 ]
 
 

@@ -9,6 +9,7 @@ from mtl_research.balancers import (
   cagrad,  # noqa: F401  (registers "cagrad")
   db_mtl,  # noqa: F401  (registers "db_mtl")
   dualproj,  # noqa: F401  (registers "dualproj")
+  excess_mtl,  # noqa: F401  (registers "excess_mtl")
   fairgrad,  # noqa: F401  (registers "fairgrad")
   fixed,  # noqa: F401  (registers "fixed")
   gradnorm,  # noqa: F401  (registers "gradnorm")
