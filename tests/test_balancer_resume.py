@@ -88,6 +88,7 @@ CASES = [
     "graddrop-per-element",
     "db_mtl",
     "moco",
+    "excess_mtl",
   ],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
