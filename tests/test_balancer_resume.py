@@ -42,7 +42,7 @@ def _balancer_state(balancer) -> dict[str, np.ndarray]:
   state = {}
   if hasattr(balancer, "log_var"):
     state["log_var"] = balancer.log_var.numpy().copy()
-  if hasattr(balancer, "w"):
+  if hasattr(balancer, "initial_losses"):  # GradNorm
     state["w"] = balancer.w.numpy().copy()
     state["initial_losses"] = balancer.initial_losses.numpy().copy()
     state.update({f"gradnorm_adam/{k}": v for k, v in helpers.optimizer_values(balancer.optimizer).items()})
