@@ -74,6 +74,8 @@ CASES = [
   ("moco", {}),
   # AdaGrad accumulators (made in `build`), the first step's estimates and the weights.
   ("excess_mtl", {"excess_mtl_step_size": 0.1}),
+  # Random task orders from (seed, step).
+  ("pcgrad", {}),
 ]
 
 
@@ -89,6 +91,7 @@ CASES = [
     "db_mtl",
     "moco",
     "excess_mtl",
+    "pcgrad",
   ],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
