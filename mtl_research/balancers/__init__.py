@@ -14,6 +14,7 @@ from mtl_research.balancers import (
   fairgrad,  # noqa: F401  (registers "fairgrad")
   fixed,  # noqa: F401  (registers "fixed")
   gradient_surgery,  # noqa: F401  (registers "pcgrad")
+  gradient_vaccine,  # noqa: F401  (registers "gradvac")
   gradnorm,  # noqa: F401  (registers "gradnorm")
   imtl_g,  # noqa: F401  (registers "imtl_g")
   mgda,  # noqa: F401  (registers "mgda")
