@@ -393,6 +393,7 @@ def _step_stats(seed: int) -> tuple[StepStats, np.ndarray]:
     scope_variables=(kernel, bias),
     step=tf.constant(0, tf.int64),
     gramian=gramian_of(grads),
+    seed=tf.constant([0, 0], tf.int64),
   )
   jacobian = np.array([np.concatenate([k.numpy().ravel(), b.numpy()]) for k, b in grads], np.float64)
   return stats, jacobian
