@@ -76,8 +76,8 @@ CASES = [
   ("excess_mtl", {"excess_mtl_step_size": 0.1}),
   # Random task orders from (seed, step).
   ("pcgrad", {}),
-  # Cosine targets per shared variable (made in `build`) and random orders.
-  ("gradvac", {"gradvac_granularity": "per_variable"}),
+  # Cosine targets (made in `build`) and random orders.
+  ("gradvac", {}),
 ]
 
 
@@ -94,7 +94,7 @@ CASES = [
     "moco",
     "excess_mtl",
     "pcgrad",
-    "gradvac-per-variable",
+    "gradvac",
   ],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):
