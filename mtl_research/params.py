@@ -44,6 +44,7 @@ class Param:
   help: str
   lower: float | None = None  # inclusive lower bound for numbers
   below: float | None = None  # exclusive upper bound for numbers
+  above: float | None = None  # exclusive lower bound for numbers (a temperature, a smoothing μ: > 0)
   choices: tuple[str, ...] = ()  # for ENUM
 
   def parse(self, raw: Any) -> Any:
@@ -120,6 +121,8 @@ def _bounded(param: Param, value: float) -> float:
     raise UserError(f"--{param.name} value {value} is below its minimum {param.lower}.")
   if param.below is not None and not value < param.below:
     raise UserError(f"--{param.name} value {value} must be below {param.below}.")
+  if param.above is not None and not value > param.above:
+    raise UserError(f"--{param.name} value {value} must be above {param.above}.")
   return value
 
 

@@ -78,6 +78,16 @@ CASES = [
   ("pcgrad", {}),
   # Cosine targets (made in `build`) and random orders.
   ("gradvac", {}),
+  # Epoch means: the checkpoint (step 6) falls in epoch 1, the weights change at step 10 (epoch 2).
+  ("dwa", {}),
+  # Weights drawn from (seed, step).
+  ("rlw", {"rlw_distribution": "dirichlet"}),
+  # The logits ξ and their Adam state, learned from the losses after each update.
+  ("famo", {}),
+  # The nadir is measured over epoch 1 (steps 5-9): the checkpoint falls inside it; STCH from step 10.
+  ("stch", {"stch_warmup_epochs": 2}),
+  # The scales s_t, trained by the model's optimizer.
+  ("imtl_l", {}),
 ]
 
 
@@ -95,6 +105,11 @@ CASES = [
     "excess_mtl",
     "pcgrad",
     "gradvac",
+    "dwa",
+    "rlw-dirichlet",
+    "famo",
+    "stch-warmup2",
+    "imtl_l",
   ],
 )
 def test_resume_continues_exactly(tmp_path, balancer, overrides):

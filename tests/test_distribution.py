@@ -77,9 +77,11 @@ def balancer_flags(balancer: str) -> list[str]:
 # mgda and nash_mtl: the replicas' per-task gradients are all-reduced before the balancer solves on them;
 # mgda@representation: the replicas' Gramians of ∇_Z L_t are summed.
 # graddrop: each replica draws the masks of its own rows from the global batch's draw; pcgrad: every replica
-# draws the same task orders.
+# draws the same task orders. dwa: the epoch means are of the global losses (6 epochs here, weights from
+# the third); famo: the losses after the update are recomputed by each replica on its rows and all-reduced.
 @pytest.mark.parametrize(
-  "balancer", ["fixed", "uncertainty", "gradnorm", "mgda", "mgda@representation", "nash_mtl", "graddrop", "pcgrad"]
+  "balancer",
+  ["fixed", "uncertainty", "gradnorm", "mgda", "mgda@representation", "nash_mtl", "graddrop", "pcgrad", "dwa", "famo"],
 )
 def test_mirrored_replicas_match_one_device(tmp_path, single, balancer):
   path = str(tmp_path / "run")

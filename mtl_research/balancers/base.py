@@ -17,9 +17,16 @@ The step asks a balancer three questions and never tests its name:
    shared variables instead (gradient surgery); the rest of the model still
    follows `objective`.
 
+Before the objective, every step calls `begin_step(step, seed)`: a balancer whose
+objective depends on the step or on random draws (RLW's weights, DWA's epoch
+means, STCH's warm-up) prepares it there, from its state and (step, seed) alone.
+
 After the model update the step calls `update(stats)`, where a balancer updates
 state it trains by its own rule (GradNorm's weights, its initial losses) and
-returns the diagnostics it computed on the way; `summaries()` adds scalars read
+returns the diagnostics it computed on the way (a balancer that sets
+`needs_losses_after_update`, FAMO, finds there the losses of the same batch
+after the update, `StepStats.losses_after`: the step computes that second
+forward pass only for it); `summaries()` adds scalars read
 from its state. `weights()` reports the current effective per-task weights.
 All state lives in tf.Variables attached to the balancer (a tf.Module), so it
 is checkpointed with the model. A balancer whose rule reads the run's length
@@ -103,6 +110,9 @@ class StepStats:
       this replica holds rows [row_offset, row_offset + rows) of R·rows.
     representation: REPRESENTATION scope: Z itself, this replica's rows (for
       methods that read the activations' signs, such as GradDrop); else None.
+    losses_after: [T] the global losses of the same batch after the model
+      update (in `update` only, and only if the balancer
+      `needs_losses_after_update`); else None.
   """
 
   losses: tf.Tensor
@@ -115,6 +125,7 @@ class StepStats:
   replica_sum: Callable[[Any], Any] = _identity
   replicas: int = 1
   representation: tf.Tensor | None = None
+  losses_after: tf.Tensor | None = None
 
 
 class Balancer(tf.Module):
@@ -138,6 +149,9 @@ class Balancer(tf.Module):
   # Flags whose value the balancer fixes, {flag: (value, why)}: giving it another value on the command line
   # is refused in one sentence with the reason (flags.check_unused_flags), e.g. GradDrop's scope.
   fixed_flags: Mapping[str, tuple[str, str]] = {}
+  # True if `update` needs the losses of the same batch after the model update (FAMO): the step then
+  # runs the model forward again after applying the gradients and hands them over as `losses_after`.
+  needs_losses_after_update: bool = False
 
   def __init__(self, task_specs: Sequence[tasks_lib.TaskSpec], params: Mapping[str, Any], schedule: Schedule):
     super().__init__(name=type(self).__name__.lower())
@@ -153,6 +167,16 @@ class Balancer(tf.Module):
   def joint_variables(self) -> list[tf.Variable]:
     """Variables trained by the model's optimizer on `objective`."""
     return []
+
+  def begin_step(self, step: tf.Tensor, seed: tf.Tensor) -> None:
+    """Prepares this step's objective before it is evaluated (called at the start of every step).
+
+    `step` (int64, steps completed before this one) and `seed` (this step's
+    stateless seed, as `StepStats.seed`). It may assign state variables, but
+    what it writes must follow from the state and (step, seed) alone, so that
+    every replica, a rerun and a resumed run write the same.
+    """
+    del step, seed
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
     """The scalar the model minimizes, given the [T] per-task losses."""

@@ -49,6 +49,7 @@ def resolve(mode: str, strategy: str | None) -> tuple[bool, str]:
 
 _NODE = re.compile(r"\{\{node ([^}]+)\}\}")
 _OP = re.compile(r"No registered '([^']+)' OpKernel")
+_REOPENED = re.compile(r"_\d+$")
 
 
 def is_compile_error(error: tf.errors.OpError) -> bool:
@@ -73,8 +74,10 @@ def culprit(error: tf.errors.OpError, scopes: Mapping[str, str]) -> str:
   if node:
     parts = node.group(1).split("/")
     for part in parts:
-      if part in scopes:
-        return f"{scopes[part]} ({what}, node {node.group(1)})"
+      # A scope opened again in one graph is uniquified ("balancer_1"): the step opens each several times.
+      scope = _REOPENED.sub("", part)
+      if scope in scopes:
+        return f"{scopes[scope]} ({what}, node {node.group(1)})"
     return f"{what} (node {node.group(1)})"
   first = next((line for line in text.splitlines() if line.strip()), "")
   return f"{what} ({first[:200]})"

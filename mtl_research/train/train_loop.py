@@ -23,6 +23,7 @@ under tf.distribute), and computes only the per-task gradients the balancer's
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 import functools
 import time
 
@@ -290,6 +291,17 @@ class TrainLoop:
     joint = {id(v) for v in self.balancer.joint_variables}
     return [self.cross.divide_among_replicas([g])[0] if id(v) in joint else g for g, v in zip(grads, variables)]
 
+  def _losses_after(self, features, labels) -> tf.Tensor:
+    """[T] global losses of this step's rows under the updated model, for `needs_losses_after_update`.
+
+    In training mode, as the step's own losses were (the authors of FAMO, who
+    need them, recompute them so): the two differ by the update alone. Under
+    tf.distribute each replica recomputes its rows and the losses are all-reduced.
+    """
+    with tf.name_scope("model"):
+      outputs = self.model(features, training=True)
+    return tf.stop_gradient(self.cross.global_losses(tf.stack(self.task_losses(labels, outputs))))
+
   def _conflict(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Cosines and norms of the per-task gradients on the shared variables, on `rows`."""
     features, labels = self.data.gather(rows)
@@ -339,6 +351,10 @@ class TrainLoop:
     scope_variables = self.scope_variables()
     needs_tape_again = bool(scope_variables) or self.balancer.aggregates
     representation = None
+    step = self.global_step.read_value()
+    seed = balancer_seed(self.seed, step)
+    with tf.name_scope("balancer"):
+      self.balancer.begin_step(step, seed)
     with tf.GradientTape(persistent=needs_tape_again) as tape:
       with tf.name_scope("model"):
         if self._representation_scope:
@@ -368,14 +384,13 @@ class TrainLoop:
       task_grads = self.cross.sum(local_task_grads)
       if self.balancer.needs_gramian:
         gramian = gramian_of(task_grads)
-    step = self.global_step.read_value()
     stats = StepStats(
       losses,
       task_grads,
       scope_variables,
       step,
       gramian,
-      balancer_seed(self.seed, step),
+      seed,
       self.cross.first_row(self.global_batch_size),
       self.cross.sum,
       self.cross.replicas,
@@ -391,8 +406,11 @@ class TrainLoop:
     def apply() -> dict[str, tf.Tensor]:
       with tf.name_scope("optimizer"):
         self.optimizer.apply_gradients(zip(grads, variables))
+      seen = stats
+      if self.balancer.needs_losses_after_update:
+        seen = dataclasses.replace(stats, losses_after=self._losses_after(features, labels))
       with tf.name_scope("balancer"):
-        return self.balancer.update(stats)
+        return self.balancer.update(seen)
 
     if careful:
       inputs_ok = self.cross.all_true(guard.all_finite(objective, losses, grads))
@@ -431,7 +449,9 @@ class TrainLoop:
       )
 
       def update(losses, task_grads, step):
-        return self.balancer.update(StepStats(losses, task_grads, scope, step, seed=balancer_seed(self.seed, step)))
+        return self.balancer.update(
+          StepStats(losses, task_grads, scope, step, seed=balancer_seed(self.seed, step), losses_after=losses)
+        )
 
       def probe(losses, task_grads, step):
         return self._first_replica(self.strategy.run(update, args=(losses, task_grads, step)))
