@@ -114,6 +114,26 @@ def _(place):
   return [*SMALL_RUN_FLAGS, "--balancer=graddrop", "--graddrop_leak=1.5"], ["--graddrop_leak", "[0, 1]"]
 
 
+@case("flag-dwa_temperature-zero")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=dwa", "--dwa_temperature=0"], ["--dwa_temperature", "above 0"]
+
+
+@case("flag-stch_mu-negative")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=stch", "--stch_mu=-1"], ["--stch_mu", "above 0"]
+
+
+@case("flag-rlw_distribution-unknown")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=rlw", "--rlw_distribution=cauchy"], ["--rlw_distribution", "dirichlet"]
+
+
+@case("flag-famo_min_losses-unknown-task")
+def _(place):
+  return [*SMALL_RUN_FLAGS, "--balancer=famo", "--famo_min_losses=colour:0.1"], ["--famo_min_losses", "colour"]
+
+
 @case("flag-task_weights-every-task-zero")
 def _(place):
   return [*SMALL_RUN_FLAGS, "--task_weights=price:0,kind:0"], ["--task_weights", "weight 0", "price, kind"]
