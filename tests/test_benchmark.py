@@ -59,6 +59,46 @@ class FakeLoopTimer:
     return self.rate
 
 
+class DriftingLoopTimer(FakeLoopTimer):
+  """A machine whose speed drifts: it slows by 10% after every timing of a balancer other than fixed."""
+
+  speed = 1.0
+
+  def steps_per_s(self) -> float:
+    rate = self.rate * DriftingLoopTimer.speed
+    if self.setting["balancer"] != "fixed":
+      DriftingLoopTimer.speed /= 1.1
+    return rate
+
+
+def test_time_vs_fixed_pairs_each_repetition_with_the_baseline_timed_just_before(monkeypatch, without_op_determinism):
+  """The true ratios survive a drifting machine: each balancer's repetition is compared with a baseline timing
+  taken next to it, not with the baseline's median from the start of the repetition."""
+  FakeFitTimer.made, FakeLoopTimer.made = [], []
+  DriftingLoopTimer.speed = 1.0
+  monkeypatch.setattr(benchmark, "FitTimer", FakeFitTimer)
+  monkeypatch.setattr(benchmark, "LoopTimer", DriftingLoopTimer)
+  names = ["fixed", "mgda", "rlw"]
+  result = benchmark.measure(
+    names,
+    repeats=3,
+    batch_size=32,
+    num_train=320,
+    large_steps=0,
+    wall_long_steps=0,
+    gradient_batches=0,
+    log=lambda m: None,
+  )
+  own = {(t.setting["balancer"], t.setting["jit"]): t.rate for t in FakeLoopTimer.made[: 2 * len(names)]}
+  for name in names[1:]:
+    for loop_mode, jit in (("xla", "on"), ("graph", "off")):
+      assert result[f"{name}_{loop_mode}_time_vs_fixed"] == pytest.approx(own[("fixed", jit)] / own[(name, jit)])
+      if name == "rlw":  # timed after mgda's two timings slowed the machine: unpaired medians are off
+        unpaired = result[f"fixed_{loop_mode}_steps_per_s"] / result[f"{name}_{loop_mode}_steps_per_s"]
+        assert unpaired != pytest.approx(own[("fixed", jit)] / own[(name, jit)], rel=1e-3)
+    assert len(result["paired_time_vs_fixed"][f"{name}_xla"]) == 3
+
+
 def test_measure_reports_every_key_with_the_right_ratios(monkeypatch, without_op_determinism):
   """The benchmark's bookkeeping, on fake timers: every key, each ratio from the measurements it names,
   each variant measured under its own setting. (The timers themselves: the test below.)"""

@@ -30,7 +30,8 @@ regression `price` + 3-class `kind`) and the same batch size:
 Each loop measurement is warmed up first (so tracing and compilation are
 excluded), then timed --repeats times, interleaved (seed fit, tuned fit,
 balancers, seed fit, ...), and the median is reported, because a small machine
-is noisy.
+is noisy. A balancer's time relative to `fixed` is the median of paired ratios:
+each of its repetitions against one of `fixed`'s timed just before it.
 
 Prints a table, and as the last line of stdout one JSON object with the results.
 """
@@ -600,6 +601,8 @@ def measure(
   log("warming up tuned fit (1 epoch, XLA compile)…")
   tuned = seed_model(x.shape[1], num_classes, seed, steps_per_execution=TUNED_STEPS_PER_EXECUTION, jit_compile=True)
   timers["tuned_fit"] = FitTimer(tuned, x, ys, batch_size, fit_epochs).steps_per_s
+  # Each other balancer's repetition is paired with one of the baseline's, timed just before it.
+  paired_total = loop_total + repeats * loop_calls * loop_steps * (len(names) - 1)
   for name in names:
     for loop_mode in MODES:
       key = f"{name}_{loop_mode}"
@@ -609,7 +612,7 @@ def measure(
         batch_size,
         seed,
         num_train,
-        loop_total,
+        paired_total if name == BASELINE else loop_total,
         max(loop_steps, warmup_steps),
         config_lib.JitMode.ON if loop_mode == "xla" else config_lib.JitMode.OFF,
         hidden_units,
@@ -636,13 +639,24 @@ def measure(
     timers[variant.key], compile_s[variant.key] = timer.steps_per_s, timer.compile_s
 
   samples: dict[str, list[float]] = {key: [] for key in timers}
+  # A step of a few tens of µs is timed over ~0.3 s, and this machine's speed drifts between
+  # runs of seconds (measured: `fixed` 31k-56k steps/s within one invocation, slow and fast
+  # spells each lasting several balancers' timings). A balancer's time vs `fixed` is therefore
+  # the median of paired ratios, each against the baseline timed just before it in the same mode.
+  paired: dict[str, list[float]] = {f"{n}_{m}": [] for n in names if n != BASELINE for m in MODES}
   for r in range(repeats):
     for key, steps_per_s in timers.items():
       log(f"timing {key.replace('_', ' ')} {r + 1}/{repeats}…")
-      samples[key].append(steps_per_s())
+      if key in paired:
+        baseline = timers[f"{BASELINE}_{key.rsplit('_', 1)[1]}"]()
+        samples[key].append(steps_per_s())
+        paired[key].append(baseline / samples[key][-1])
+      else:
+        samples[key].append(steps_per_s())
 
   rate = {key: statistics.median(values) for key, values in samples.items()}
   result: dict = {f"{key}_steps_per_s": value for key, value in rate.items()}
+  result["paired_time_vs_fixed"] = paired
   result.update({f"{key}_compile_s": value for key, value in compile_s.items()})
   result.update({f"{name}_steps_per_s": rate[f"{name}_{mode}"] for name in names})
   result["default_mode"] = mode
@@ -658,8 +672,8 @@ def measure(
   for name in names:
     if name == BASELINE:
       continue
-    for loop_mode in MODES:  # = step time of name / step time of fixed, in that mode
-      result[f"{name}_{loop_mode}_time_vs_fixed"] = rate[f"{BASELINE}_{loop_mode}"] / rate[f"{name}_{loop_mode}"]
+    for loop_mode in MODES:  # = step time of name / step time of fixed, in that mode: the median paired ratio
+      result[f"{name}_{loop_mode}_time_vs_fixed"] = statistics.median(paired[f"{name}_{loop_mode}"])
     result[f"{name}_time_vs_fixed"] = result[f"{name}_{mode}_time_vs_fixed"]
   if gradient_batches:
     result.update(
