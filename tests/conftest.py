@@ -322,7 +322,8 @@ def build_config(
   tests parametrized over the mode, and every in-process CLI run, which keeps
   the default `--jit_compile=auto`).
   """
-  model_params = {"hidden_units": (16, 8), **(model_params or {})}
+  # Small by default: shared-bottom's trunk (other architectures keep their defaults unless given).
+  model_params = {**({"hidden_units": (16, 8)} if model == "shared_bottom" else {}), **(model_params or {})}
   loop = {
     "batch_size": 32,
     "train_steps": 20,

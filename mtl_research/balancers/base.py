@@ -3,9 +3,9 @@
 The step asks a balancer three questions and never tests its name:
 
 1. `gradient_scope`: which per-task gradients must I compute for you?
-   NONE (loss weighting: uncertainty, DWA, ...), LAST_SHARED (the kernel of the
-   last shared layer: GradNorm), SHARED (every shared variable: PCGrad, MGDA,
-   CAGrad, ...) or REPRESENTATION (the shared representation Z, the trunk's
+   NONE (loss weighting: uncertainty, DWA, ...), LAST_SHARED (the variables of
+   the last shared layer, the architecture's `gradnorm_variables`: GradNorm),
+   SHARED (every shared variable: PCGrad, MGDA, CAGrad, ...) or REPRESENTATION (the shared representation Z, the trunk's
    output: MGDA-UB, GradDrop; `aggregate` then returns the gradient of Z that
    the step back-propagates through the trunk, one backward pass). The step
    computes only those, and their Gramian if `needs_gramian`. A balancer that
@@ -72,7 +72,7 @@ class Schedule:
 
 class GradientScope(enum.Enum):
   NONE = "none"
-  LAST_SHARED = "last_shared"
+  LAST_SHARED = "last_shared"  # the model's `gradnorm_variables`
   SHARED = "shared"
   # The shared representation Z (the trunk's output): `task_grads` holds each task's ∇_Z L_t.
   REPRESENTATION = "representation"

@@ -4,7 +4,10 @@ Importing this package registers every architecture listed below; to add one,
 write its module and add one import line here.
 """
 
-from mtl_research.models import shared_bottom  # noqa: F401  (registers "shared_bottom")
+from mtl_research.models import (
+  mmoe,  # noqa: F401  (registers "mmoe")
+  shared_bottom,  # noqa: F401  (registers "shared_bottom")
+)
 from mtl_research.models.registry import ARCHITECTURES
 
 __all__ = ["ARCHITECTURES"]

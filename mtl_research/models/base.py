@@ -4,10 +4,51 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
+from mtl_research.params import FLOAT, INT, Param
+
+# Flags every architecture reads (one Param object each, so that the flag is defined once).
+COMMON_PARAMS = (
+  Param(
+    "dropout",
+    FLOAT,
+    0.0,
+    "Dropout rate after each hidden layer (trunk, experts, towers), in [0, 1).",
+    lower=0.0,
+    below=1.0,
+  ),
+  Param("l2", FLOAT, 0.0, "L2 penalty on every Dense kernel.", lower=0.0),
+  Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
+)
+
+
+def dense_stack(
+  owner: tf.keras.layers.Layer, prefix: str, units: Sequence[int], l2: float, dropout: float
+) -> tuple[list, list]:
+  """ReLU Dense layers of widths `units` and their dropouts (none at rate 0), tracked on `owner`."""
+  regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
+  layers = track(
+    owner,
+    prefix,
+    [
+      tf.keras.layers.Dense(width, activation="relu", kernel_regularizer=regularizer, name=f"{prefix}{i}")
+      for i, width in enumerate(units)
+    ],
+  )
+  dropouts = track(owner, f"{prefix}dropout_", [Dropout(dropout) for _ in layers] if dropout > 0 else [])
+  return layers, dropouts
+
+
+def run_stack(layers: Sequence, dropouts: Sequence, hidden: tf.Tensor, training: bool) -> tf.Tensor:
+  for i, layer in enumerate(layers):
+    hidden = layer(hidden)
+    if dropouts:
+      hidden = dropouts[i](hidden, training=training)
+  return hidden
 
 
 def track(owner: tf.keras.layers.Layer, prefix: str, layers):
@@ -98,16 +139,25 @@ class MultiTaskModel(tf.keras.Model):
   """A model mapping a features dict to a dict of per-task logits.
 
   Subclasses must create their layers in `__init__` (layers held in a list or
-  dict go through `track`), start `call` with
-  `self.encoder(features)`, and tell the balancers which variables are shared
-  between tasks (the encoder's embeddings are):
+  dict go through `track`), start `forward` with
+  `self.encoder(features)`, and declare from their own structure what the
+  balancers and the step need (the encoder's embeddings are shared):
 
   * `shared_variables`: every trainable variable that more than one task's loss
     depends on (gradient-aggregation balancers combine per-task gradients here);
-  * `last_shared_kernel`: the kernel of the last shared layer, the W of GradNorm;
+  * `task_variables(task)`: the trainable variables only that task's loss
+    depends on (its head, tower, gate);
+  * `gradnorm_variables`: GradNorm's W, the variables of the last shared
+    layer (one kernel for a trunk; for an architecture with several parallel
+    shared blocks, the last layer of each, in a fixed order);
   * `forward(features, training)`: the outputs and the shared representation
-    Z they are computed from (the trunk's output), for balancers that weigh
-    the tasks' gradients with respect to Z (`call` returns the outputs only).
+    Z they are computed from (the trunk's output; for a mixture of experts the
+    experts' outputs, concatenated), for balancers that weigh the tasks'
+    gradients with respect to Z (`call` returns the outputs only).
+
+  Shared and task variables together are every trainable variable, each in
+  exactly one of them; tests/test_architectures.py checks every registered
+  architecture's declaration against what its losses actually reach.
   """
 
   def __init__(
@@ -131,9 +181,24 @@ class MultiTaskModel(tf.keras.Model):
   def shared_variables(self) -> list[tf.Variable]:
     raise NotImplementedError
 
-  @property
-  def last_shared_kernel(self) -> tf.Variable:
+  def task_variables(self, task: str) -> list[tf.Variable]:
     raise NotImplementedError
+
+  @property
+  def gradnorm_variables(self) -> list[tf.Variable]:
+    raise NotImplementedError
+
+  def parameter_counts(self) -> dict:
+    """{"total": n, "shared": n, "per_task": {task: n}}: trainable scalars, for comparing architectures."""
+
+    def size(variables) -> int:
+      return int(sum(int(np.prod(v.shape)) for v in variables))
+
+    return {
+      "total": size(self.trainable_variables),
+      "shared": size(self.shared_variables),
+      "per_task": {task.name: size(self.task_variables(task.name)) for task in self.task_specs},
+    }
 
   def build_for(self, features: Mapping[str, tf.Tensor]) -> None:
     """Creates all variables by running one forward pass on example features."""

@@ -11,15 +11,13 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.features import FeatureSpec
 from mtl_research.models import base
 from mtl_research.models.registry import ARCHITECTURES
-from mtl_research.params import FLOAT, INT, INTS, Param
+from mtl_research.params import INTS, Param
 
 keras = tf.keras
 
 PARAMS = (
   Param("hidden_units", INTS, "128,64", "Widths of the shared trunk's Dense layers.", lower=1),
-  Param("dropout", FLOAT, 0.0, "Dropout rate after each trunk layer, in [0, 1).", lower=0.0, below=1.0),
-  Param("l2", FLOAT, 0.0, "L2 penalty on trunk and head kernels.", lower=0.0),
-  Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
+  *base.COMMON_PARAMS,
 )
 
 
@@ -70,9 +68,16 @@ class SharedBottom(base.MultiTaskModel):
   def shared_variables(self) -> list[tf.Variable]:
     return list(self.encoder.trainable_variables) + [v for layer in self.trunk for v in layer.trainable_variables]
 
+  def task_variables(self, task: str) -> list[tf.Variable]:
+    return list(self.heads[task].trainable_variables)
+
   @property
   def last_shared_kernel(self) -> tf.Variable:
     return self.trunk[-1].kernel
+
+  @property
+  def gradnorm_variables(self) -> list[tf.Variable]:
+    return [self.last_shared_kernel]
 
 
 @ARCHITECTURES.register("shared_bottom", params=PARAMS)

@@ -30,6 +30,12 @@ from mtl_research.train.tensorboard_meta import HParamValue, write_run_metadata
 from mtl_research.train.writers import MetricWriter, ScalarWriter, per_task
 
 
+def parameter_line(counts: Mapping) -> str:
+  """The log line of a model's trainable parameter counts (total, shared, per task)."""
+  per_task = ", ".join(f"{task} {n:,}" for task, n in counts["per_task"].items())
+  return f"Parameters: {counts['total']:,} trainable, {counts['shared']:,} shared; per task: {per_task}."
+
+
 class Trainer:
   """Trains one configuration into one run directory."""
 
@@ -141,7 +147,10 @@ class Trainer:
         prefixes.append(tags.CONFLICT_GRAD_NORM)
       # The run's name (a sweep's runs/<name>) is the HParams dashboard's trial ID.
       trial_id = os.path.basename(os.path.normpath(self.run_dir.path))
-      write_run_metadata(self.run_dir.eval_logdir, trial_id, self.hparams, self.bundle.tasks, prefixes)
+      counts = self.parts.model.parameter_counts()
+      # As text, like every integer hparam: the dashboard prints numbers with five significant digits.
+      sizes = {"parameters_total": str(counts["total"]), "parameters_shared": str(counts["shared"])}
+      write_run_metadata(self.run_dir.eval_logdir, trial_id, {**self.hparams, **sizes}, self.bundle.tasks, prefixes)
     if self.checkpoints.latest_number is None:
       self.checkpoints.save(start)  # the last good state until the first periodic checkpoint
     train_writer = ScalarWriter(self.run_dir.train_logdir)
@@ -153,6 +162,7 @@ class Trainer:
     progress = TrainingProgress(self.task_names, total, window)
     progress.start(start)
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
+    self.log(parameter_line(self.parts.model.parameter_counts()))
     try:
       while step < total:
         self._honour_stop(step, total)
@@ -334,6 +344,7 @@ class Trainer:
       "selection": selected,
       "single_task": self.config.single_task or None,
       "steps": int(self.parts.global_step.numpy()),
+      "parameters": self.parts.model.parameter_counts(),
       "balancer": self.config.balancer.name,
       "dataset": self.config.dataset.name,
       "tasks": {

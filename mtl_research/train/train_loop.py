@@ -45,6 +45,18 @@ def flatten(tensors) -> tf.Tensor:
   return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
 
 
+def gradients(tape: tf.GradientTape, target, variables, output_gradients=None) -> list:
+  """`tape.gradient` of `target` for `variables`, zeros (of each variable's own shape and dtype) where unconnected.
+
+  Not `unconnected_gradients=ZERO`: TensorFlow then makes the zeros with the
+  variable's `dtype`, which a Keras 3 variable gives as a string ("float32"),
+  and fails (for example the L2 penalty's gradient of a bias, which it does not reach).
+  """
+  variables = list(variables)
+  grads = tape.gradient(target, variables, output_gradients=output_gradients)
+  return [tf.zeros(v.shape, tf.as_dtype(v.dtype)) if g is None else g for g, v in zip(grads, variables)]
+
+
 def conflict_stats(task_grads: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
   """Pairwise cosine [T, T] and norms [T] of flattened per-task gradients."""
   stacked = tf.stack(task_grads)
@@ -172,7 +184,7 @@ class TrainLoop:
     """The variables whose per-task gradients the balancer's scope asks for (REPRESENTATION: the shared ones)."""
     scope = self.balancer.gradient_scope
     if scope == GradientScope.LAST_SHARED:
-      return (self.model.last_shared_kernel,)
+      return tuple(self.model.gradnorm_variables)
     if scope in (GradientScope.SHARED, GradientScope.REPRESENTATION):
       return tuple(self.model.shared_variables)
     return ()
@@ -225,7 +237,7 @@ class TrainLoop:
       return self._assembled(tape, objective, regularization, stats, local_task_grads)
     scope_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in variables if id(v) not in scope_ids]
-    grads = tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = gradients(tape, objective, others)
     with tf.name_scope("balancer"):
       shared = self.cross.divide_among_replicas(self.balancer.aggregate(stats))
     # The aggregated gradient replaces the task terms only; regularization still applies.
@@ -243,17 +255,12 @@ class TrainLoop:
     """
     shared_ids = {id(v) for v in stats.scope_variables}
     others = [v for v in self.trained_variables if id(v) not in shared_ids]
-    grads = self._share_joint(
-      tape.gradient(objective, others, unconnected_gradients=tf.UnconnectedGradients.ZERO), others
-    )
+    grads = self._share_joint(gradients(tape, objective, others), others)
     with tf.name_scope("balancer"):
       (gradient_of_z,) = self.balancer.aggregate(stats)
     shared = list(stats.scope_variables)
-    through = tape.gradient(
-      representation,
-      shared,
-      output_gradients=tf.stop_gradient(tf.cast(gradient_of_z, representation.dtype)),
-      unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    through = gradients(
+      tape, representation, shared, output_gradients=tf.stop_gradient(tf.cast(gradient_of_z, representation.dtype))
     )
     return grads + self._plus_regularization(tape, regularization, shared, through), others + shared
 
@@ -265,7 +272,7 @@ class TrainLoop:
     """
     if not self.model.losses:
       return list(grads)
-    reg = tape.gradient(regularization, list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    reg = gradients(tape, regularization, variables)
     return [g + r for g, r in zip(grads, reg)]
 
   def _assembled(self, tape, objective, regularization, stats: StepStats, local_task_grads) -> tuple[list, list]:
@@ -310,9 +317,7 @@ class TrainLoop:
       # training=False: a diagnostic must not draw dropout masks, or turning it
       # on would change the random numbers, and so the results, of training.
       losses = self.task_losses(labels, self.model(features, training=False))
-    grads = [
-      flatten(tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO)) for loss in losses
-    ]
+    grads = [flatten(gradients(tape, loss, shared)) for loss in losses]
     return conflict_stats(self.cross.sum(grads))
 
   def _apply_careful(self, ok: tf.Tensor, apply) -> dict[str, tf.Tensor]:
@@ -377,10 +382,7 @@ class TrainLoop:
       if self.balancer.needs_gramian:
         gramian = self.cross.sum(gramian_of(task_grads))
     elif scope_variables:
-      local_task_grads = tuple(
-        tuple(tape.gradient(loss, scope_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-        for loss in task_losses
-      )
+      local_task_grads = tuple(tuple(gradients(tape, loss, scope_variables)) for loss in task_losses)
       task_grads = self.cross.sum(local_task_grads)
       if self.balancer.needs_gramian:
         gramian = gramian_of(task_grads)

@@ -1,0 +1,129 @@
+"""MMoE, multi-gate mixture-of-experts: Ma, Zhao, Yi, Chen, Hong & Chi, "Modeling Task Relationships in
+Multi-task Learning with Multi-gate Mixture-of-Experts", KDD 2018, §4.2–4.3, Eqs. (5)–(6):
+
+  y_k = h^k(f^k(x)),   f^k(x) = Σ_{i=1}^{n} g^k(x)_i · f_i(x),   g^k(x) = softmax(W_{gk} x),
+
+with n experts f_i (here each a stack of ReLU Dense layers, `--expert_units`), one softmax gate per task
+on the input x (the encoded features, `W_{gk}` of shape [d, n], no bias, as in the paper), and one tower
+h^k per task (ReLU Dense layers `--tower_units`, then the task's output layer).
+
+What the model declares (models/base.py): the experts and the feature encoder are shared (every task's
+gate mixes every expert); each task's gate, tower and output layer are its own. The shared
+representation Z is the experts' outputs concatenated, [batch, n·d_e]: every task's mixture reads it,
+so ∇_Z L_t is each task's gradient with respect to all the experts. GradNorm's W is the last layer's
+kernel of every expert: together they are the last shared layer (the paper's GradNorm uses the last
+shared layer; in MMoE that is n parallel layers, none of which alone carries every task's gradient).
+
+Defaults: 8 experts (the paper's synthetic and census experiments), one expert layer of 64 units and
+one tower layer of 32: about the size of shared-bottom's default trunk on the tutorial data (the run
+logs both counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.features import FeatureSpec
+from mtl_research.models import base
+from mtl_research.models.registry import ARCHITECTURES
+from mtl_research.params import INT, INTS, Param
+
+EXPERT_PARAMS = (
+  Param("num_experts", INT, 8, "Experts of a mixture-of-experts architecture (mmoe).", lower=1),
+  Param("expert_units", INTS, "64", "Widths of each expert's ReLU Dense layers.", lower=1),
+  Param("tower_units", INTS, "32", "Widths of each task tower's ReLU Dense layers (before its output layer).", lower=1),
+)
+PARAMS = (*EXPERT_PARAMS, *base.COMMON_PARAMS)
+
+
+class MMoE(base.MultiTaskModel):
+  """Shared experts, one softmax gate and one tower per task (Ma et al. 2018)."""
+
+  def __init__(
+    self,
+    task_specs: Sequence[tasks_lib.TaskSpec],
+    feature_spec: FeatureSpec,
+    num_experts: int,
+    expert_units: Sequence[int],
+    tower_units: Sequence[int],
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    embedding_dim: int = 8,
+  ):
+    super().__init__(task_specs, feature_spec, embedding_dim)
+    self.num_experts = int(num_experts)
+    self.expert_width = int(expert_units[-1])
+    regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
+    self.experts = [base.dense_stack(self, f"expert{e}_", expert_units, l2, dropout) for e in range(self.num_experts)]
+    self.gates = base.track(
+      self,
+      "gate_",
+      {
+        task.name: tf.keras.layers.Dense(
+          self.num_experts, use_bias=False, kernel_regularizer=regularizer, name=f"gate_{task.name}"
+        )
+        for task in task_specs
+      },
+    )
+    self.towers = {
+      task.name: base.dense_stack(self, f"tower_{task.name}_", tower_units, l2, dropout) for task in task_specs
+    }
+    self.heads = base.track(
+      self,
+      "head_",
+      {
+        task.name: tf.keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
+        for task in task_specs
+      },
+    )
+
+  def gate_weights(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+    """g^k(x) per task, [batch, n], rows summing to 1."""
+    return {name: tf.nn.softmax(gate(encoded), axis=-1) for name, gate in self.gates.items()}
+
+  def forward(
+    self, features: Mapping[str, tf.Tensor], training: bool = False
+  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    encoded = self.encoder(features)
+    expert_outputs = [base.run_stack(layers, drops, encoded, training) for layers, drops in self.experts]
+    representation = tf.concat(expert_outputs, axis=-1)  # Z = [f_1(x), ..., f_n(x)]
+    stacked = tf.reshape(representation, [-1, self.num_experts, self.expert_width])
+    outputs = {}
+    for name, gates in self.gate_weights(encoded).items():
+      mixed = tf.einsum("be,bed->bd", gates, stacked)  # f^k(x) = Σ_i g^k(x)_i f_i(x)
+      layers, drops = self.towers[name]
+      outputs[name] = self.heads[name](base.run_stack(layers, drops, mixed, training))
+    return outputs, representation
+
+  @property
+  def shared_variables(self) -> list[tf.Variable]:
+    experts = [v for layers, _ in self.experts for layer in layers for v in layer.trainable_variables]
+    return list(self.encoder.trainable_variables) + experts
+
+  def task_variables(self, task: str) -> list[tf.Variable]:
+    layers, _ = self.towers[task]
+    tower = [v for layer in layers for v in layer.trainable_variables]
+    return list(self.gates[task].trainable_variables) + tower + list(self.heads[task].trainable_variables)
+
+  @property
+  def gradnorm_variables(self) -> list[tf.Variable]:
+    return [layers[-1].kernel for layers, _ in self.experts]
+
+
+@ARCHITECTURES.register("mmoe", params=PARAMS)
+def build(task_specs: Sequence[tasks_lib.TaskSpec], feature_spec: FeatureSpec, params: Mapping[str, Any]) -> MMoE:
+  """Multi-gate mixture-of-experts (Ma et al., KDD 2018)."""
+  return MMoE(
+    task_specs,
+    feature_spec,
+    params["num_experts"],
+    params["expert_units"],
+    params["tower_units"],
+    params["dropout"],
+    params["l2"],
+    params["embedding_dim"],
+  )

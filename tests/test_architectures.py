@@ -1,0 +1,171 @@
+"""Every registered architecture against the interface the step and the balancers rely on (models/base.py).
+
+The declaration of shared and task-specific variables is checked against what each task's loss actually
+reaches on a tape, so a wrong declaration fails here, whoever adds the next architecture: a variable
+reached by more than one task's loss must be in `shared_variables`, one reached by exactly one task's in
+that task's `task_variables`, and the two together are every trainable variable. GradNorm's variables
+are shared; the representation Z reaches every task and every shared variable reaches Z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+try:
+  from tests.conftest import build_config, make_bundle
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+  from conftest import build_config, make_bundle
+
+from mtl_research import tasks as tasks_lib
+from mtl_research.balancers import BALANCERS
+from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
+from mtl_research.models import ARCHITECTURES
+from mtl_research.train import components as components_lib
+
+FEATURES = FeatureSpec(numeric_dim=5, embedded_vocab_sizes=(4, 7))
+BATCH = 6
+
+
+def mixed_tasks(count: int) -> tuple[tasks_lib.TaskSpec, ...]:
+  """`count` tasks alternating regression and 3-class classification."""
+  return tuple(
+    tasks_lib.TaskSpec(f"reg{i}", tasks_lib.REGRESSION)
+    if i % 2 == 0
+    else tasks_lib.TaskSpec(f"cls{i}", tasks_lib.CLASSIFICATION, 3)
+    for i in range(count)
+  )
+
+
+def default_params(name: str, **overrides) -> dict:
+  params = {p.name: p.parse(p.default) for p in ARCHITECTURES.get(name).params}
+  params.update(overrides)
+  return params
+
+
+def build(name: str, task_specs, **overrides):
+  model = ARCHITECTURES.get(name).component(task_specs, FEATURES, default_params(name, **overrides))
+  features = example_features()
+  model.build_for(features)
+  return model, features
+
+
+def example_features(seed: int = 0) -> dict[str, tf.Tensor]:
+  rng = np.random.default_rng(seed)
+  return {
+    NUMERIC: tf.constant(rng.normal(size=(BATCH, FEATURES.numeric_dim)), tf.float32),
+    EMBEDDED: tf.constant(
+      np.stack([rng.integers(0, size, BATCH) for size in FEATURES.embedded_vocab_sizes], axis=1), tf.int32
+    ),
+  }
+
+
+def reach(model, features) -> tuple[dict[int, set[str]], dict[str, bool]]:
+  """For each trainable variable (by id), the tasks whose loss it reaches; and whether each loss reaches Z.
+
+  "Reaches" is tape connectivity: the gradient of the task's output sum is not None (an embedding's
+  gradient is IndexedSlices, which counts).
+  """
+  with tf.GradientTape(persistent=True) as tape:
+    outputs, representation = model.forward(features, training=False)
+    scalars = {name: tf.reduce_sum(out) for name, out in outputs.items()}
+  reached: dict[int, set[str]] = {id(v): set() for v in model.trainable_variables}
+  for name, scalar in scalars.items():
+    for variable, grad in zip(model.trainable_variables, tape.gradient(scalar, model.trainable_variables)):
+      if grad is not None:
+        reached[id(variable)].add(name)
+  through_z = {name: tape.gradient(scalar, representation) is not None for name, scalar in scalars.items()}
+  return reached, through_z
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2, 4])
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_forward_shapes_for_mixed_tasks(name, num_tasks):
+  task_specs = mixed_tasks(num_tasks)
+  model, features = build(name, task_specs)
+  outputs, representation = model.forward(features, training=False)
+  assert sorted(outputs) == sorted(t.name for t in task_specs)
+  for task in task_specs:
+    assert tuple(outputs[task.name].shape) == (BATCH, task.output_units)
+  assert representation.shape.rank == 2 and representation.shape[0] == BATCH
+  np.testing.assert_array_equal(model(features)[task_specs[0].name].numpy(), outputs[task_specs[0].name].numpy())
+
+
+@pytest.mark.parametrize("num_tasks", [2, 4])
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_declared_sharing_matches_what_the_losses_reach(name, num_tasks):
+  task_specs = mixed_tasks(num_tasks)
+  model, features = build(name, task_specs)
+  reached, through_z = reach(model, features)
+  by_id = {id(v): v for v in model.trainable_variables}
+  shared = {id(v) for v in model.shared_variables}
+  assert len(shared) == len(model.shared_variables), "a shared variable declared twice"
+  want_shared = {key for key, tasks in reached.items() if len(tasks) > 1}
+  assert shared == want_shared, (
+    sorted(by_id[k].path for k in shared ^ want_shared),
+    "declared shared vs reached by several tasks",
+  )
+  declared_tasks = {task.name: {id(v) for v in model.task_variables(task.name)} for task in task_specs}
+  for task in task_specs:
+    want = {key for key, tasks in reached.items() if tasks == {task.name}}
+    assert declared_tasks[task.name] == want, (
+      task.name,
+      sorted(by_id[k].path for k in declared_tasks[task.name] ^ want),
+    )
+  covered = shared.union(*declared_tasks.values())
+  assert covered == set(by_id), sorted(by_id[k].path for k in set(by_id) - covered)
+  assert {id(v) for v in model.gradnorm_variables} <= shared and model.gradnorm_variables
+  assert all(through_z.values()), through_z
+  counts = model.parameter_counts()
+  assert counts["total"] == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+  assert counts["shared"] + sum(counts["per_task"].values()) == counts["total"]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_every_shared_variable_reaches_the_representation(name):
+  """Z is what the representation scope back-propagates through: every shared variable must feed it."""
+  model, features = build(name, mixed_tasks(2))
+  with tf.GradientTape() as tape:
+    _, representation = model.forward(features, training=False)
+    total = tf.reduce_sum(representation)
+  grads = tape.gradient(total, model.shared_variables)
+  assert all(g is not None for g in grads), [v.path for v, g in zip(model.shared_variables, grads) if g is None]
+
+
+def test_the_connectivity_check_catches_a_wrong_declaration():
+  """The check above can fail: a head declared shared is reached by one task only."""
+  task_specs = mixed_tasks(2)
+  model, features = build("shared_bottom", task_specs)
+  reached, _ = reach(model, features)
+  head = model.task_variables(task_specs[0].name)[0]
+  assert reached[id(head)] == {task_specs[0].name}
+  assert all(len(reached[id(v)]) == 2 for v in model.shared_variables)
+
+
+SMOKE_TASKS = mixed_tasks(2)
+SMOKE_BUNDLE = make_bundle(SMOKE_TASKS, num_train=64, num_eval=32)
+
+
+# shared_bottom × every balancer is test_compilation's XLA-vs-graph test; here every other architecture,
+# with dropout and L2 on (an L2 penalty does not reach the biases: that once crashed every aggregating
+# balancer), and the representation scope where a balancer offers it.
+@pytest.mark.parametrize("balancer", BALANCERS.names())
+@pytest.mark.parametrize("name", [n for n in ARCHITECTURES.names() if n != "shared_bottom"])
+def test_every_balancer_trains_every_architecture(name, balancer):
+  params = {"dropout": 0.1, "l2": 1e-4}
+  balancer_params = {}
+  if balancer in ("mgda", "pcgrad"):
+    balancer_params["gradient_scope"] = "representation"
+  config = build_config(
+    model=name,
+    model_params=params,
+    balancer=balancer,
+    balancer_params=balancer_params,
+    loop={"train_steps": 4, "steps_per_loop": 4},
+  )
+  parts = components_lib.build(config, SMOKE_BUNDLE)
+  before = [v.numpy().copy() for v in parts.model.shared_variables]
+  logs = parts.train_loop.run(4)
+  assert np.all(np.isfinite(logs["losses"])) and bool(logs["healthy"]), logs
+  assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, parts.model.shared_variables))
