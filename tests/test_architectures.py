@@ -169,3 +169,44 @@ def test_every_balancer_trains_every_architecture(name, balancer):
   logs = parts.train_loop.run(4)
   assert np.all(np.isfinite(logs["losses"])) and bool(logs["healthy"]), logs
   assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, parts.model.shared_variables))
+
+
+def test_mmoe_gates_sum_to_one_and_report_expert_utilization():
+  model, features = build("mmoe", mixed_tasks(2), num_experts=3)
+  encoded = model.encoder(features)
+  for gates in model.gate_weights(encoded).values():
+    np.testing.assert_allclose(gates.numpy().sum(axis=1), 1.0, rtol=1e-6)
+    assert gates.shape == (BATCH, 3)
+  summaries = model.summaries(features)
+  assert sorted(summaries) == sorted(f"gate/{t}/expert_{e}" for t in ("reg0", "cls1") for e in range(3))
+  for task, gates in model.gate_weights(encoded).items():
+    means = [float(summaries[f"gate/{task}/expert_{e}"]) for e in range(3)]
+    np.testing.assert_allclose(means, gates.numpy().mean(axis=0), rtol=1e-6)
+    assert sum(means) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_train_loop_logs_the_architectures_summaries():
+  config = build_config(model="mmoe", model_params={"num_experts": 2}, loop={"train_steps": 4, "steps_per_loop": 4})
+  parts = components_lib.build(config, SMOKE_BUNDLE)
+  logs = parts.train_loop.run(4)
+  for task in SMOKE_TASKS:
+    shares = [float(logs["diagnostics"][f"gate/{task.name}/expert_{e}"]) for e in range(2)]
+    assert sum(shares) == pytest.approx(1.0, rel=1e-5) and min(shares) > 0
+
+
+@pytest.mark.parametrize("name", [n for n in ARCHITECTURES.names() if n != "shared_bottom"])
+def test_a_restored_checkpoint_continues_exactly(tmp_path, name):
+  """Dropout on: the checkpoint holds the architecture's layers and their random state (shared-bottom's
+  resume is tests/test_balancer_resume.py and the interruption tests)."""
+  config = build_config(model=name, model_params={"dropout": 0.2}, loop={"train_steps": 13, "steps_per_loop": 13})
+  original = components_lib.build(config, SMOKE_BUNDLE)
+  original.train_loop.run(6)
+  manager = tf.train.CheckpointManager(original.checkpoint, str(tmp_path / "ckpt"), max_to_keep=1)
+  manager.save(checkpoint_number=6)
+  original.train_loop.run(7)
+  resumed = components_lib.build(config, SMOKE_BUNDLE)
+  resumed.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  resumed.train_loop.run(7)
+  assert len(original.model.variables) == len(resumed.model.variables)
+  for got, want in zip(resumed.model.variables, original.model.variables):
+    np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)

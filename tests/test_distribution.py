@@ -92,6 +92,20 @@ def test_mirrored_replicas_match_one_device(tmp_path, single, balancer):
   assert_weights_agree(path, reference, TOLERANCE)
 
 
+def test_mmoe_mirrored_replicas_match_one_device(tmp_path):
+  """An architecture other than shared-bottom: MMoE's experts, gates (and their utilization summaries,
+  averaged over the replicas' rows) under --strategy=mirrored against one device, with GradNorm on the
+  experts' last layers."""
+  run = tuple(flag for flag in RUN if not flag.startswith("--hidden_units"))  # shared-bottom's flag
+  flags = ("--model=mmoe", "--num_experts=3", "--expert_units=8", "--tower_units=4", "--balancer=gradnorm", *run)
+  paths = {name: str(tmp_path / name) for name in ("mirrored", "one")}
+  for name, extra in (("mirrored", MIRRORED), ("one", ())):
+    proc = run_train(f"--run_dir={paths[name]}", *flags, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  assert_metrics_agree(metrics_of(paths["mirrored"]), metrics_of(paths["one"]), 128, TOLERANCE)
+  assert_weights_agree(paths["mirrored"], paths["one"], TOLERANCE)
+
+
 def free_ports(count: int) -> list[int]:
   sockets = [socket.socket() for _ in range(count)]
   for sock in sockets:

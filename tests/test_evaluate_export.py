@@ -402,6 +402,44 @@ def test_probability_columns_are_plain_unique_names_whatever_the_class_names():
   assert evaluate_cli.probability_column("t", "a b") == evaluate_cli.probability_column("t", "a,b") == "t_p_a_b"
 
 
+def test_an_mmoe_saved_model_reloads_with_plain_tensorflow_and_predicts_as_evaluate(trained):
+  """Another architecture than shared-bottom's: its experts, gates and towers go into the SavedModel."""
+  base, _, paths, _ = trained
+  run = str(base / "mmoe_run")
+  proc = run_train(
+    f"--run_dir={run}",
+    "--dataset=csv",
+    f"--csv_path={paths['train']}",
+    f"--val_csv_path={paths['val']}",
+    f"--test_csv_path={paths['test']}",
+    "--tasks=price:regression,buy:classification,grade:classification",
+    "--embedding_threshold=4",
+    "--train_steps=40",
+    "--model=mmoe",
+    "--num_experts=3",
+    "--expert_units=8",
+    "--tower_units=4",
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  export_dir, predictions = str(base / "mmoe_export"), str(base / "mmoe_predictions.csv")
+  proc = run_evaluate(
+    f"--run_dir={run}", f"--csv_path={paths['test']}", f"--export_dir={export_dir}", f"--predictions_out={predictions}"
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(paths["test"], encoding="utf-8") as handle:
+    raw = list(csv.DictReader(handle))
+  out = tf.saved_model.load(export_dir).signatures["serve"](
+    x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
+    x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
+    color=tf.constant([r["color"] for r in raw]),
+    city=tf.constant([r["city"] for r in raw]),
+  )
+  with open(predictions, encoding="utf-8") as handle:
+    expected = list(csv.DictReader(handle))
+  np.testing.assert_allclose(out["price"].numpy(), [float(r["price"]) for r in expected], rtol=1e-4)
+  assert [v.decode() for v in out["grade"].numpy()] == [r["grade"] for r in expected]
+
+
 def test_two_tasks_that_would_share_a_saved_model_output_are_refused():
   from mtl_research import export as export_lib  # pylint: disable=g-import-not-at-top
   from mtl_research.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top

@@ -184,6 +184,15 @@ class MultiTaskModel(tf.keras.Model):
   def task_variables(self, task: str) -> list[tf.Variable]:
     raise NotImplementedError
 
+  def summaries(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Named scalars of a forward pass on `features` (an MoE's gate utilization), logged with the train scalars.
+
+    The step computes them once per loop call, on the last step's rows without
+    dropout, averaged over replicas; the default is none.
+    """
+    del features
+    return {}
+
   @property
   def gradnorm_variables(self) -> list[tf.Variable]:
     raise NotImplementedError

@@ -5,7 +5,9 @@ Multi-task Learning with Multi-gate Mixture-of-Experts", KDD 2018, §4.2–4.3, 
 
 with n experts f_i (here each a stack of ReLU Dense layers, `--expert_units`), one softmax gate per task
 on the input x (the encoded features, `W_{gk}` of shape [d, n], no bias, as in the paper), and one tower
-h^k per task (ReLU Dense layers `--tower_units`, then the task's output layer).
+h^k per task (ReLU Dense layers `--tower_units`, then the task's output layer). TensorBoard shows each
+task's mean gate weight per expert (`gate/<task>/expert_<i>`, expert utilization) on the last batch of
+each loop call.
 
 What the model declares (models/base.py): the experts and the feature encoder are shared (every task's
 gate mixes every expert); each task's gate, tower and output layer are its own. The shared
@@ -98,6 +100,11 @@ class MMoE(base.MultiTaskModel):
       layers, drops = self.towers[name]
       outputs[name] = self.heads[name](base.run_stack(layers, drops, mixed, training))
     return outputs, representation
+
+  def summaries(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Expert utilization: each task's mean gate weight of each expert (`gate/<task>/expert_<i>`)."""
+    means = {name: tf.reduce_mean(gates, axis=0) for name, gates in self.gate_weights(self.encoder(features)).items()}
+    return {f"gate/{name}/expert_{e}": mean[e] for name, mean in means.items() for e in range(self.num_experts)}
 
   @property
   def shared_variables(self) -> list[tf.Variable]:

@@ -507,12 +507,25 @@ class TrainLoop:
     logs["mean_losses"], logs["mean_objective"], logs["steps_counted"] = sums[0] / count, sums[1] / count, sums[2]
     return logs, record
 
+  def _model_summaries(self, block: tf.Tensor, last: tf.Tensor) -> dict:
+    """The architecture's `summaries` on the last step's rows (training=False: no dropout mask drawn), replica mean."""
+
+    def local(b, i):
+      features, _ = self.data.gather(self.cross.local_rows(_row(b, i)))
+      with tf.name_scope("model"):
+        values = self.model.summaries(features)
+      if not self.cross.active or not values:
+        return values
+      return {name: total / self.cross.replicas for name, total in self.cross.sum(values).items()}
+
+    return self._first_replica(self.strategy.run(local, args=(block, last)))
+
   def _loop_end(self, logs: dict, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
     """Adds what only reads state: the balancer's summaries and the conflict statistics."""
-    logs["diagnostics"] = {**logs["diagnostics"], **self.balancer.summaries()}
+    last = tf.maximum(num_steps - 1, 0)
+    logs["diagnostics"] = {**logs["diagnostics"], **self.balancer.summaries(), **self._model_summaries(block, last)}
     if not self.log_grad_conflict:
       return logs
-    last = tf.maximum(num_steps - 1, 0)
     if self.cross.active:
       # All-reduces cannot run inside tf.cond: computed at every loop's end.
       conflict = self._first_replica(
