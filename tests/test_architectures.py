@@ -133,6 +133,25 @@ def test_every_shared_variable_reaches_the_representation(name):
   assert all(g is not None for g in grads), [v.path for v, g in zip(model.shared_variables, grads) if g is None]
 
 
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_the_representation_is_a_cut_between_shared_and_task_variables(name):
+  """Every path from a shared variable to a task's loss passes through Z: back-propagating ∇_Z L_t
+  through the shared part gives ∇ L_t of every shared variable exactly (what the representation
+  scope relies on; an MoE whose gates read the features directly must put them in Z)."""
+  model, features = build(name, mixed_tasks(2))
+  with tf.GradientTape(persistent=True) as tape:
+    outputs, representation = model.forward(features, training=False)
+    scalars = [tf.reduce_sum(out**2) for out in outputs.values()]
+  for scalar in scalars:
+    direct = tape.gradient(scalar, model.shared_variables)
+    via_z = tape.gradient(
+      representation, model.shared_variables, output_gradients=tape.gradient(scalar, representation)
+    )
+    for variable, got, want in zip(model.shared_variables, via_z, direct):
+      got, want = tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy()
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+
+
 def test_the_connectivity_check_catches_a_wrong_declaration():
   """The check above can fail: a head declared shared is reached by one task only."""
   task_specs = mixed_tasks(2)

@@ -151,9 +151,11 @@ class MultiTaskModel(tf.keras.Model):
     layer (one kernel for a trunk; for an architecture with several parallel
     shared blocks, the last layer of each, in a fixed order);
   * `forward(features, training)`: the outputs and the shared representation
-    Z they are computed from (the trunk's output; for a mixture of experts the
-    experts' outputs, concatenated), for balancers that weigh the tasks'
-    gradients with respect to Z (`call` returns the outputs only).
+    Z they are computed from, for balancers that weigh the tasks' gradients
+    with respect to Z (`call` returns the outputs only). Z must be a cut:
+    every path from a shared variable to a task's output passes through it
+    (the trunk's output; for a mixture of experts whose gates read the input,
+    the input and the experts' outputs, concatenated).
 
   Shared and task variables together are every trainable variable, each in
   exactly one of them; tests/test_architectures.py checks every registered

@@ -11,8 +11,9 @@ each loop call.
 
 What the model declares (models/base.py): the experts and the feature encoder are shared (every task's
 gate mixes every expert); each task's gate, tower and output layer are its own. The shared
-representation Z is the experts' outputs concatenated, [batch, n·d_e]: every task's mixture reads it,
-so ∇_Z L_t is each task's gradient with respect to all the experts. GradNorm's W is the last layer's
+representation Z is the encoded input and the experts' outputs concatenated, [batch, d + n·d_e]: the
+cut between the shared and the task-specific part (the gates read x directly, so with embeddings x
+must be in Z for ∇_Z L_t to carry every path from the shared variables to the loss). GradNorm's W is the last layer's
 kernel of every expert: together they are the last shared layer (the paper's GradNorm uses the last
 shared layer; in MMoE that is n parallel layers, none of which alone carries every task's gradient).
 
@@ -92,10 +93,13 @@ class MMoE(base.MultiTaskModel):
   ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     encoded = self.encoder(features)
     expert_outputs = [base.run_stack(layers, drops, encoded, training) for layers, drops in self.experts]
-    representation = tf.concat(expert_outputs, axis=-1)  # Z = [f_1(x), ..., f_n(x)]
-    stacked = tf.reshape(representation, [-1, self.num_experts, self.expert_width])
+    # Z = [x, f_1(x), ..., f_n(x)]: the gates read x itself, so x belongs to the cut between the
+    # shared and the task-specific part (the embeddings reach every loss through the gates too).
+    representation = tf.concat([encoded, *expert_outputs], axis=-1)
+    width = encoded.shape[-1]
+    stacked = tf.reshape(representation[:, width:], [-1, self.num_experts, self.expert_width])
     outputs = {}
-    for name, gates in self.gate_weights(encoded).items():
+    for name, gates in self.gate_weights(representation[:, :width]).items():
       mixed = tf.einsum("be,bed->bd", gates, stacked)  # f^k(x) = Σ_i g^k(x)_i f_i(x)
       layers, drops = self.towers[name]
       outputs[name] = self.heads[name](base.run_stack(layers, drops, mixed, training))
