@@ -19,7 +19,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
   from conftest import build_config, make_bundle
 
 from mtl_research import tasks as tasks_lib
-from mtl_research.balancers import BALANCERS
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.models import ARCHITECTURES
 from mtl_research.train import components as components_lib
@@ -44,8 +43,15 @@ def default_params(name: str, **overrides) -> dict:
   return params
 
 
-def build(name: str, task_specs, **overrides):
-  model = ARCHITECTURES.get(name).component(task_specs, FEATURES, default_params(name, **overrides))
+# Every registered architecture at its defaults, and the variants whose structure differs (CGC is PLE
+# with one level; three levels have two intermediate ones).
+VARIANTS = {"ple:1": ("ple", {"ple_levels": 1}), "ple:3": ("ple", {"ple_levels": 3, "task_experts": 2})}
+CASES = [*ARCHITECTURES.names(), *VARIANTS]
+
+
+def build(case: str, task_specs, **overrides):
+  name, preset = VARIANTS.get(case, (case, {}))
+  model = ARCHITECTURES.get(name).component(task_specs, FEATURES, default_params(name, **preset, **overrides))
   features = example_features()
   model.build_for(features)
   return model, features
@@ -64,8 +70,9 @@ def example_features(seed: int = 0) -> dict[str, tf.Tensor]:
 def reach(model, features) -> tuple[dict[int, set[str]], dict[str, bool]]:
   """For each trainable variable (by id), the tasks whose loss it reaches; and whether each loss reaches Z.
 
-  "Reaches" is tape connectivity: the gradient of the task's output sum is not None (an embedding's
-  gradient is IndexedSlices, which counts).
+  "Reaches" is dependence: the gradient of the task's output sum is not None and not all zeros (at random
+  weights and inputs a real dependence gives a nonzero gradient; a structural zero, such as the slices of a
+  concatenation another task does not read, does not count).
   """
   with tf.GradientTape(persistent=True) as tape:
     outputs, representation = model.forward(features, training=False)
@@ -73,14 +80,14 @@ def reach(model, features) -> tuple[dict[int, set[str]], dict[str, bool]]:
   reached: dict[int, set[str]] = {id(v): set() for v in model.trainable_variables}
   for name, scalar in scalars.items():
     for variable, grad in zip(model.trainable_variables, tape.gradient(scalar, model.trainable_variables)):
-      if grad is not None:
+      if grad is not None and np.any(tf.convert_to_tensor(grad).numpy() != 0):
         reached[id(variable)].add(name)
   through_z = {name: tape.gradient(scalar, representation) is not None for name, scalar in scalars.items()}
   return reached, through_z
 
 
 @pytest.mark.parametrize("num_tasks", [1, 2, 4])
-@pytest.mark.parametrize("name", ARCHITECTURES.names())
+@pytest.mark.parametrize("name", CASES)
 def test_forward_shapes_for_mixed_tasks(name, num_tasks):
   task_specs = mixed_tasks(num_tasks)
   model, features = build(name, task_specs)
@@ -93,7 +100,7 @@ def test_forward_shapes_for_mixed_tasks(name, num_tasks):
 
 
 @pytest.mark.parametrize("num_tasks", [2, 4])
-@pytest.mark.parametrize("name", ARCHITECTURES.names())
+@pytest.mark.parametrize("name", CASES)
 def test_declared_sharing_matches_what_the_losses_reach(name, num_tasks):
   task_specs = mixed_tasks(num_tasks)
   model, features = build(name, task_specs)
@@ -122,7 +129,7 @@ def test_declared_sharing_matches_what_the_losses_reach(name, num_tasks):
   assert counts["shared"] + sum(counts["per_task"].values()) == counts["total"]
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES.names())
+@pytest.mark.parametrize("name", CASES)
 def test_every_shared_variable_reaches_the_representation(name):
   """Z is what the representation scope back-propagates through: every shared variable must feed it."""
   model, features = build(name, mixed_tasks(2))
@@ -133,7 +140,7 @@ def test_every_shared_variable_reaches_the_representation(name):
   assert all(g is not None for g in grads), [v.path for v, g in zip(model.shared_variables, grads) if g is None]
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES.names())
+@pytest.mark.parametrize("name", CASES)
 def test_the_representation_is_a_cut_between_shared_and_task_variables(name):
   """Every path from a shared variable to a task's loss passes through Z: back-propagating ∇_Z L_t
   through the shared part gives ∇ L_t of every shared variable exactly (what the representation
@@ -166,21 +173,37 @@ SMOKE_TASKS = mixed_tasks(2)
 SMOKE_BUNDLE = make_bundle(SMOKE_TASKS, num_train=64, num_eval=32)
 
 
-# shared_bottom × every balancer is test_compilation's XLA-vs-graph test; here every other architecture,
-# with dropout and L2 on (an L2 penalty does not reach the biases: that once crashed every aggregating
-# balancer), and the representation scope where a balancer offers it.
-@pytest.mark.parametrize("balancer", BALANCERS.names())
+# A balancer sees an architecture only through what the step hands it, so every path of the step is
+# run with every architecture: no per-task gradients (fixed), joint variables (uncertainty), a draw in
+# begin_step (rlw), the losses after the update (famo), the GradNorm layer (gradnorm), the shared
+# variables' Gramian (mgda) and aggregate (pcgrad, random orders), state shaped like the shared
+# variables (db_mtl), and the representation scope (mgda@representation, graddrop reading Z's rows).
+# Every balancer × shared_bottom is test_compilation's XLA-vs-graph test; the full product for the other
+# architectures would cost the suite ~25 s more for no path not covered here. Dropout and L2 are on
+# (an L2 penalty does not reach the biases: that once crashed every aggregating balancer).
+ENGINE_PATHS = [
+  "fixed",
+  "uncertainty",
+  "rlw",
+  "famo",
+  "gradnorm",
+  "mgda",
+  "pcgrad",
+  "db_mtl",
+  "mgda@representation",
+  "graddrop",
+]
+
+
+@pytest.mark.parametrize("balancer", ENGINE_PATHS)
 @pytest.mark.parametrize("name", [n for n in ARCHITECTURES.names() if n != "shared_bottom"])
-def test_every_balancer_trains_every_architecture(name, balancer):
-  params = {"dropout": 0.1, "l2": 1e-4}
-  balancer_params = {}
-  if balancer in ("mgda", "pcgrad"):
-    balancer_params["gradient_scope"] = "representation"
+def test_every_balancer_path_trains_every_architecture(name, balancer):
+  balancer, _, scope = balancer.partition("@")
   config = build_config(
     model=name,
-    model_params=params,
+    model_params={"dropout": 0.1, "l2": 1e-4},
     balancer=balancer,
-    balancer_params=balancer_params,
+    balancer_params={"gradient_scope": scope} if scope else {},
     loop={"train_steps": 4, "steps_per_loop": 4},
   )
   parts = components_lib.build(config, SMOKE_BUNDLE)

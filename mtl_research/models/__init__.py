@@ -6,6 +6,7 @@ write its module and add one import line here.
 
 from mtl_research.models import (
   mmoe,  # noqa: F401  (registers "mmoe")
+  ple,  # noqa: F401  (registers "ple")
   shared_bottom,  # noqa: F401  (registers "shared_bottom")
 )
 from mtl_research.models.registry import ARCHITECTURES

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
-from mtl_research.params import FLOAT, INT, Param
+from mtl_research.params import FLOAT, INT, INTS, Param
 
 # Flags every architecture reads (one Param object each, so that the flag is defined once).
 COMMON_PARAMS = (
@@ -24,6 +24,18 @@ COMMON_PARAMS = (
   Param("l2", FLOAT, 0.0, "L2 penalty on every Dense kernel.", lower=0.0),
   Param("embedding_dim", INT, 8, "Width of the embedding of each embedded categorical column.", lower=1),
 )
+
+
+# Flags of the architectures built from experts and towers (mmoe, ple).
+EXPERT_UNITS = Param("expert_units", INTS, "64", "Widths of each expert's ReLU Dense layers.", lower=1)
+TOWER_UNITS = Param(
+  "tower_units", INTS, "32", "Widths of each task tower's ReLU Dense layers (before its output layer).", lower=1
+)
+
+
+def mix(gates: tf.Tensor, experts: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Σ_i gates[:, i]·experts[i]: the gate-weighted sum of expert outputs ([batch, n] and n × [batch, d])."""
+  return tf.einsum("be,bed->bd", gates, tf.stack(list(experts), axis=1))
 
 
 def dense_stack(

@@ -33,14 +33,14 @@ from mtl_research import tasks as tasks_lib
 from mtl_research.features import FeatureSpec
 from mtl_research.models import base
 from mtl_research.models.registry import ARCHITECTURES
-from mtl_research.params import INT, INTS, Param
+from mtl_research.params import INT, Param
 
-EXPERT_PARAMS = (
+PARAMS = (
   Param("num_experts", INT, 8, "Experts of a mixture-of-experts architecture (mmoe).", lower=1),
-  Param("expert_units", INTS, "64", "Widths of each expert's ReLU Dense layers.", lower=1),
-  Param("tower_units", INTS, "32", "Widths of each task tower's ReLU Dense layers (before its output layer).", lower=1),
+  base.EXPERT_UNITS,
+  base.TOWER_UNITS,
+  *base.COMMON_PARAMS,
 )
-PARAMS = (*EXPERT_PARAMS, *base.COMMON_PARAMS)
 
 
 class MMoE(base.MultiTaskModel):
