@@ -45,6 +45,7 @@ class Param:
   lower: float | None = None  # inclusive lower bound for numbers
   below: float | None = None  # exclusive upper bound for numbers
   above: float | None = None  # exclusive lower bound for numbers (a temperature, a smoothing μ: > 0)
+  upper: float | None = None  # inclusive upper bound for numbers
   choices: tuple[str, ...] = ()  # for ENUM
 
   def parse(self, raw: Any) -> Any:
@@ -123,6 +124,8 @@ def _bounded(param: Param, value: float) -> float:
     raise UserError(f"--{param.name} value {value} must be below {param.below}.")
   if param.above is not None and not value > param.above:
     raise UserError(f"--{param.name} value {value} must be above {param.above}.")
+  if param.upper is not None and not value <= param.upper:
+    raise UserError(f"--{param.name} value {value} is above its maximum {param.upper}.")
   return value
 
 

@@ -252,3 +252,25 @@ def test_a_restored_checkpoint_continues_exactly(tmp_path, name):
   assert len(original.model.variables) == len(resumed.model.variables)
   for got, want in zip(resumed.model.variables, original.model.variables):
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)
+
+
+def test_cross_stitch_at_identity_is_independent_columns_and_starts_as_the_paper():
+  """α = I: each task's output is its own column's, as if trained alone (the other columns do not reach
+  it); the default unit has 0.9 on the diagonal and 0.1/(T − 1) elsewhere, rows summing to 1."""
+  task_specs = mixed_tasks(3)
+  model, features = build("cross_stitch", task_specs, cross_stitch_init=1.0)
+  with tf.GradientTape(persistent=True) as tape:
+    outputs, _ = model.forward(features)
+    scalars = {name: tf.reduce_sum(out**2) for name, out in outputs.items()}
+  for i, name in enumerate(model.names):
+    for j, other in enumerate(model.names):
+      grads = tape.gradient(scalars[name], model.columns[other][0][0].kernel)
+      assert (np.any(grads.numpy() != 0)) == (i == j), (name, other)
+  # The same output computed by the column alone, with no unit in between.
+  hidden = model.encoder(features)
+  for layer in model.columns[model.names[1]][0]:
+    hidden = layer(hidden)
+  np.testing.assert_allclose(outputs[model.names[1]].numpy(), model.heads[model.names[1]](hidden).numpy(), rtol=1e-6)
+  default, _ = build("cross_stitch", task_specs)
+  for unit in default.units:
+    np.testing.assert_allclose(unit.numpy(), [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]], rtol=1e-6)
