@@ -2,6 +2,7 @@
 
 import json
 import math
+import types
 
 import pytest
 from tensorflow.python.framework import config as tf_config  # the determinism switch's off side
@@ -97,6 +98,50 @@ def test_time_vs_fixed_pairs_each_repetition_with_the_baseline_timed_just_before
         unpaired = result[f"fixed_{loop_mode}_steps_per_s"] / result[f"{name}_{loop_mode}_steps_per_s"]
         assert unpaired != pytest.approx(own[("fixed", jit)] / own[(name, jit)], rel=1e-3)
     assert len(result["paired_time_vs_fixed"][f"{name}_xla"]) == 3
+
+
+class FakeModelTimer:
+  """A loop timer per (architecture, balancer) with its own rate, on a machine that slows down after each
+  timing of an architecture other than shared-bottom; `parts.model` answers what measure_models asks."""
+
+  speed = 1.0
+  made: list = []
+
+  def __init__(self, config, bundle, warmup_steps, steps, calls, keras_adam=False):
+    self.model_name, self.balancer = config.model.name, config.balancer.name
+    self.rate = 1000.0 + 111.0 * len(FakeModelTimer.made)
+    size = 100 * (1 + len(FakeModelTimer.made))
+    self.parts = types.SimpleNamespace(
+      model=types.SimpleNamespace(name=self.model_name, parameter_counts=lambda: {"total": size})
+    )
+    FakeModelTimer.made.append(self)
+
+  def steps_per_s(self) -> float:
+    rate = self.rate * FakeModelTimer.speed
+    if self.model_name != "shared_bottom":
+      FakeModelTimer.speed /= 1.1
+    return rate
+
+
+def test_measure_models_pairs_each_architecture_with_shared_bottom_and_reports_flops(monkeypatch):
+  FakeModelTimer.speed, FakeModelTimer.made = 1.0, []
+  monkeypatch.setattr(benchmark, "LoopTimer", FakeModelTimer)
+  layers = {"shared_bottom": [(10, 128), (128, 64), (64, 1)], "mmoe": [(10, 64)] * 9, "cross_stitch": [(10, 32)]}
+  monkeypatch.setattr(benchmark, "model_dense_shapes", lambda model: layers[model.name])
+  bundle = benchmark.synthetic_bundle(320, 0)
+  result = benchmark.measure_models(["mmoe", "cross_stitch"], bundle, 32, 0, 320, 1, 10, 1, 3, lambda m: None)
+  assert result["models"] == ["shared_bottom", "mmoe", "cross_stitch"]
+  rate = {(t.model_name, t.balancer): t.rate for t in FakeModelTimer.made}
+  assert sorted(rate) == sorted((m, b) for m in result["models"] for b in ("fixed", "gradnorm"))
+  for model in ("mmoe", "cross_stitch"):
+    for name in ("fixed", "gradnorm"):
+      # Paired with the baseline timed just before: the drift cancels.
+      assert result[f"{model}_{name}_time_vs_shared_bottom"] == pytest.approx(
+        rate[("shared_bottom", name)] / rate[(model, name)]
+      )
+    want = benchmark.dense_flops(layers[model], 32) / benchmark.dense_flops(layers["shared_bottom"], 32)
+    assert result[f"{model}_flops_vs_shared_bottom"] == pytest.approx(want)
+  assert result["shared_bottom_flops_per_step"] == benchmark.dense_flops(layers["shared_bottom"], 32)
 
 
 def test_measure_reports_every_key_with_the_right_ratios(monkeypatch, without_op_determinism):

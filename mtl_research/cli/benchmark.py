@@ -66,7 +66,7 @@ from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
 from mtl_research.errors import UserError  # noqa: E402
-from mtl_research.models import base  # noqa: E402
+from mtl_research.models import ARCHITECTURES, base  # noqa: E402
 from mtl_research.train import compilation  # noqa: E402
 from mtl_research.train import components as components_lib  # noqa: E402
 from mtl_research.train.train_loop import TrainLoop  # noqa: E402
@@ -161,6 +161,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     "Trunk widths of our loop's model (the seed recipe keeps the tutorial's 128,64).",
     flag_values=flag_values,
   )
+  flags.DEFINE_list(
+    "bench_models",
+    [],
+    "Architectures whose loop is also timed under fixed and gradnorm against shared-bottom's, with their "
+    f"FLOPs per step (now registered: {','.join(ARCHITECTURES.names())}); default: none.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer(
     "large_steps",
     DEFAULT_LARGE_STEPS,
@@ -207,15 +214,21 @@ def make_config(
   executor: str = config_lib.Executor.AUTO,
   dropout: float = 0.0,
   balancer_overrides: dict | None = None,
+  model: str = ARCHITECTURE,
 ) -> config_lib.Config:
-  """The Config of one timed loop: library defaults plus the benchmark's data and model."""
+  """The Config of one timed loop: library defaults plus the benchmark's data and model.
+
+  `model` other than shared-bottom: that architecture at its defaults (no dropout).
+  """
+  if model == ARCHITECTURE:
+    model_params = dict(MODEL_PARAMS, hidden_units=tuple(hidden_units), dropout=dropout)
+  else:
+    model_params = {**{p.name: p.parse(p.default) for p in ARCHITECTURES.get(model).params}, "dropout": dropout}
   return config_lib.Config(
     run_dir="",  # nothing is written
     seed=seed,
     dataset=config_lib.ComponentConfig(DATASET, config_lib.frozen_mapping(dict(DATASET_PARAMS, num_train=num_train))),
-    model=config_lib.ComponentConfig(
-      ARCHITECTURE, config_lib.frozen_mapping(dict(MODEL_PARAMS, hidden_units=tuple(hidden_units), dropout=dropout))
-    ),
+    model=config_lib.ComponentConfig(model, config_lib.frozen_mapping(model_params)),
     balancer=balancer_params(balancer, balancer_overrides),
     optimizer=config_lib.OptimizerConfig(),
     loop=config_lib.LoopConfig(
@@ -392,8 +405,13 @@ def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int
 
 
 def model_dense_shapes(model) -> list[tuple[int, int]]:
-  """(inputs, units) of every Dense layer of a shared-bottom model: trunk first, then the heads."""
-  layers = list(model.trunk) + list(model.heads.values())
+  """(inputs, units) of every Dense layer of a model, in the order Keras tracks them (trunk or experts first).
+
+  The first layer's input gradient is left out of `dense_flops` (nothing needs the data's gradient): for an
+  architecture whose several first layers read the input it counts that gradient for all but one, a
+  slight overestimate of its FLOPs.
+  """
+  layers = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, tf.keras.layers.Dense)]
   return [(int(layer.kernel.shape[0]), int(layer.kernel.shape[1])) for layer in layers]
 
 
@@ -419,6 +437,72 @@ class MatmulTimer:
     tick = time.perf_counter()
     self._run(self.x, self.w, tf.constant(steps)).numpy()
     return steps * self.count * self.per_matmul / (time.perf_counter() - tick)
+
+
+MODEL_BALANCERS = (BASELINE, "gradnorm")
+
+
+def measure_models(
+  models: Sequence[str],
+  bundle,
+  batch_size: int,
+  seed: int,
+  num_train: int,
+  warmup_steps: int,
+  loop_steps: int,
+  loop_calls: int,
+  repeats: int,
+  log: Callable[[str], None],
+) -> dict:
+  """Each architecture's loop (default mode) under fixed and gradnorm, against shared-bottom's.
+
+  Keys: `<model>_<balancer>_steps_per_s`, `<model>_<balancer>_time_vs_shared_bottom` (the median of
+  paired ratios, each repetition against shared-bottom's timed just before it), `<model>_parameters`,
+  `<model>_flops_per_step` (the Dense layers' matrix products, `dense_flops`) and
+  `<model>_flops_vs_shared_bottom`: a time ratio well above the FLOPs ratio is overhead to explain.
+  """
+  mode = default_mode()
+  total = warmup_steps + repeats * loop_calls * loop_steps * len(models)
+  timers, result = {}, {}
+  for model in (ARCHITECTURE, *[m for m in models if m != ARCHITECTURE]):
+    for name in MODEL_BALANCERS:
+      log(f"compiling our loop, model {model}, balancer {name}, {mode}…")
+      config = make_config(
+        name,
+        batch_size,
+        seed,
+        num_train,
+        total,
+        max(loop_steps, warmup_steps),
+        config_lib.JitMode.ON if mode == "xla" else config_lib.JitMode.OFF,
+        model=model,
+      )
+      timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls)
+      timers[(model, name)] = timer.steps_per_s
+      counts = timer.parts.model.parameter_counts()
+      result[f"{model}_parameters"] = counts["total"]
+      result[f"{model}_flops_per_step"] = dense_flops(model_dense_shapes(timer.parts.model), batch_size)
+  samples: dict = {key: [] for key in timers}
+  paired: dict = {key: [] for key in timers if key[0] != ARCHITECTURE}
+  for r in range(repeats):
+    for (model, name), steps_per_s in timers.items():
+      log(f"timing model {model}, balancer {name} {r + 1}/{repeats}…")
+      if model == ARCHITECTURE:
+        samples[(model, name)].append(steps_per_s())
+        continue
+      baseline = timers[(ARCHITECTURE, name)]()
+      samples[(model, name)].append(steps_per_s())
+      paired[(model, name)].append(baseline / samples[(model, name)][-1])
+  for (model, name), values in samples.items():
+    result[f"{model}_{name}_steps_per_s"] = statistics.median(values)
+  for (model, name), values in paired.items():
+    result[f"{model}_{name}_time_vs_{ARCHITECTURE}"] = statistics.median(values)
+  for model in models:
+    result[f"{model}_flops_vs_{ARCHITECTURE}"] = (
+      result[f"{model}_flops_per_step"] / result[f"{ARCHITECTURE}_flops_per_step"]
+    )
+  result["models"] = [ARCHITECTURE, *[m for m in models if m != ARCHITECTURE]]
+  return result
 
 
 def measure_large(steps: int, repeats: int, seed: int, log: Callable[[str], None]) -> dict:
@@ -567,6 +651,7 @@ def measure(
   hidden_units: Sequence[int] = HIDDEN_UNITS,
   wall_long_steps: int = DEFAULT_WALL_LONG_STEPS,
   gradient_batches: int = DEFAULT_GRADIENT_BATCHES,
+  models: Sequence[str] = (),
   log: Callable[[str], None] = _stderr,
 ) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
@@ -679,6 +764,10 @@ def measure(
     result.update(
       measure_gradients(names, bundle, batch_size, seed, num_train, hidden_units, gradient_batches, repeats, log)
     )
+  if models:
+    result.update(
+      measure_models(models, bundle, batch_size, seed, num_train, warmup_steps, loop_steps, loop_calls, repeats, log)
+    )
   if large_steps:
     result.update(measure_large(large_steps, repeats, seed, log))
   if wall_long_steps:
@@ -767,6 +856,17 @@ def format_table(result: dict) -> str:
         f"{result[f'{name}_wide_representation_steps_per_s']:,.0f} steps/s "
         f"(representation x{result[f'{name}_wide_representation_vs_parameters']:.2f})"
       )
+  for model in result.get("models", []):
+    times = ", ".join(
+      f"{name} {result[f'{model}_{name}_steps_per_s']:,.0f} steps/s"
+      + ("" if model == ARCHITECTURE else f" (x{result[f'{model}_{name}_time_vs_{ARCHITECTURE}']:.2f} the time)")
+      for name in MODEL_BALANCERS
+    )
+    flops = result[f"{model}_flops_per_step"]
+    relative = "" if model == ARCHITECTURE else f" (x{result[f'{model}_flops_vs_{ARCHITECTURE}']:.2f})"
+    lines.append(
+      f"model {model}: {times}; {flops / 1e6:.2f} MFLOP/step{relative}, {result[f'{model}_parameters']:,} parameters"
+    )
   if "default_run_off_wall_s" in result:
     lines.append(
       f"default run (2,500 steps) wall: off {result['default_run_off_wall_s']:.2f} s, auto "
@@ -793,6 +893,16 @@ def _widths(values: Sequence[str]) -> tuple[int, ...]:
   return widths
 
 
+def _models(names: Sequence[str]) -> tuple[str, ...]:
+  unknown = [name for name in names if name not in ARCHITECTURES.names()]
+  if unknown:
+    raise UserError(
+      f"--bench_models names {', '.join(map(repr, unknown))}, not registered (registered: "
+      f"{', '.join(ARCHITECTURES.names())})."
+    )
+  return tuple(names)
+
+
 def _main() -> None:
   began = time.perf_counter()
   result = measure(
@@ -809,6 +919,7 @@ def _main() -> None:
     wall_long_steps=FLAGS.wall_long_steps,
     gradient_batches=FLAGS.gradient_batches,
     hidden_units=_widths(FLAGS.bench_hidden_units),
+    models=_models(FLAGS.bench_models),
   )
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))
