@@ -140,6 +140,16 @@ def test_evaluate_reproduces_the_runs_test_metrics(trained):
   assert min(float(r["buy_p_yes"]) for r in rows) < 0.5 < max(float(r["buy_p_yes"]) for r in rows)
 
 
+def serve_rows(serve, raw: list[dict]) -> dict:
+  """The SavedModel's serving signature on the raw CSV rows `raw` (x1 may be empty: missing)."""
+  return serve(
+    x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
+    x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
+    color=tf.constant([r["color"] for r in raw]),
+    city=tf.constant([r["city"] for r in raw]),
+  )
+
+
 def test_saved_model_serves_raw_columns_like_evaluate(trained):
   base, run, paths, _ = trained
   export_dir = str(base / "export")
@@ -151,12 +161,7 @@ def test_saved_model_serves_raw_columns_like_evaluate(trained):
   with open(paths["test"], encoding="utf-8") as handle:
     raw = list(csv.DictReader(handle))
   serve = tf.saved_model.load(export_dir).signatures["serve"]
-  out = serve(
-    x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
-    x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
-    color=tf.constant([r["color"] for r in raw]),
-    city=tf.constant([r["city"] for r in raw]),
-  )
+  out = serve_rows(serve, raw)
   with open(predictions, encoding="utf-8") as handle:
     expected = list(csv.DictReader(handle))
   np.testing.assert_allclose(out["price"].numpy(), [float(r["price"]) for r in expected], rtol=1e-4)
@@ -428,12 +433,7 @@ def test_an_mmoe_saved_model_reloads_with_plain_tensorflow_and_predicts_as_evalu
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(paths["test"], encoding="utf-8") as handle:
     raw = list(csv.DictReader(handle))
-  out = tf.saved_model.load(export_dir).signatures["serve"](
-    x1=tf.constant([float(r["x1"]) if r["x1"] else np.nan for r in raw], tf.float32),
-    x2=tf.constant([float(r["x2"]) for r in raw], tf.float32),
-    color=tf.constant([r["color"] for r in raw]),
-    city=tf.constant([r["city"] for r in raw]),
-  )
+  out = serve_rows(tf.saved_model.load(export_dir).signatures["serve"], raw)
   with open(predictions, encoding="utf-8") as handle:
     expected = list(csv.DictReader(handle))
   np.testing.assert_allclose(out["price"].numpy(), [float(r["price"]) for r in expected], rtol=1e-4)

@@ -55,6 +55,19 @@ def dense_stack(
   return layers, dropouts
 
 
+def output_layers(owner: tf.keras.layers.Layer, task_specs: Sequence[tasks_lib.TaskSpec], l2: float) -> dict:
+  """Each task's linear output layer (`head_<task>`: its logits, 1 unit for regression), tracked on `owner`."""
+  regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
+  return track(
+    owner,
+    "head_",
+    {
+      task.name: tf.keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
+      for task in task_specs
+    },
+  )
+
+
 def run_stack(layers: Sequence, dropouts: Sequence, hidden: tf.Tensor, training: bool) -> tf.Tensor:
   for i, layer in enumerate(layers):
     hidden = layer(hidden)

@@ -77,15 +77,7 @@ class CrossStitch(base.MultiTaskModel):
       )
       for layer in range(len(column_units))
     ]
-    regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
-    self.heads = base.track(
-      self,
-      "head_",
-      {
-        t.name: tf.keras.layers.Dense(t.output_units, kernel_regularizer=regularizer, name=f"head_{t.name}")
-        for t in task_specs
-      },
-    )
+    self.heads = base.output_layers(self, task_specs, l2)
 
   def forward(
     self, features: Mapping[str, tf.Tensor], training: bool = False

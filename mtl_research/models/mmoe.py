@@ -75,14 +75,7 @@ class MMoE(base.MultiTaskModel):
     self.towers = {
       task.name: base.dense_stack(self, f"tower_{task.name}_", tower_units, l2, dropout) for task in task_specs
     }
-    self.heads = base.track(
-      self,
-      "head_",
-      {
-        task.name: tf.keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
-        for task in task_specs
-      },
-    )
+    self.heads = base.output_layers(self, task_specs, l2)
 
   def gate_weights(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
     """g^k(x) per task, [batch, n], rows summing to 1."""

@@ -96,14 +96,7 @@ class PLE(base.MultiTaskModel):
       self, "shared_gate_", [_gate(every, regularizer, f"l{j}_shared_gate") for j in range(self.levels - 1)]
     )
     self.towers = {n: base.dense_stack(self, f"tower_{n}_", tower_units, l2, dropout) for n in self.names}
-    self.heads = base.track(
-      self,
-      "head_",
-      {
-        t.name: tf.keras.layers.Dense(t.output_units, kernel_regularizer=regularizer, name=f"head_{t.name}")
-        for t in task_specs
-      },
-    )
+    self.heads = base.output_layers(self, task_specs, l2)
 
   def _extract(self, features, training: bool):
     """(per-task inputs of the towers, Z, the last level's gate weights per task)."""

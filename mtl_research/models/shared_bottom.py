@@ -45,14 +45,7 @@ class SharedBottom(base.MultiTaskModel):
     )
     # Tracked too: their random-number state belongs in the checkpoint.
     self.dropouts = base.track(self, "dropout_", [base.Dropout(dropout) for _ in self.trunk] if dropout > 0 else [])
-    self.heads = base.track(
-      self,
-      "head_",
-      {
-        task.name: keras.layers.Dense(task.output_units, kernel_regularizer=regularizer, name=f"head_{task.name}")
-        for task in task_specs
-      },
-    )
+    self.heads = base.output_layers(self, task_specs, l2)
 
   def forward(
     self, features: Mapping[str, tf.Tensor], training: bool = False
