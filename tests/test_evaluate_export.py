@@ -55,6 +55,18 @@ def run_evaluate(*args):
   return run_cli_in_process(evaluate_cli, os.path.join(ROOT, "scripts", "evaluate.py"), *args)
 
 
+def csv_flags(paths: dict[str, str]) -> tuple[str, ...]:
+  """The training flags of the CSV files `paths` (train, val, test) and their three tasks."""
+  return (
+    "--dataset=csv",
+    f"--csv_path={paths['train']}",
+    f"--val_csv_path={paths['val']}",
+    f"--test_csv_path={paths['test']}",
+    "--tasks=price:regression,buy:classification,grade:classification",
+    "--embedding_threshold=4",
+  )
+
+
 @pytest.fixture(name="trained", scope="module")
 def fixture_trained(tmp_path_factory):
   base = tmp_path_factory.mktemp("evaluate")
@@ -64,12 +76,7 @@ def fixture_trained(tmp_path_factory):
   run = str(base / "run")
   proc = run_train(
     f"--run_dir={run}",
-    "--dataset=csv",
-    f"--csv_path={paths['train']}",
-    f"--val_csv_path={paths['val']}",
-    f"--test_csv_path={paths['test']}",
-    "--tasks=price:regression,buy:classification,grade:classification",
-    "--embedding_threshold=4",
+    *csv_flags(paths),
     "--train_steps=200",
     "--hidden_units=16",
   )
@@ -413,12 +420,7 @@ def test_an_mmoe_saved_model_reloads_with_plain_tensorflow_and_predicts_as_evalu
   run = str(base / "mmoe_run")
   proc = run_train(
     f"--run_dir={run}",
-    "--dataset=csv",
-    f"--csv_path={paths['train']}",
-    f"--val_csv_path={paths['val']}",
-    f"--test_csv_path={paths['test']}",
-    "--tasks=price:regression,buy:classification,grade:classification",
-    "--embedding_threshold=4",
+    *csv_flags(paths),
     "--train_steps=40",
     "--model=mmoe",
     "--num_experts=3",

@@ -40,10 +40,10 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Balancer, GradientScope, Schedule, StepStats, state_variable
+from mtl_research.balancers.loss_function import LOG_EPSILON, log_losses  # ε = 1e-8, as the authors' code
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import FLOAT, Param
 
-LOG_EPSILON = 1e-8  # inside log(L_t + ε), as the authors' code
 NORM_EPSILON = 1e-8  # in α_t = max‖ĝ‖ / (‖ĝ_t‖ + ε), as the authors' code
 TAG_PREFIX = "db_mtl"
 
@@ -118,7 +118,7 @@ class DBMTL(Balancer):
     ]
 
   def objective(self, losses: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_sum(tf.math.log(losses + LOG_EPSILON))  # the heads follow the log losses
+    return tf.reduce_sum(log_losses(losses))  # the heads follow the log losses
 
   def _step(self, stats: StepStats):
     assert stats.task_grads is not None

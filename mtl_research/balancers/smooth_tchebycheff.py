@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from mtl_research import tasks as tasks_lib
 from mtl_research.balancers.base import Schedule, StepStats, state_variable
-from mtl_research.balancers.loss_function import LOG_EPSILON, LossFunctionBalancer, log_losses
+from mtl_research.balancers.loss_function import LossFunctionBalancer, log_losses
 from mtl_research.balancers.registry import BALANCERS
 from mtl_research.params import ENUM, FLOAT, INT, Param
 
@@ -91,7 +91,7 @@ class SmoothTchebycheff(LossFunctionBalancer):
 
   def objectives(self, losses: tf.Tensor) -> tf.Tensor:
     normalized = losses / self.nadir()
-    return tf.math.log(normalized + LOG_EPSILON) if self.log_objectives else normalized
+    return log_losses(normalized) if self.log_objectives else normalized
 
   def scalarize(self, losses: tf.Tensor) -> tf.Tensor:
     warmup = tf.reduce_sum(log_losses(losses))

@@ -38,7 +38,7 @@ Prints a table, and as the last line of stdout one JSON object with the results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import contextlib
 import dataclasses
 import json
@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -439,6 +440,32 @@ class MatmulTimer:
     return steps * self.count * self.per_matmul / (time.perf_counter() - tick)
 
 
+def time_paired(
+  timers: Mapping[Any, Callable[[], float]],
+  compared: Mapping[Any, Any],
+  repeats: int,
+  label: Callable[[Any], str],
+  log: Callable[[str], None],
+) -> tuple[dict, dict]:
+  """Times every timer `repeats` times, interleaved; ({key: steps/s samples}, {key: paired ratios}).
+
+  A step of a few tens of µs is timed over ~0.3 s, and this machine's speed drifts between runs of
+  seconds (measured: `fixed` 31k-56k steps/s within one invocation, slow and fast spells each lasting
+  several balancers' timings). So each key of `compared` is timed right after its baseline
+  `compared[key]`, and its ratio is the baseline's steps/s over its own, repetition by repetition.
+  """
+  samples: dict = {key: [] for key in timers}
+  paired: dict = {key: [] for key in compared}
+  for r in range(repeats):
+    for key, steps_per_s in timers.items():
+      log(f"timing {label(key)} {r + 1}/{repeats}…")
+      baseline = timers[compared[key]]() if key in compared else None
+      samples[key].append(steps_per_s())
+      if baseline is not None:
+        paired[key].append(baseline / samples[key][-1])
+  return samples, paired
+
+
 MODEL_BALANCERS = (BASELINE, "gradnorm")
 
 
@@ -482,17 +509,8 @@ def measure_models(
       counts = timer.parts.model.parameter_counts()
       result[f"{model}_parameters"] = counts["total"]
       result[f"{model}_flops_per_step"] = dense_flops(model_dense_shapes(timer.parts.model), batch_size)
-  samples: dict = {key: [] for key in timers}
-  paired: dict = {key: [] for key in timers if key[0] != ARCHITECTURE}
-  for r in range(repeats):
-    for (model, name), steps_per_s in timers.items():
-      log(f"timing model {model}, balancer {name} {r + 1}/{repeats}…")
-      if model == ARCHITECTURE:
-        samples[(model, name)].append(steps_per_s())
-        continue
-      baseline = timers[(ARCHITECTURE, name)]()
-      samples[(model, name)].append(steps_per_s())
-      paired[(model, name)].append(baseline / samples[(model, name)][-1])
+  compared = {(model, name): (ARCHITECTURE, name) for model, name in timers if model != ARCHITECTURE}
+  samples, paired = time_paired(timers, compared, repeats, lambda key: f"model {key[0]}, balancer {key[1]}", log)
   for (model, name), values in samples.items():
     result[f"{model}_{name}_steps_per_s"] = statistics.median(values)
   for (model, name), values in paired.items():
@@ -723,21 +741,8 @@ def measure(
       timer = LoopTimer(config, bundle, warmup_steps, loop_steps, loop_calls, keras_adam=variant.keras_adam)
     timers[variant.key], compile_s[variant.key] = timer.steps_per_s, timer.compile_s
 
-  samples: dict[str, list[float]] = {key: [] for key in timers}
-  # A step of a few tens of µs is timed over ~0.3 s, and this machine's speed drifts between
-  # runs of seconds (measured: `fixed` 31k-56k steps/s within one invocation, slow and fast
-  # spells each lasting several balancers' timings). A balancer's time vs `fixed` is therefore
-  # the median of paired ratios, each against the baseline timed just before it in the same mode.
-  paired: dict[str, list[float]] = {f"{n}_{m}": [] for n in names if n != BASELINE for m in MODES}
-  for r in range(repeats):
-    for key, steps_per_s in timers.items():
-      log(f"timing {key.replace('_', ' ')} {r + 1}/{repeats}…")
-      if key in paired:
-        baseline = timers[f"{BASELINE}_{key.rsplit('_', 1)[1]}"]()
-        samples[key].append(steps_per_s())
-        paired[key].append(baseline / samples[key][-1])
-      else:
-        samples[key].append(steps_per_s())
+  compared = {f"{n}_{m}": f"{BASELINE}_{m}" for n in names if n != BASELINE for m in MODES}
+  samples, paired = time_paired(timers, compared, repeats, lambda key: key.replace("_", " "), log)
 
   rate = {key: statistics.median(values) for key, values in samples.items()}
   result: dict = {f"{key}_steps_per_s": value for key, value in rate.items()}
