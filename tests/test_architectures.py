@@ -21,6 +21,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import EMBEDDED, NUMERIC, FeatureSpec
 from mtl_research.models import ARCHITECTURES
+from mtl_research.models import experts as experts_lib
 from mtl_research.train import components as components_lib
 
 FEATURES = FeatureSpec(numeric_dim=5, embedded_vocab_sizes=(4, 7))
@@ -262,15 +263,52 @@ def test_cross_stitch_at_identity_is_independent_columns_and_starts_as_the_paper
   with tf.GradientTape(persistent=True) as tape:
     outputs, _ = model.forward(features)
     scalars = {name: tf.reduce_sum(out**2) for name, out in outputs.items()}
+  kernel = model.columns.kernels[0]  # [T, in, out]: column j's first layer is kernel[j]
   for i, name in enumerate(model.names):
-    for j, other in enumerate(model.names):
-      grads = tape.gradient(scalars[name], model.columns[other][0][0].kernel)
-      assert (np.any(grads.numpy() != 0)) == (i == j), (name, other)
-  # The same output computed by the column alone, with no unit in between.
+    grads = tape.gradient(scalars[name], kernel).numpy()
+    for j in range(len(model.names)):
+      assert np.any(grads[j] != 0) == (i == j), (name, j)
+  # The same output computed by column 1 alone, as plain Dense layers with its slices, no unit in between.
   hidden = model.encoder(features)
-  for layer in model.columns[model.names[1]][0]:
-    hidden = layer(hidden)
-  np.testing.assert_allclose(outputs[model.names[1]].numpy(), model.heads[model.names[1]](hidden).numpy(), rtol=1e-6)
+  for k, b in zip(model.columns.kernels, model.columns.biases):
+    hidden = tf.nn.relu(hidden @ k[1] + b[1])
+  np.testing.assert_allclose(
+    outputs[model.names[1]].numpy(), model.heads[model.names[1]](hidden).numpy(), rtol=1e-5, atol=1e-7
+  )
   default, _ = build("cross_stitch", task_specs)
   for unit in default.units:
     np.testing.assert_allclose(unit.numpy(), [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_expert_inputs", [False, True])
+def test_an_expert_bank_is_separate_dense_stacks(per_expert_inputs):
+  """Float64 NumPy reference: expert i is relu(relu(x_i·K0[i] + b0[i])·K1[i] + b1[i]) with its own slices,
+  whether every expert reads one input or each its own; the L2 penalty is the experts' penalties summed;
+  each expert's kernel is drawn as Keras's Dense draws its own (Glorot uniform on its own fans)."""
+  count, units, l2 = 3, [40, 5], 0.01
+  bank = experts_lib.ExpertBank(count, units, l2=l2)
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(4, count, 6) if per_expert_inputs else (4, 6))
+  bank(tf.constant(x, tf.float32))  # builds
+  for k in bank.kernels:
+    k.assign(k + 0.1 * rng.normal(size=k.shape))  # biases start at zero: make them (and kernels) arbitrary
+  for b in bank.biases:
+    b.assign(rng.normal(size=b.shape))
+  got = bank(tf.constant(x, tf.float32)).numpy()
+  kernels = [k.numpy().astype(np.float64) for k in bank.kernels]
+  biases = [b.numpy().astype(np.float64) for b in bank.biases]
+  assert got.shape == (4, count, 5)
+  for i in range(count):
+    hidden = x[:, i] if per_expert_inputs else x
+    for kernel, bias in zip(kernels, biases):
+      hidden = np.maximum(hidden @ kernel[i] + bias[i], 0.0)
+    np.testing.assert_allclose(got[:, i], hidden, rtol=1e-5, atol=1e-6)
+  penalty = sum(l2 * np.sum(kernel[i] ** 2) for kernel in kernels for i in range(count))
+  assert float(tf.add_n(bank.losses)) == pytest.approx(penalty, rel=1e-5)
+  assert bank.matmul_shapes() == [(6, 40)] * count + [(40, 5)] * count
+  fresh = experts_lib.ExpertBank(count, units)
+  fresh(tf.zeros([1, 6]))
+  for kernel, (fan_in, fan_out) in zip(fresh.kernels, [(6, 40), (40, 5)]):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    values = np.abs(kernel.numpy())
+    assert values.max() <= limit and values.max() > 0.8 * limit, (values.max(), limit)

@@ -5,13 +5,16 @@ import math
 import types
 
 import pytest
+import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # the determinism switch's off side
 
 from mtl_research import config as config_lib
+from mtl_research import tasks as tasks_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.cli import benchmark, benchmark_gradients
 from mtl_research.errors import UserError
-from mtl_research.models import base
+from mtl_research.features import NUMERIC, FeatureSpec
+from mtl_research.models import ARCHITECTURES, base
 from mtl_research.train import components as components_lib
 
 
@@ -251,3 +254,13 @@ def test_per_task_gradients_agree_both_ways_and_the_scope_ratios_come_from_their
       result[f"{name}_wide_representation_steps_per_s"] / result[f"{name}_wide_parameters_steps_per_s"]
     )
   assert result["a_wide_parameters_steps_per_s"] != result["b_wide_parameters_steps_per_s"]
+
+
+def test_model_dense_shapes_counts_every_expert_of_a_bank():
+  specs = (tasks_lib.TaskSpec("a", tasks_lib.REGRESSION), tasks_lib.TaskSpec("b", tasks_lib.CLASSIFICATION, 3))
+  params = {p.name: p.parse(p.default) for p in ARCHITECTURES.get("mmoe").params}
+  params.update(num_experts=3, expert_units=[16, 8], tower_units=[4])
+  model = ARCHITECTURES.get("mmoe").component(specs, FeatureSpec(numeric_dim=5), params)
+  model.build_for({NUMERIC: tf.zeros([1, 5])})
+  shapes = benchmark.model_dense_shapes(model)
+  assert sorted(shapes) == sorted([(5, 16)] * 3 + [(16, 8)] * 3 + [(5, 3)] * 2 + [(8, 4)] * 2 + [(4, 1), (4, 3)])

@@ -406,14 +406,20 @@ def dense_flops(layer_shapes: Sequence[tuple[int, int]], batch_size: int) -> int
 
 
 def model_dense_shapes(model) -> list[tuple[int, int]]:
-  """(inputs, units) of every Dense layer of a model, in the order Keras tracks them (trunk or experts first).
+  """(inputs, units) of every matrix product of a model's layers, in the order Keras tracks them.
 
+  A Dense layer is one product; a layer with `matmul_shapes()` (an `ExpertBank`) lists its experts' own.
   The first layer's input gradient is left out of `dense_flops` (nothing needs the data's gradient): for an
   architecture whose several first layers read the input it counts that gradient for all but one, a
   slight overestimate of its FLOPs.
   """
-  layers = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, tf.keras.layers.Dense)]
-  return [(int(layer.kernel.shape[0]), int(layer.kernel.shape[1])) for layer in layers]
+  shapes = []
+  for layer in model._flatten_layers(include_self=False):
+    if isinstance(layer, tf.keras.layers.Dense):
+      shapes.append((int(layer.kernel.shape[0]), int(layer.kernel.shape[1])))
+    elif hasattr(layer, "matmul_shapes"):
+      shapes.extend(layer.matmul_shapes())
+  return shapes
 
 
 class MatmulTimer:

@@ -6,6 +6,7 @@ write its module and add one import line here.
 
 from mtl_research.models import (
   cross_stitch,  # noqa: F401  (registers "cross_stitch")
+  dselect_k,  # noqa: F401  (registers "dselect_k")
   mmoe,  # noqa: F401  (registers "mmoe")
   ple,  # noqa: F401  (registers "ple")
   shared_bottom,  # noqa: F401  (registers "shared_bottom")

@@ -33,9 +33,9 @@ TOWER_UNITS = Param(
 )
 
 
-def mix(gates: tf.Tensor, experts: Sequence[tf.Tensor]) -> tf.Tensor:
-  """Σ_i gates[:, i]·experts[i]: the gate-weighted sum of expert outputs ([batch, n] and n × [batch, d])."""
-  return tf.einsum("be,bed->bd", gates, tf.stack(list(experts), axis=1))
+def mix(gates: tf.Tensor, experts: tf.Tensor) -> tf.Tensor:
+  """Σ_i gates[:, i]·experts[:, i]: the gate-weighted sum of expert outputs ([batch, n] and [batch, n, d])."""
+  return tf.einsum("be,bed->bd", gates, experts)
 
 
 def dense_stack(

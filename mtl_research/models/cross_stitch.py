@@ -14,7 +14,8 @@ two tasks); with 1.0 the columns start independent. With one task the unit is th
 What the model declares (models/base.py), by what the losses reach: every column layer and every
 cross-stitch unit is shared (the units mix every column into every task's path); each task's output
 layer is its own. Z is the last unit's output, all tasks' rows concatenated. GradNorm's layer: the
-last kernel of every column.
+last kernel of every column. The columns are one `ExpertBank` (models/experts.py), column i its
+expert i: layer l of every column is one [T, in, out] kernel and one batched product.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import tensorflow as tf
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import FeatureSpec
 from mtl_research.models import base
+from mtl_research.models import experts as experts_lib
 from mtl_research.models.registry import ARCHITECTURES
 from mtl_research.params import FLOAT, INTS, Param
 
@@ -69,7 +71,8 @@ class CrossStitch(base.MultiTaskModel):
   ):
     super().__init__(task_specs, feature_spec, embedding_dim)
     self.names = [task.name for task in task_specs]
-    self.columns = {n: base.dense_stack(self, f"column_{n}_", column_units, l2, dropout) for n in self.names}
+    # Column i is expert i of one bank: layer l of every column is one batched product.
+    self.columns = experts_lib.ExpertBank(len(self.names), column_units, l2, dropout, name="columns")
     start = initial_unit(len(self.names), float(init))
     self.units = [
       self.add_weight(
@@ -82,32 +85,28 @@ class CrossStitch(base.MultiTaskModel):
   def forward(
     self, features: Mapping[str, tf.Tensor], training: bool = False
   ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    encoded = self.encoder(features)
-    hidden = tf.stack([encoded] * len(self.names), axis=1)  # [batch, T, d]: every column reads the input
+    hidden = self.encoder(features)  # [batch, d], read by every column
+    if not self.columns.built:  # its layers are run one at a time below, not through __call__
+      self.columns.build(hidden.shape)
     for layer, unit in enumerate(self.units):
-      activations = []
-      for i, name in enumerate(self.names):
-        dense = self.columns[name][0][layer]
-        out = dense(hidden[:, i])
-        if self.columns[name][1]:
-          out = self.columns[name][1][layer](out, training=training)
-        activations.append(out)
-      hidden = tf.einsum("ij,bjd->bid", unit, tf.stack(activations, axis=1))  # x̃_i = Σ_j α_ij x_j
+      activations = self.columns.layer(layer, hidden, training)  # [batch, T, width]
+      # x̃_i = Σ_j α_ij x_j, as α·X per example: under XLA:CPU this broadcast matmul ran 1.5-2× faster
+      # than the same einsum ("ij,bjd->bid"), forward and backward, at batch 32 and 512, T = 2 and 4.
+      hidden = tf.matmul(unit, activations)
     representation = tf.reshape(hidden, [-1, hidden.shape[1] * hidden.shape[2]])
     rows = tf.reshape(representation, [-1, len(self.names), hidden.shape[2]])
     return {name: self.heads[name](rows[:, i]) for i, name in enumerate(self.names)}, representation
 
   @property
   def shared_variables(self) -> list[tf.Variable]:
-    columns = [v for n in self.names for layer in self.columns[n][0] for v in layer.trainable_variables]
-    return list(self.encoder.trainable_variables) + columns + list(self.units)
+    return list(self.encoder.trainable_variables) + list(self.columns.trainable_variables) + list(self.units)
 
   def task_variables(self, task: str) -> list[tf.Variable]:
     return list(self.heads[task].trainable_variables)
 
   @property
   def gradnorm_variables(self) -> list[tf.Variable]:
-    return [self.columns[n][0][-1].kernel for n in self.names]
+    return [self.columns.last_kernel]
 
 
 @ARCHITECTURES.register("cross_stitch", params=PARAMS)

@@ -13,9 +13,12 @@ What the model declares (models/base.py): the experts and the feature encoder ar
 gate mixes every expert); each task's gate, tower and output layer are its own. The shared
 representation Z is the encoded input and the experts' outputs concatenated, [batch, d + n·d_e]: the
 cut between the shared and the task-specific part (the gates read x directly, so with embeddings x
-must be in Z for ∇_Z L_t to carry every path from the shared variables to the loss). GradNorm's W is the last layer's
-kernel of every expert: together they are the last shared layer (the paper's GradNorm uses the last
-shared layer; in MMoE that is n parallel layers, none of which alone carries every task's gradient).
+must be in Z for ∇_Z L_t to carry every path from the shared variables to the loss). GradNorm's W is
+the last layer's kernel of every expert: together they are the last shared layer (the paper's GradNorm
+uses the last shared layer; in MMoE that is n parallel layers, none of which alone carries every
+task's gradient). The experts are one `ExpertBank` (models/experts.py): layer l of all n experts is
+one [n, in, out] kernel and one batched product, so ‖∇_W‖ over that kernel is the norm over the n
+experts' kernels.
 
 Defaults: 8 experts (the paper's synthetic and census experiments), one expert layer of 64 units and
 one tower layer of 32: about the size of shared-bottom's default trunk on the tutorial data (the run
@@ -24,7 +27,7 @@ logs both counts).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -32,11 +35,12 @@ import tensorflow as tf
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import FeatureSpec
 from mtl_research.models import base
+from mtl_research.models import experts as experts_lib
 from mtl_research.models.registry import ARCHITECTURES
 from mtl_research.params import INT, Param
 
 PARAMS = (
-  Param("num_experts", INT, 8, "Experts of a mixture-of-experts architecture (mmoe).", lower=1),
+  Param("num_experts", INT, 8, "Experts of a mixture-of-experts architecture (mmoe, dselect_k).", lower=1),
   base.EXPERT_UNITS,
   base.TOWER_UNITS,
   *base.COMMON_PARAMS,
@@ -56,44 +60,47 @@ class MMoE(base.MultiTaskModel):
     dropout: float = 0.0,
     l2: float = 0.0,
     embedding_dim: int = 8,
+    make_gate: Callable[[str], tf.keras.layers.Layer] | None = None,
   ):
+    """`make_gate(task)`: the task's gate, x [batch, d] → expert weights [batch, n] (default: the paper's
+    softmax(W_gk x), as logits here: softmax is applied by `gate_weights`)."""
     super().__init__(task_specs, feature_spec, embedding_dim)
     self.num_experts = int(num_experts)
     self.expert_width = int(expert_units[-1])
     regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
-    self.experts = [base.dense_stack(self, f"expert{e}_", expert_units, l2, dropout) for e in range(self.num_experts)]
-    self.gates = base.track(
-      self,
-      "gate_",
-      {
-        task.name: tf.keras.layers.Dense(
-          self.num_experts, use_bias=False, kernel_regularizer=regularizer, name=f"gate_{task.name}"
+    self.softmax_gates = make_gate is None
+    if make_gate is None:
+
+      def make_gate(task: str) -> tf.keras.layers.Layer:
+        return tf.keras.layers.Dense(
+          self.num_experts, use_bias=False, kernel_regularizer=regularizer, name=f"gate_{task}"
         )
-        for task in task_specs
-      },
-    )
+
+    self.experts = experts_lib.ExpertBank(self.num_experts, expert_units, l2, dropout, name="experts")
+    self.gates = base.track(self, "gate_", {task.name: make_gate(task.name) for task in task_specs})
     self.towers = {
       task.name: base.dense_stack(self, f"tower_{task.name}_", tower_units, l2, dropout) for task in task_specs
     }
     self.heads = base.output_layers(self, task_specs, l2)
 
-  def gate_weights(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+  def gate_weights(self, encoded: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
     """g^k(x) per task, [batch, n], rows summing to 1."""
-    return {name: tf.nn.softmax(gate(encoded), axis=-1) for name, gate in self.gates.items()}
+    if self.softmax_gates:
+      return {name: tf.nn.softmax(gate(encoded), axis=-1) for name, gate in self.gates.items()}
+    return {name: gate(encoded, training=training) for name, gate in self.gates.items()}
 
   def forward(
     self, features: Mapping[str, tf.Tensor], training: bool = False
   ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     encoded = self.encoder(features)
-    expert_outputs = [base.run_stack(layers, drops, encoded, training) for layers, drops in self.experts]
     # Z = [x, f_1(x), ..., f_n(x)]: the gates read x itself, so x belongs to the cut between the
     # shared and the task-specific part (the embeddings reach every loss through the gates too).
-    representation = tf.concat([encoded, *expert_outputs], axis=-1)
+    representation = tf.concat([encoded, experts_lib.flatten(self.experts(encoded, training=training))], axis=-1)
     width = encoded.shape[-1]
     stacked = tf.reshape(representation[:, width:], [-1, self.num_experts, self.expert_width])
     outputs = {}
-    for name, gates in self.gate_weights(representation[:, :width]).items():
-      mixed = tf.einsum("be,bed->bd", gates, stacked)  # f^k(x) = Σ_i g^k(x)_i f_i(x)
+    for name, gates in self.gate_weights(representation[:, :width], training).items():
+      mixed = base.mix(gates, stacked)  # f^k(x) = Σ_i g^k(x)_i f_i(x)
       layers, drops = self.towers[name]
       outputs[name] = self.heads[name](base.run_stack(layers, drops, mixed, training))
     return outputs, representation
@@ -105,8 +112,7 @@ class MMoE(base.MultiTaskModel):
 
   @property
   def shared_variables(self) -> list[tf.Variable]:
-    experts = [v for layers, _ in self.experts for layer in layers for v in layer.trainable_variables]
-    return list(self.encoder.trainable_variables) + experts
+    return list(self.encoder.trainable_variables) + list(self.experts.trainable_variables)
 
   def task_variables(self, task: str) -> list[tf.Variable]:
     layers, _ = self.towers[task]
@@ -115,7 +121,7 @@ class MMoE(base.MultiTaskModel):
 
   @property
   def gradnorm_variables(self) -> list[tf.Variable]:
-    return [layers[-1].kernel for layers, _ in self.experts]
+    return [self.experts.last_kernel]
 
 
 @ARCHITECTURES.register("mmoe", params=PARAMS)

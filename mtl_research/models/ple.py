@@ -21,7 +21,9 @@ intermediate level feed the shared gate, hence every task), and so are the tasks
 last two levels (they feed intermediate task experts); a task's gates at the last two levels, its
 experts at the last level, its tower and its output layer are its own. Z is the cut at the last
 level: the tasks' inputs to it (the encoded features when there is one level) and the last level's
-shared experts' outputs. GradNorm's layer: the last kernel of every last-level shared expert.
+shared experts' outputs. GradNorm's layer: the last kernel of every last-level shared expert. Experts
+are `ExpertBank`s (models/experts.py), one batched product per layer: below the last level all of a
+level's experts (all shared) in one bank; at the last level the shared experts and each task's own.
 TensorBoard: each task's mean last-level gate weight per expert (`gate/<task>/task_expert_<i>`,
 `gate/<task>/shared_expert_<i>`).
 
@@ -40,6 +42,7 @@ import tensorflow as tf
 from mtl_research import tasks as tasks_lib
 from mtl_research.features import FeatureSpec
 from mtl_research.models import base
+from mtl_research.models import experts as experts_lib
 from mtl_research.models.registry import ARCHITECTURES
 from mtl_research.params import INT, Param
 
@@ -78,11 +81,27 @@ class PLE(base.MultiTaskModel):
     self.names = [task.name for task in task_specs]
     regularizer = tf.keras.regularizers.L2(l2) if l2 > 0 else None
 
-    def experts(prefix: str, count: int) -> list:
-      return [base.dense_stack(self, f"{prefix}{i}_", expert_units, l2, dropout) for i in range(count)]
-
-    self.shared = [experts(f"level{j}_shared_expert", self.num_shared) for j in range(self.levels)]
-    self.own = [{n: experts(f"level{j}_{n}_expert", self.num_task) for n in self.names} for j in range(self.levels)]
+    # Below the last level every expert is shared (a task's experts feed the shared gate, hence every
+    # task): one bank per level, task k's experts at [k·m, (k + 1)·m), then the shared ones. At the
+    # last level a task's experts are its own, so they are banks of their own, apart from the shared.
+    every = len(self.names) * self.num_task + self.num_shared
+    self.lower = base.track(
+      self,
+      "bank_",
+      [experts_lib.ExpertBank(every, expert_units, l2, dropout, name=f"level{j}_experts") for j in range(levels - 1)],
+    )
+    last = self.levels - 1
+    self.last_shared = experts_lib.ExpertBank(
+      self.num_shared, expert_units, l2, dropout, name=f"level{last}_shared_experts"
+    )
+    self.last_own = base.track(
+      self,
+      "own_",
+      {
+        n: experts_lib.ExpertBank(self.num_task, expert_units, l2, dropout, name=f"level{last}_{n}_experts")
+        for n in self.names
+      },
+    )
     self.task_gates = [
       base.track(
         self,
@@ -91,7 +110,6 @@ class PLE(base.MultiTaskModel):
       )
       for j in range(self.levels)
     ]
-    every = len(self.names) * self.num_task + self.num_shared
     self.shared_gates = base.track(
       self, "shared_gate_", [_gate(every, regularizer, f"l{j}_shared_gate") for j in range(self.levels - 1)]
     )
@@ -103,28 +121,35 @@ class PLE(base.MultiTaskModel):
     x = self.encoder(features)
     task_in = {n: x for n in self.names}
     shared_in = x
-    gates: dict[str, tf.Tensor] = {}
-    representation = x
-    for j in range(self.levels):
-      shared_out = [base.run_stack(layers, drops, shared_in, training) for layers, drops in self.shared[j]]
-      if j == self.levels - 1:
-        # The cut: what the last level's task-specific experts and gates read, and the shared experts' outputs.
-        inputs = [x] if self.levels == 1 else [task_in[n] for n in self.names]
-        representation = tf.concat([*inputs, *shared_out], axis=-1)
-        pieces = tf.split(representation, [int(t.shape[-1]) for t in inputs + shared_out], axis=-1)
-        task_in = {n: pieces[0 if self.levels == 1 else k] for k, n in enumerate(self.names)}
-        shared_out = pieces[len(inputs) :]
-      own = {n: [base.run_stack(ls, ds, task_in[n], training) for ls, ds in self.own[j][n]] for n in self.names}
+    m, first_shared = self.num_task, len(self.names) * self.num_task
+    for j, bank in enumerate(self.lower):
+      if j == 0:
+        inputs = x  # every expert reads the features
+      else:  # each expert reads its task's (or the shared) output of the level below
+        rows = [task_in[n] for n in self.names for _ in range(m)] + [shared_in] * self.num_shared
+        inputs = tf.stack(rows, axis=1)
+      out = bank(inputs, training=training)  # [batch, every expert, width]
       outputs = {}
-      for n in self.names:
+      for k, n in enumerate(self.names):
         weights = tf.nn.softmax(self.task_gates[j][n](task_in[n]), axis=-1)
-        outputs[n] = base.mix(weights, own[n] + shared_out)
-        gates[n] = weights
-      if j < self.levels - 1:
-        every = [e for n in self.names for e in own[n]] + shared_out
-        shared_in = base.mix(tf.nn.softmax(self.shared_gates[j](shared_in), axis=-1), every)
+        outputs[n] = base.mix(weights, tf.concat([out[:, k * m : (k + 1) * m], out[:, first_shared:]], axis=1))
+      shared_in = base.mix(tf.nn.softmax(self.shared_gates[j](shared_in), axis=-1), out)
       task_in = outputs
-    return task_in, representation, gates
+    # The last level. The cut Z: what its task-specific experts and gates read, and its shared experts' outputs.
+    inputs = [x] if self.levels == 1 else [task_in[n] for n in self.names]
+    shared_out = self.last_shared(shared_in, training=training)
+    representation = tf.concat([*inputs, experts_lib.flatten(shared_out)], axis=-1)
+    pieces = tf.split(
+      representation, [int(t.shape[-1]) for t in inputs] + [shared_out.shape[1] * shared_out.shape[2]], -1
+    )
+    task_in = {n: pieces[0 if self.levels == 1 else k] for k, n in enumerate(self.names)}
+    shared_out = tf.reshape(pieces[-1], [-1, shared_out.shape[1], shared_out.shape[2]])
+    tops, gates = {}, {}
+    for n in self.names:
+      gates[n] = tf.nn.softmax(self.task_gates[-1][n](task_in[n]), axis=-1)
+      own = self.last_own[n](task_in[n], training=training)
+      tops[n] = base.mix(gates[n], tf.concat([own, shared_out], axis=1))
+    return tops, representation, gates
 
   def forward(
     self, features: Mapping[str, tf.Tensor], training: bool = False
@@ -146,21 +171,14 @@ class PLE(base.MultiTaskModel):
       result.update({f"gate/{n}/shared_expert_{i}": mean[self.num_task + i] for i in range(self.num_shared)})
     return result
 
-  @staticmethod
-  def _variables(stacks) -> list[tf.Variable]:
-    return [v for layers, _ in stacks for layer in layers for v in layer.trainable_variables]
-
   @property
   def shared_variables(self) -> list[tf.Variable]:
     result = list(self.encoder.trainable_variables)
-    for j in range(self.levels):
-      result += self._variables(self.shared[j])
-      if j < self.levels - 1:  # intermediate task experts feed the shared gate, hence every task
-        result += [v for n in self.names for v in self._variables(self.own[j][n])]
-        result += list(self.shared_gates[j].trainable_variables)
+    for j, bank in enumerate(self.lower):
+      result += list(bank.trainable_variables) + list(self.shared_gates[j].trainable_variables)
       if j < self.levels - 2:  # a task's gate feeding intermediate task experts reaches every task too
         result += [v for n in self.names for v in self.task_gates[j][n].trainable_variables]
-    return result
+    return result + list(self.last_shared.trainable_variables)
 
   def task_variables(self, task: str) -> list[tf.Variable]:
     layers, _ = self.towers[task]
@@ -168,11 +186,11 @@ class PLE(base.MultiTaskModel):
       v for j in range(max(self.levels - 2, 0), self.levels) for v in self.task_gates[j][task].trainable_variables
     ]
     tower = [v for layer in layers for v in layer.trainable_variables]
-    return gates + self._variables(self.own[-1][task]) + tower + list(self.heads[task].trainable_variables)
+    return gates + list(self.last_own[task].trainable_variables) + tower + list(self.heads[task].trainable_variables)
 
   @property
   def gradnorm_variables(self) -> list[tf.Variable]:
-    return [layers[-1].kernel for layers, _ in self.shared[-1]]
+    return [self.last_shared.last_kernel]
 
 
 @ARCHITECTURES.register("ple", params=PARAMS)
