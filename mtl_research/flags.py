@@ -227,6 +227,16 @@ def balancer_owners() -> dict[str, frozenset[str]]:
   return {name: frozenset(names) for name, names in owners.items()}
 
 
+def architecture_owners() -> dict[str, frozenset[str]]:
+  """Flags read only by some architectures: {flag: the architectures that read it}."""
+  entries = ARCHITECTURES.entries()
+  owners: dict[str, set[str]] = {}
+  for entry in entries:
+    for param in entry.params:
+      owners.setdefault(param.name, set()).add(entry.name)
+  return {name: frozenset(names) for name, names in owners.items() if len(names) < len(entries)}
+
+
 _OPTIMIZER_OPTIONS = {
   "weight_decay": ("optimizer", config_lib.OptimizerName.ADAMW),
   "momentum": ("optimizer", config_lib.OptimizerName.SGD),

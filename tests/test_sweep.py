@@ -16,6 +16,7 @@ import time
 from conftest import REPO_ROOT, run_cli_in_process
 import pytest
 
+from mtl_research import flags as flags_lib
 from mtl_research.cli import ablate as ablate_cli
 from mtl_research.errors import UserError
 from mtl_research.sweep import plan, runner
@@ -575,3 +576,22 @@ def test_balancer_owned_grid_axis_applies_to_its_balancer_only():
     "gradnorm__gradnorm_alpha=0.5__learning_rate=0.001__seed0",
     "gradnorm__gradnorm_alpha=1.5__learning_rate=0.001__seed0",
   ]
+
+
+def test_architecture_owned_grid_axes_apply_to_the_runs_of_their_architectures():
+  """One sweep compares architectures each at its own widths; the owners come from the registry."""
+  owners = flags_lib.architecture_owners()
+  assert owners["expert_units"] == {"mmoe", "ple", "dselect_k"} and owners["hidden_units"] == {"shared_bottom"}
+  assert "dropout" not in owners  # read by every architecture: an ordinary axis
+  grid = {"model": ("shared_bottom", "mmoe"), "hidden_units": ("128,16",), "expert_units": ("16",), "l2": ("0",)}
+  specs = plan.expand(["fixed"], [0], grid, model_owners=owners, model="shared_bottom")
+  assert [s.grid for s in specs] == [
+    (("hidden_units", "128,16"), ("l2", "0"), ("model", "shared_bottom")),
+    (("expert_units", "16"), ("l2", "0"), ("model", "mmoe")),
+  ]
+  # Without a model axis the passed (or default) --model decides.
+  specs = plan.expand(["fixed"], [0], {"expert_units": ("8", "16")}, model_owners=owners, model="mmoe")
+  assert [dict(s.grid) for s in specs] == [{"expert_units": "8"}, {"expert_units": "16"}]
+  with pytest.raises(UserError, match=r"--expert_units is read only by dselect_k, mmoe, ple, and no run"):
+    plan.check_model_axes({"expert_units": ("16",)}, owners, "shared_bottom")
+  plan.check_model_axes(grid, owners, "shared_bottom")  # mmoe is in the model axis: accepted

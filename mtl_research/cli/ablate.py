@@ -190,7 +190,9 @@ def plan_from_flags() -> SweepPlan:
   _check_values(grid)
   flags_lib.config_from_flags()  # component params that only fail when the config is built
   tasks = _task_names(seeds[0]) if FLAGS.with_single_task else []
-  specs = plan_lib.expand(balancers, seeds, grid, tasks, flags_lib.balancer_owners())
+  model_owners = flags_lib.architecture_owners()
+  plan_lib.check_model_axes(grid, model_owners, FLAGS.model)
+  specs = plan_lib.expand(balancers, seeds, grid, tasks, flags_lib.balancer_owners(), model_owners, FLAGS.model)
   definition = plan_lib.definition(balancers, seeds, grid, passthrough, FLAGS.with_single_task)
   _check_sweep_dir(FLAGS.sweep_dir, definition)
   return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough)

@@ -170,6 +170,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flag_values=flag_values,
   )
   flags.DEFINE_integer(
+    "bench_models_batch_size",
+    0,
+    "Batch size of the --bench_models comparison (0: --bench_batch_size); a large one shows the FLOPs' share "
+    "of the step, a small one the per-operation overhead's.",
+    lower_bound=0,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
     "large_steps",
     DEFAULT_LARGE_STEPS,
     "Steps per timed repetition of the large configuration (0: skip it).",
@@ -676,6 +684,7 @@ def measure(
   wall_long_steps: int = DEFAULT_WALL_LONG_STEPS,
   gradient_batches: int = DEFAULT_GRADIENT_BATCHES,
   models: Sequence[str] = (),
+  models_batch_size: int = 0,
   log: Callable[[str], None] = _stderr,
 ) -> dict:
   """Runs every measurement and returns the results (the JSON line's object).
@@ -776,9 +785,12 @@ def measure(
       measure_gradients(names, bundle, batch_size, seed, num_train, hidden_units, gradient_batches, repeats, log)
     )
   if models:
+    model_batch = models_batch_size or batch_size
+    bundle.validate(model_batch)
     result.update(
-      measure_models(models, bundle, batch_size, seed, num_train, warmup_steps, loop_steps, loop_calls, repeats, log)
+      measure_models(models, bundle, model_batch, seed, num_train, warmup_steps, loop_steps, loop_calls, repeats, log)
     )
+    result["models_batch_size"] = model_batch
   if large_steps:
     result.update(measure_large(large_steps, repeats, seed, log))
   if wall_long_steps:
@@ -876,7 +888,8 @@ def format_table(result: dict) -> str:
     flops = result[f"{model}_flops_per_step"]
     relative = "" if model == ARCHITECTURE else f" (x{result[f'{model}_flops_vs_{ARCHITECTURE}']:.2f})"
     lines.append(
-      f"model {model}: {times}; {flops / 1e6:.2f} MFLOP/step{relative}, {result[f'{model}_parameters']:,} parameters"
+      f"model {model} (batch {result['models_batch_size']}): {times}; {flops / 1e6:.2f} MFLOP/step{relative}, "
+      f"{result[f'{model}_parameters']:,} parameters"
     )
   if "default_run_off_wall_s" in result:
     lines.append(
@@ -931,6 +944,7 @@ def _main() -> None:
     gradient_batches=FLAGS.gradient_batches,
     hidden_units=_widths(FLAGS.bench_hidden_units),
     models=_models(FLAGS.bench_models),
+    models_batch_size=FLAGS.bench_models_batch_size,
   )
   result["wall_s"] = time.perf_counter() - began
   print(format_table(result))

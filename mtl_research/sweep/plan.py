@@ -135,12 +135,42 @@ def _points(grid: Mapping[str, Sequence[str]]) -> list[tuple[tuple[str, str], ..
   return [tuple(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
 
 
+def _balancer_points(
+  balancer: str,
+  grid: Mapping[str, Sequence[str]],
+  owners: Mapping[str, frozenset[str]],
+  model_owners: Mapping[str, frozenset[str]],
+  model: str,
+) -> list[tuple[tuple[str, str], ...]]:
+  """The grid points of one balancer's runs: its axes, and at each point the axes its model reads."""
+  common = {k: v for k, v in grid.items() if k not in model_owners and (k not in owners or balancer in owners[k])}
+  result = []
+  for point in _points(common):
+    chosen = dict(point).get("model", model)
+    own = {k: v for k, v in grid.items() if k in model_owners and chosen in model_owners[k]}
+    result += [tuple(sorted(point + extra)) for extra in _points(own)]
+  return result
+
+
+def check_model_axes(grid: Mapping[str, Sequence[str]], model_owners: Mapping[str, frozenset[str]], model: str) -> None:
+  """UserError for an architecture's grid axis that no run's architecture reads (it would change nothing)."""
+  models = set(grid.get("model", (model,)))
+  for name in grid:
+    if name in model_owners and not models & model_owners[name]:
+      raise UserError(
+        f"--grid={name}=...: --{name} is read only by {', '.join(sorted(model_owners[name]))}, and no run of "
+        f"this sweep uses one (--model: {', '.join(sorted(models))})."
+      )
+
+
 def expand(
   balancers: Sequence[str],
   seeds: Sequence[int],
   grid: Mapping[str, Sequence[str]],
   task_names: Sequence[str] = (),
   owners: Mapping[str, frozenset[str]] | None = None,
+  model_owners: Mapping[str, frozenset[str]] | None = None,
+  model: str = "",
 ) -> list[RunSpec]:
   """Every run of the sweep, one seed after another (so a partial sweep already compares
   every configuration at the first seed); baselines for `task_names` follow each seed's
@@ -148,10 +178,13 @@ def expand(
 
   `owners` maps a flag read only by some balancers to them: such a grid axis
   applies to those balancers' runs only (a fixed-weights run does not repeat
-  once per --gradnorm_alpha value).
+  once per --gradnorm_alpha value). `model_owners` does the same for flags read
+  only by some architectures: such an axis applies to the runs whose `--model`
+  (the grid's, else `model`) reads it, so one sweep compares architectures each
+  at its own widths (`--grid=model=shared_bottom,mmoe --grid=expert_units=16`).
   """
-  owners = owners or {}
-  points = {b: _points({k: v for k, v in grid.items() if k not in owners or b in owners[k]}) for b in balancers}
+  owners, model_owners = owners or {}, model_owners or {}
+  points = {b: _balancer_points(b, grid, owners, model_owners, model) for b in balancers}
   specs = []
   for seed in seeds:
     for balancer in balancers:
