@@ -173,5 +173,15 @@ def test_dselect_k_trains_with_its_regularizers_in_the_compiled_loop():
   # so the reach term alone is ≈ k·8/6 per example.
   regularization = float(logs["objective"]) - float(np.sum(logs["losses"]))
   assert regularization > 2 * 8 / 6, regularization
+  # After 8 steps every S(z) is still inside the cubic part (z starts within ±γ/100): all 6 experts count.
   for task in ("a", "b"):
-    assert 1.0 <= float(logs["diagnostics"][f"gate/{task}/selected_experts"]) <= 6.0
+    assert float(logs["diagnostics"][f"gate/{task}/selected_experts"]) == 6.0
+  # Saturated on experts 5 and 2 for every example: the summary counts exactly those two.
+  codes = dselect_k.binary_codes(6)
+  for gate in parts.model.gates.values():
+    gate.z.kernel.assign(np.zeros(gate.z.kernel.shape))
+    gate.z.bias.assign(np.concatenate([np.where(codes[c], 1.0, -1.0) for c in (5, 2)]))
+  features = {k: v[:16] for k, v in make_bundle(task_specs, num_train=64, num_eval=32).train.features.items()}
+  summaries = parts.model.summaries({k: tf.constant(v) for k, v in features.items()})
+  for task in ("a", "b"):
+    assert float(summaries[f"gate/{task}/selected_experts"]) == 2.0
