@@ -99,6 +99,62 @@ def _row(block: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
   return tf.gather(block, i)
 
 
+def call(function, executor: str, *args):
+  """`function(*args)` under `executor`; its results as NumPy (which also waits for it to finish)."""
+  if executor == Executor.SINGLE_THREADED:
+    with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
+      logs = function(*args)
+  else:
+    logs = function(*args)
+  return tf.nest.map_structure(lambda t: t.numpy(), logs)
+
+
+class CallLogs:
+  """The logs of a run of several loop calls: the last call's, with means over all of them.
+
+  The fast loop's result holds `healthy` (every call healthy), the careful
+  loop's `guard` (the record of all of them, as a dict).
+  """
+
+  def __init__(self, num_tasks: int, careful: bool):
+    self.num_tasks = num_tasks
+    self.careful = careful
+    self.logs: dict = {}
+    self.healthy = True
+    self.record: guard.GuardState | None = None
+    self.loss_sum, self.objective_sum, self.counted = 0.0, 0.0, 0.0  # the calls' means, weighted back into sums
+
+  def add(self, logs: dict) -> None:
+    """Adds one call's NumPy logs."""
+    self.logs = logs
+    if logs["steps_counted"] > 0:
+      self.loss_sum = self.loss_sum + logs["mean_losses"] * logs["steps_counted"]
+      self.objective_sum += float(logs["mean_objective"] * logs["steps_counted"])
+      self.counted += float(logs["steps_counted"])
+    if self.careful:
+      part = guard.GuardState(**logs["guard"])
+      self.record = part if self.record is None else guard.merge(self.record, part)
+    else:
+      self.healthy = self.healthy and bool(logs["healthy"])
+
+  def result(self) -> dict:
+    """The last call's logs with the means (NaN when every batch was skipped) and the health or record."""
+    logs = dict(self.logs)
+    if self.counted > 0:
+      logs["mean_losses"] = np.asarray(self.loss_sum / self.counted, np.float32)
+      logs["mean_objective"] = np.float32(self.objective_sum / self.counted)
+    else:  # every batch skipped: no mean
+      logs["mean_losses"] = np.full(self.num_tasks, np.nan, np.float32)
+      logs["mean_objective"] = np.float32(np.nan)
+    logs["steps_counted"] = self.counted
+    if self.careful:
+      assert self.record is not None  # at least one call was added
+      logs["guard"] = self.record._asdict()
+    else:
+      logs["healthy"] = np.bool_(self.healthy)
+    return logs
+
+
 # The name scopes the step opens around each component's ops, so that an op XLA
 # cannot compile is traced back to the component that contains it.
 SCOPES = ("input", "model", "balancer", "optimizer")
@@ -471,11 +527,10 @@ class TrainLoop:
     values = {**self._balancer_diagnostics(), **self.balancer.summaries()}
     return [name for name, value in values.items() if value.shape.rank == 1]
 
-  def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
-    """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs, the guard's record).
+  def initial_carry(self, careful: bool) -> tuple:
+    """What the loop carries from before its first step: (last logs, guard record, sums).
 
-    The logs also hold the loop's `mean_losses` [T] and `mean_objective`, over
-    the steps that were applied (a skipped batch's values are left out).
+    The sums: losses [T], objective and the number of steps counted (applied).
     """
     num_tasks = len(self.task_specs)
     logs = {
@@ -487,25 +542,47 @@ class TrainLoop:
     }
     if careful:
       logs["ok"] = tf.constant(True)
-    record = guard.initial_state(num_tasks)
-    sums = (tf.zeros([num_tasks]), tf.constant(0.0), tf.constant(0.0))  # losses, objective, steps counted
+    sums = (tf.zeros([num_tasks]), tf.constant(0.0), tf.constant(0.0))
+    return logs, guard.initial_state(num_tasks), sums
+
+  def advance(self, block: tf.Tensor, i: tf.Tensor, carry: tuple, careful: bool = False) -> tuple:
+    """Runs step `i` of `block`; the loop's carry (`initial_carry`) after it.
+
+    The body of this loop's `tf.while_loop`, and of a pack's (train/pack_loop.py),
+    which runs several loops' steps in one program.
+    """
+    _, record, sums = carry
     step_fn = functools.partial(self._step_at, careful=careful)
+    logs = self._first_replica(self.strategy.run(step_fn, args=(block, i)))
+    counted = tf.constant(1.0)
+    if careful:
+      record = guard.record(record, logs["ok"], logs["step"], logs["losses"])
+      counted = tf.cast(logs["ok"], tf.float32)
+    losses = tf.where(counted > 0, logs["losses"], 0.0)
+    objective = tf.where(counted > 0, logs["objective"], 0.0)
+    return logs, record, (sums[0] + losses, sums[1] + objective, sums[2] + counted)
 
-    def body(i, _, record, sums):
-      logs = self._first_replica(self.strategy.run(step_fn, args=(block, i)))
-      counted = tf.constant(1.0)
-      if careful:
-        record = guard.record(record, logs["ok"], logs["step"], logs["losses"])
-        counted = tf.cast(logs["ok"], tf.float32)
-      losses = tf.where(counted > 0, logs["losses"], 0.0)
-      objective = tf.where(counted > 0, logs["objective"], 0.0)
-      return i + 1, logs, record, (sums[0] + losses, sums[1] + objective, sums[2] + counted)
+  @staticmethod
+  def with_means(carry: tuple) -> tuple[dict, guard.GuardState]:
+    """(the last step's logs with the loop's `mean_losses` [T], `mean_objective` and `steps_counted`, the record).
 
-    _, logs, record, sums = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), logs, record, sums))
+    The means are over the steps that were applied (a skipped batch's values are left out).
+    """
+    logs, record, sums = carry
+    logs = dict(logs)
     # NaN when no step was applied (every batch skipped): no mean, not a mean of zero.
     count = tf.where(sums[2] > 0, sums[2], np.nan)
     logs["mean_losses"], logs["mean_objective"], logs["steps_counted"] = sums[0] / count, sums[1] / count, sums[2]
     return logs, record
+
+  def _steps(self, block: tf.Tensor, num_steps: tf.Tensor, careful: bool) -> tuple[dict, guard.GuardState]:
+    """Runs steps 0 .. num_steps − 1 of `block`; (the last step's logs and means, the guard's record)."""
+
+    def body(i, *carry):
+      return (i + 1, *self.advance(block, i, carry, careful))
+
+    _, *carry = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), *self.initial_carry(careful)))
+    return self.with_means(tuple(carry))
 
   def _model_summaries(self, block: tf.Tensor, last: tf.Tensor) -> dict:
     """The architecture's `summaries` on the last step's rows (training=False: no dropout mask drawn), replica mean."""
@@ -548,6 +625,10 @@ class TrainLoop:
     """
     self.loss_sum.assign(0.0)
     logs, _ = self._steps(block, num_steps, careful=False)
+    return self.fast_loop_end(logs, block, num_steps, diagnose)
+
+  def fast_loop_end(self, logs: dict, block: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> dict:
+    """The fast loop's result after its steps: `healthy` and what only reads state (`_loop_end`)."""
     logs["healthy"] = tf.logical_and(tf.math.is_finite(self.loss_sum), guard.variables_finite(self.state_variables))
     return self._loop_end(logs, block, num_steps, diagnose)
 
@@ -563,14 +644,7 @@ class TrainLoop:
     """One call of `loop` on the batches `rows` (at most steps_per_call of them); NumPy logs."""
     block = np.zeros([self.steps_per_call, self.global_batch_size], np.int32)
     block[: len(rows)] = rows
-    args = (tf.constant(block), tf.constant(len(rows), tf.int32), tf.constant(diagnose))
-    if self.executor == Executor.SINGLE_THREADED:
-      with tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR"):
-        logs = loop(*args)
-    else:
-      logs = loop(*args)
-    # .numpy() also waits for the loop to finish.
-    return tf.nest.map_structure(lambda t: t.numpy(), logs)
+    return call(loop, self.executor, tf.constant(block), tf.constant(len(rows), tf.int32), tf.constant(diagnose))
 
   def compile(self, fall_back: bool = False, components: Mapping[str, str] | None = None) -> str:
     """Traces and, under XLA, compiles the fast loop now, running no step; returns a line saying so.
@@ -616,32 +690,10 @@ class TrainLoop:
     if len(rows) != num_steps:
       raise ValueError(f"{len(rows)} batches of rows for {num_steps} steps")
     loop = self.careful_loop if careful else self.loop
-    logs, healthy = {}, True
-    record: guard.GuardState | None = None
-    loss_sum, objective_sum, counted = 0.0, 0.0, 0.0  # the calls' means, weighted back into sums
+    calls = CallLogs(len(self.task_specs), careful)
     for begin in range(0, num_steps, self.steps_per_call):
       end = min(begin + self.steps_per_call, num_steps)
-      logs = self._call(loop, rows[begin:end], diagnose and end == num_steps)
-      if logs["steps_counted"] > 0:
-        loss_sum = loss_sum + logs["mean_losses"] * logs["steps_counted"]
-        objective_sum += float(logs["mean_objective"] * logs["steps_counted"])
-        counted += float(logs["steps_counted"])
-      if careful:
-        part = guard.GuardState(**logs["guard"])
-        record = part if record is None else guard.merge(record, part)
-      else:
-        healthy = healthy and bool(logs["healthy"])
-    if counted > 0:
-      logs["mean_losses"] = np.asarray(loss_sum / counted, np.float32)
-      logs["mean_objective"] = np.float32(objective_sum / counted)
-    else:  # every batch skipped: no mean
-      logs["mean_losses"] = np.full(len(self.task_specs), np.nan, np.float32)
-      logs["mean_objective"] = np.float32(np.nan)
-    logs["steps_counted"] = counted
-    if careful:
-      assert record is not None  # num_steps ≥ 1: the loop above ran at least once
-      logs["guard"] = record._asdict()
-    else:
-      logs["healthy"] = np.bool_(healthy)
+      calls.add(self._call(loop, rows[begin:end], diagnose and end == num_steps))
+    logs = calls.result()
     self.compiled = True
     return logs
