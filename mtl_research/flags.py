@@ -343,8 +343,8 @@ def our_flag_names() -> list[str]:
 
 
 def _defined_here(flag) -> bool:
-  module = FLAGS.find_module_defining_flag(flag.name) or ""
-  return module.startswith("mtl_research")
+  """A training flag: defined by this module (an entry point's own flags, e.g. mtl-train's --seeds, are not)."""
+  return FLAGS.find_module_defining_flag(flag.name) == __name__
 
 
 def value_text(name: str, value) -> str:

@@ -106,7 +106,7 @@ class SweepPlan:
 
 def training_flag_names() -> list[str]:
   """Flags a training run accepts: those mtl_research.flags defines."""
-  return [name for name in flags_lib.our_flag_names() if FLAGS.find_module_defining_flag(name) == flags_lib.__name__]
+  return flags_lib.our_flag_names()
 
 
 def passthrough_flags() -> list[str]:

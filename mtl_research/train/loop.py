@@ -36,6 +36,29 @@ def parameter_line(counts: Mapping) -> str:
   return f"Parameters: {counts['total']:,} trainable, {counts['shared']:,} shared; per task: {per_task}."
 
 
+class Segment:
+  """A run's training from `start` to `total`: where it is, its periodic actions, progress and writers."""
+
+  def __init__(self, start: int, total: int, steps_per_loop: int, actions, progress: TrainingProgress, writers):
+    self.start = self.step = start
+    self.total = total
+    self.steps_per_loop = steps_per_loop
+    self.actions = actions
+    self.progress = progress
+    self.writers = writers
+    self.began = time.perf_counter()
+
+  def next_stop(self, step: int | None = None) -> tuple[int, bool]:
+    """(where the loop call from `step` (default: the current step) ends, whether it needs diagnostics)."""
+    step = self.step if step is None else step
+    stop = actions_lib.next_stop(step, self.total, self.steps_per_loop, self.actions)
+    return stop, actions_lib.needs_diagnostics(self.actions, stop, self.total)
+
+  def close(self) -> None:
+    for writer in self.writers:
+      writer.close()
+
+
 class Trainer:
   """Trains one configuration into one run directory."""
 
@@ -69,6 +92,7 @@ class Trainer:
     self.checkpoints = Checkpoints(parts.checkpoint, run.checkpoint_dir, run.best_checkpoint_dir, log)
     self.resume_from = (resume_from or run).checkpoint_dir
     self._restored = not resume
+    self._recorder: provenance.Recorder | None = None
 
   def restore(self) -> int:
     """Restores the newest readable checkpoint if there is one; returns the step.
@@ -109,26 +133,45 @@ class Trainer:
     Raises Interrupted after saving a checkpoint if `stop` was requested, and
     guard.NonFiniteError if a non-finite loss stopped the run.
     """
+    start = self.begin()
+    if start < self.parts.total_steps and not self.parts.train_loop.compiled:
+      self.compile()  # first: a loop that falls back from XLA records the mode it runs in
+    self.record_start(start)
+    try:
+      if start < self.parts.total_steps:
+        self._train(start, self.parts.total_steps)
+      metrics = self.finish()
+    except Interrupted:
+      self.end(provenance.INTERRUPTED)
+      raise
+    except BaseException:
+      self.end(provenance.FAILED)
+      raise
+    return metrics
+
+  def begin(self) -> int:
+    """Restores (unless done already); returns the step training starts from."""
     start = int(self.parts.global_step.numpy()) if self._restored else self.restore()
     if self.parts.strategy is not None:
       distribution.check_workers_agree(self.parts.strategy, start)
-    total = self.parts.total_steps
-    if start < total and not self.parts.train_loop.compiled:
-      self.compile()  # first: a loop that falls back from XLA records the mode it runs in
-    recorder = provenance.Recorder(self.run_dir.path, self._loop_settings())
-    recorder.start(start)
-    outcome = provenance.FAILED
-    try:
-      if start < total:
-        self._train(start, total)
-      metrics = self._finish()
-      outcome = provenance.FINISHED
-    except Interrupted:
-      outcome = provenance.INTERRUPTED
-      raise
-    finally:
-      recorder.end(outcome, int(self.parts.global_step.numpy()))
+    return start
+
+  def record_start(self, start: int) -> None:
+    """Records the start in the run's provenance (after compiling: the record holds the loop's mode)."""
+    self._recorder = provenance.Recorder(self.run_dir.path, self._loop_settings())
+    self._recorder.start(start)
+
+  def finish(self) -> dict:
+    """Selects, evaluates and writes metrics.json; records the run as finished."""
+    metrics = self._finish()
+    self.end(provenance.FINISHED)
     return metrics
+
+  def end(self, outcome: str) -> None:
+    """Records how the run ended (provenance.FINISHED, INTERRUPTED or FAILED) at its current step."""
+    if self._recorder is not None:
+      self._recorder.end(outcome, int(self.parts.global_step.numpy()))
+      self._recorder = None
 
   def _loop_settings(self) -> provenance.LoopSettings:
     loop = self.parts.train_loop
@@ -141,6 +184,21 @@ class Trainer:
     )
 
   def _train(self, start: int, total: int) -> None:
+    segment = self.open_segment(start)
+    try:
+      while segment.step < total:
+        self.honour_stop(segment.step)
+        stop, diagnose = segment.next_stop()
+        tick = time.perf_counter()
+        logs = self.parts.train_loop.run(stop - segment.step, diagnose)
+        self.end_loop(segment, stop, diagnose, logs, time.perf_counter() - tick)
+    finally:
+      segment.close()
+    self.log_trained(segment, self.parts.train_loop.compile_seconds)
+
+  def open_segment(self, start: int) -> Segment:
+    """Begins training from step `start` (< total): run metadata, the first checkpoint, writers, actions."""
+    total = self.parts.total_steps
     if self.hparams:  # every segment: an extended run logs its new length
       prefixes = self.parts.train_loop.per_task_diagnostics()
       if self.config.loop.log_grad_conflict:
@@ -156,34 +214,33 @@ class Trainer:
     train_writer = ScalarWriter(self.run_dir.train_logdir)
     eval_writer = ScalarWriter(self.run_dir.eval_logdir)
     actions = self._actions(train_writer, eval_writer)
-    step, began = start, time.perf_counter()
     # The ETA's pace spans the longest action period: each evaluation and checkpoint counted as often as it comes.
     window = max([self.config.loop.steps_per_loop, *(action.every for action in actions)])
     progress = TrainingProgress(self.task_names, total, window)
     progress.start(start)
     self.log(f"Training {total} steps from step {start} into {self.run_dir.path}")
     self.log(parameter_line(self.parts.model.parameter_counts()))
-    try:
-      while step < total:
-        self._honour_stop(step, total)
-        stop = actions_lib.next_stop(step, total, self.config.loop.steps_per_loop, actions)
-        diagnose = actions_lib.needs_diagnostics(actions, stop, total)
-        tick = time.perf_counter()
-        logs = self.parts.train_loop.run(stop - step, diagnose)
-        if not logs["healthy"]:
-          logs = self._recover(step, stop, diagnose)
-        end = actions_lib.LoopEnd(stop, total, logs, (stop - step) / (time.perf_counter() - tick))
-        step = stop
-        self.log(progress.line(step, end.steps_per_sec, float(logs["mean_objective"]), logs["mean_losses"]))
-        for action in actions:
-          if action.due(step, total):
-            action.run(end)
-    finally:
-      train_writer.close()
-      eval_writer.close()
-    compiling = self.parts.train_loop.compile_seconds
+    return Segment(start, total, self.config.loop.steps_per_loop, actions, progress, (train_writer, eval_writer))
+
+  def end_loop(self, segment: Segment, stop: int, diagnose: bool, logs: dict, seconds: float) -> None:
+    """After a loop call that ran the steps up to `stop` in `seconds`: recovery, progress, actions.
+
+    Raises guard.NonFiniteError if a non-finite loss stopped the run.
+    """
+    step = segment.step
+    if not logs["healthy"]:
+      logs = self._recover(step, stop, diagnose)
+    end = actions_lib.LoopEnd(stop, segment.total, logs, (stop - step) / seconds)
+    segment.step = stop
+    self.log(segment.progress.line(stop, end.steps_per_sec, float(logs["mean_objective"]), logs["mean_losses"]))
+    for action in segment.actions:
+      if action.due(stop, segment.total):
+        action.run(end)
+
+  def log_trained(self, segment: Segment, compiling: float) -> None:
+    """The log line of a finished segment; `compiling`: the seconds its loop took to compile."""
     self.log(
-      f"Trained {total - start} steps in {time.perf_counter() - began + compiling:.2f} s, "
+      f"Trained {segment.step - segment.start} steps in {time.perf_counter() - segment.began + compiling:.2f} s, "
       f"{compiling:.2f} s of it compiling the loop."
     )
 
@@ -211,8 +268,9 @@ class Trainer:
       actions_lib.PeriodicAction("checkpoint", loop_cfg.checkpoint_every, checkpoint),
     ]
 
-  def _honour_stop(self, step: int, total: int) -> None:
+  def honour_stop(self, step: int) -> None:
     """Saves a checkpoint and raises Interrupted if SIGTERM/SIGINT asked to stop."""
+    total = self.parts.total_steps
     if step >= total:
       return
     requested = self.stop is not None and self.stop.requested
