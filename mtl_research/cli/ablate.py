@@ -32,6 +32,7 @@ from mtl_research.sweep import runner as runner_lib
 FLAGS = flags.FLAGS
 DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
 LOCK_FILE = ".lock"
+DEFAULT_PACK_SIZE = 16
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -76,6 +77,21 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     lower_bound=1,
     flag_values=flag_values,
   )
+  flags.DEFINE_integer(
+    "pack_size",
+    DEFAULT_PACK_SIZE,
+    "Runs trained together in one process and one compiled loop (a pack; README, Sweeps); 1 trains each run "
+    "in its own process.",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "shard",
+    None,
+    "i/n: train only the i-th (0 <= i < n) of n deterministic slices of the sweep's runs, so that n machines "
+    "sharing a file system (a SLURM array job) train one sweep directory together.",
+    flag_values=flag_values,
+  )
   # The summarizer's metric choices (reports/aggregation.py), checked here before any training;
   # None leaves the choice to the summarizer's default.
   flags.DEFINE_enum(
@@ -97,11 +113,19 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 class SweepPlan:
   """A validated sweep, ready to run: its directory, definition (sweep.json), runs and passthrough flags."""
 
-  def __init__(self, directory: str, definition: dict, specs: list[plan_lib.RunSpec], passthrough: list[str]):
+  def __init__(
+    self,
+    directory: str,
+    definition: dict,
+    specs: list[plan_lib.RunSpec],
+    passthrough: list[str],
+    shard: tuple[int, int] | None = None,
+  ):
     self.directory = directory
     self.definition = definition
     self.specs = specs
     self.passthrough = passthrough
+    self.shard = shard  # (i, n): this invocation trains the i-th of n slices of the runs
 
 
 def training_flag_names() -> list[str]:
@@ -194,8 +218,11 @@ def plan_from_flags() -> SweepPlan:
   plan_lib.check_model_axes(grid, model_owners, FLAGS.model)
   specs = plan_lib.expand(balancers, seeds, grid, tasks, flags_lib.balancer_owners(), model_owners, FLAGS.model)
   definition = plan_lib.definition(balancers, seeds, grid, passthrough, FLAGS.with_single_task)
+  shard = plan_lib.parse_shard(FLAGS.shard) if FLAGS.shard else None
+  if shard is not None:
+    specs = plan_lib.shard(specs, *shard)
   _check_sweep_dir(FLAGS.sweep_dir, definition)
-  return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough)
+  return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough, shard)
 
 
 def _check_sweep_dir(path: str, definition: dict) -> None:
@@ -239,13 +266,17 @@ def _lock(sweep: SweepPlan):
     import fcntl  # pylint: disable=import-outside-toplevel
   except ImportError:  # not POSIX: no lock
     return None
-  handle = open(os.path.join(sweep.directory, LOCK_FILE), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  # One lock per shard: shards of one sweep run side by side (each run's own lock, train/run_lock.py, keeps
+  # two trainers out of one run directory); the same shard twice, or the whole sweep twice, is refused.
+  name = LOCK_FILE if sweep.shard is None else f"{LOCK_FILE}.shard{sweep.shard[0]}of{sweep.shard[1]}"
+  handle = open(os.path.join(sweep.directory, name), "a", encoding="utf-8")  # pylint: disable=consider-using-with
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
     handle.close()
+    which = "" if sweep.shard is None else f" (--shard={sweep.shard[0]}/{sweep.shard[1]})"
     raise UserError(
-      f"--sweep_dir={sweep.directory} is being run by another mtl-ablate right now; "
+      f"--sweep_dir={sweep.directory}{which} is being run by another mtl-ablate right now; "
       "wait for it to end or stop it first."
     ) from None
   return handle
@@ -268,7 +299,9 @@ def _main() -> None:
   sweep = plan_from_flags()
   _write(sweep)
   lock = _lock(sweep)  # noqa: F841  (held until the process ends)
-  outcome = runner_lib.Runner(sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel).run()
+  outcome = runner_lib.Runner(
+    sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel, pack_size=FLAGS.pack_size
+  ).run()
   if outcome.interrupted is not None:
     sys.stderr.write(
       f"Sweep interrupted: {outcome.done} of {outcome.total} runs finished; run the same command again to resume it.\n"

@@ -24,6 +24,7 @@ from mtl_research.data import summary as data_summary
 from mtl_research.errors import UserError
 from mtl_research.files import write_text_atomic
 from mtl_research.optim import model_optimizer
+from mtl_research.sweep.plan import PACK_SHARED_FLAGS
 from mtl_research.train import components as components_lib
 from mtl_research.train import distribution, loop, run_dir, run_lock
 from mtl_research.train import pack as pack_lib
@@ -358,15 +359,11 @@ def _train_pack(stop: StopRequest) -> list[pack_lib.MemberResult]:
   return [results[member.name] for member in members]
 
 
-# What every run of a pack must share: the loop's shapes and what this process sets once for all of them.
-_PACK_SHARED = ("batch_size", "steps_per_loop", "jit_compile", "executor", "strategy", "deterministic")
-
-
 def _check_pack(setups: list) -> None:
   """UserError unless the runs can share one process and one compiled loop."""
   first = setups[0][1].settings
   for member, setup, _ in setups[1:]:
-    for name in _PACK_SHARED:
+    for name in PACK_SHARED_FLAGS:
       if setup.settings.values.get(name) != first.values.get(name):
         raise UserError(
           f"the runs of a pack must share --{name}; {member.name} has --{name}={setup.settings.values.get(name)}, "

@@ -41,6 +41,9 @@ BASELINE_BALANCER = "fixed"
 # Dropped from single-task baselines: they name the other tasks, which a baseline does not have.
 NOT_FOR_BASELINES = ("task_weights",)
 MAX_NAME_LENGTH = 200
+# What the runs of one pack (one process, one compiled loop: train/pack.py) must share: the loop's shapes
+# and what the process sets once for all of them. Runs that differ in one of these go to different packs.
+PACK_SHARED_FLAGS = ("batch_size", "steps_per_loop", "jit_compile", "executor", "strategy", "deterministic")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
@@ -248,3 +251,41 @@ def _show(value) -> str:
   if isinstance(value, dict):
     return " ".join(f"{name}={_join(values)}" for name, values in value.items()) or "(none)"
   return str(value)
+
+
+def packs(specs: Sequence[RunSpec], pack_size: int) -> list[list[RunSpec]]:
+  """The runs grouped into packs of at most `pack_size`: runs that share PACK_SHARED_FLAGS (their grid values
+  of them; the other flags are the same for all), in plan order, so one configuration's seeds pack together."""
+  if pack_size < 1:
+    raise ValueError(f"pack_size must be at least 1, not {pack_size}")
+  groups: dict[tuple, list[RunSpec]] = {}
+  for spec in specs:
+    key = tuple((name, value) for name, value in spec.grid if name in PACK_SHARED_FLAGS)
+    groups.setdefault(key, []).append(spec)
+  # Seeds last: runs of one configuration (one seed after another in the plan) fill a pack together.
+  result = []
+  for group in groups.values():
+    ordered = sorted(group, key=lambda spec: (spec.balancer, spec.single_task or "", spec.grid, spec.seed))
+    result += [ordered[i : i + pack_size] for i in range(0, len(ordered), pack_size)]
+  return result
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """`--shard=i/n` (0 ≤ i < n) as (i, n); UserError naming the value."""
+  index, sep, count = text.partition("/")
+  try:
+    i, n = int(index), int(count)
+  except ValueError:
+    i, n = -1, 0
+  if not sep or n < 1 or not 0 <= i < n:
+    raise UserError(f"--shard={text} is not of the form i/n with 0 <= i < n (e.g. --shard=0/4).")
+  return i, n
+
+
+def shard(specs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
+  """The `index`-th of `count` deterministic slices of the plan: every count-th run, from the index-th.
+
+  Each run belongs to exactly one shard, and the slices depend only on the plan
+  (the same flags give the same slices on every machine).
+  """
+  return list(specs[index::count])

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import ctypes
 import dataclasses
 import datetime
+import math
 import os
 import shlex
 import signal
@@ -45,10 +46,12 @@ from mtl_research import signals
 from mtl_research.files import write_json_atomic, write_text_atomic
 from mtl_research.progress import format_duration
 from mtl_research.sweep.plan import NOT_FOR_BASELINES, RUNS_DIR, THREAD_FLAGS, RunSpec
+from mtl_research.sweep.plan import packs as plan_packs
 from mtl_research.train import run_lock
 from mtl_research.train.run_dir import FAILED_FILE, LOG_FILE, METRICS_FILE, RUN_FILE
 
 TRAIN_MODULE = "mtl_research.cli.train"
+PACKS_DIR = "packs"  # SWEEP_DIR/packs/: each pack's file of runs (--pack_file) and the output of its process
 TAIL_LINES = 20
 STOP_GRACE_SECONDS = 10.0
 # How long a run whose directory another trainer holds (one of a killed invocation, stopping) waits.
@@ -137,11 +140,11 @@ class Outcome:
 
 @dataclasses.dataclass
 class _Attempt:
-  spec: RunSpec
+  specs: list[RunSpec]  # one run, or the runs of a pack (one process: train/pack.py)
   process: subprocess.Popen
-  log_path: str
-  log_offset: int  # where this attempt's output starts in the log
+  log_offsets: dict[str, int]  # where this attempt's output starts in each run's log
   started: float
+  pack_file: str | None = None
 
 
 class Runner:
@@ -158,9 +161,11 @@ class Runner:
     python: str = sys.executable,
     out: TextIO | None = None,
     poll_seconds: float = 0.2,
+    pack_size: int = 1,
   ):
     self.sweep_dir = os.path.abspath(sweep_dir)
     self.specs = list(specs)
+    self.pack_size = pack_size
     self.passthrough = list(passthrough)
     self.parallel = parallel
     self.threads = threads_per_run(parallel, cpus or available_cpus())
@@ -169,7 +174,7 @@ class Runner:
     self.poll_seconds = poll_seconds
     self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     self._active: list[_Attempt] = []
-    self._queue: collections.deque[RunSpec] = collections.deque()
+    self._queue: collections.deque[list[RunSpec]] = collections.deque()
     self._durations: list[float] = []
     # The first SIGINT/SIGTERM while run() runs: every attempt is stopped, the sweep ends.
     self._stop = signals.StopSignals()
@@ -187,16 +192,21 @@ class Runner:
   def run(self) -> Outcome:
     """Trains every unfinished run; returns when all ended or a signal stopped the sweep."""
     outcome = self._outcome
+    todo = []
     for spec in self.specs:
       if is_finished(self.run_path(spec)):
         outcome.skipped += 1
         if not os.path.isfile(os.path.join(self.run_path(spec), RUN_FILE)):
           self._write_run_file(spec)
       else:
-        self._queue.append(spec)
+        todo.append(spec)
+    # Fewer runs than `parallel` full packs: smaller packs, so that every process has some.
+    size = min(self.pack_size, max(1, math.ceil(len(todo) / self.parallel)))
+    self._queue.extend(plan_packs(todo, size))
+    packing = f" in {len(self._queue)} pack(s) of up to {self.pack_size}" if self.pack_size > 1 else ""
     self._say(
       f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
-      f"{len(self._queue)} to train, {self.parallel} at a time with {self.threads} thread(s) each."
+      f"{len(todo)} to train{packing}, {self.parallel} at a time with {self.threads} thread(s) each."
     )
     with self._stop:
       while (self._queue or self._active) and not self._stop.requested:
@@ -214,33 +224,49 @@ class Runner:
         self._interrupt()
     return outcome
 
-  def _next(self) -> RunSpec | None:
-    """Takes the first queued run whose directory no other trainer holds (or that waited long enough)."""
-    for spec in self._queue:
-      holder = run_lock.holder(self.run_path(spec))
+  def _next(self) -> list[RunSpec] | None:
+    """Takes the first queued pack none of whose run directories another trainer holds (or that waited long enough)."""
+    for pack in self._queue:
       now = time.monotonic()
-      if holder is not None and spec.name not in self._waiting:
-        self._waiting[spec.name] = now
-        self._say(
-          f"wait {spec.name}: {self.run_path(spec)} is in use by another trainer ({holder}); "
-          f"it starts when that one ends, or in {LOCK_WAIT_SECONDS:.0f} s"
-        )
-      if holder is None or now - self._waiting[spec.name] >= LOCK_WAIT_SECONDS:
-        self._queue.remove(spec)
-        return spec
+      ready = True
+      for spec in pack:
+        holder = run_lock.holder(self.run_path(spec))
+        if holder is not None and spec.name not in self._waiting:
+          self._waiting[spec.name] = now
+          self._say(
+            f"wait {spec.name}: {self.run_path(spec)} is in use by another trainer ({holder}); "
+            f"it starts when that one ends, or in {LOCK_WAIT_SECONDS:.0f} s"
+          )
+        if holder is not None and now - self._waiting[spec.name] < LOCK_WAIT_SECONDS:
+          ready = False
+      if ready:
+        self._queue.remove(pack)
+        return pack
     return None
 
-  def _start(self, spec: RunSpec) -> None:
-    path = self.run_path(spec)
-    _remove(os.path.join(path, FAILED_FILE))
-    self._write_run_file(spec)
-    log_path = os.path.join(path, LOG_FILE)
-    cmd = command(spec, path, self.passthrough, self.threads, self.python)
+  def _start(self, pack: list[RunSpec]) -> None:
     stamp = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-    with open(log_path, "a", encoding="utf-8") as handle:
-      handle.write(f"==== {stamp} attempt: {shlex.join(cmd)}\n")
-      handle.flush()
-      offset = handle.tell()
+    commands = {spec.name: command(spec, self.run_path(spec), self.passthrough, self.threads, self.python) for spec in pack}
+    offsets, pack_file = {}, None
+    if len(pack) > 1:
+      pack_file = self._write_pack_file(pack, commands)
+      cmd = [self.python, "-m", TRAIN_MODULE, f"--pack_file={pack_file}", *_thread_args(commands[pack[0].name])]
+      output_path = pack_file.removesuffix(".json") + ".log"
+    else:
+      cmd = commands[pack[0].name]
+      output_path = os.path.join(self.run_path(pack[0]), LOG_FILE)
+    for spec in pack:
+      path = self.run_path(spec)
+      _remove(os.path.join(path, FAILED_FILE))
+      self._write_run_file(spec)
+      with open(os.path.join(path, LOG_FILE), "a", encoding="utf-8") as handle:
+        how = f" (in a pack of {len(pack)}: {output_path})" if pack_file else ""
+        handle.write(f"==== {stamp} attempt{how}: {shlex.join(commands[spec.name])}\n")
+        offsets[spec.name] = handle.tell()
+    with open(output_path, "a", encoding="utf-8") as handle:
+      if pack_file:
+        handle.write(f"==== {stamp} attempt: {shlex.join(cmd)}\n")
+        handle.flush()
       process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn  (it only calls prctl)
         cmd,
         stdout=handle,
@@ -249,36 +275,53 @@ class Runner:
         env=self.env,
         preexec_fn=self._preexec,
       )
-    self._active.append(_Attempt(spec, process, log_path, offset, time.monotonic()))
-    self._say(f"start {spec.name}")
+    self._active.append(_Attempt(pack, process, offsets, time.monotonic(), pack_file))
+    self._say(f"start {pack[0].name}" if len(pack) == 1 else f"start a pack of {len(pack)}: {_names(pack)}")
     self._progress()
+
+  def _write_pack_file(self, pack: list[RunSpec], commands: dict[str, list[str]]) -> str:
+    """SWEEP_DIR/packs/<first run>+<n>.json: each run's name, training arguments and log (cli/train.py --pack_file)."""
+    directory = os.path.join(self.sweep_dir, PACKS_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{pack[0].name[:150]}+{len(pack) - 1}.json")
+    runs = [
+      {"name": spec.name, "args": commands[spec.name][3:], "log": os.path.join(self.run_path(spec), LOG_FILE)}
+      for spec in pack
+    ]
+    write_json_atomic(path, {"runs": runs})
+    return path
 
   def _check(self, attempt: _Attempt) -> None:
     code = attempt.process.poll()
     if code is None:
       return
     self._active.remove(attempt)
-    spec, path = attempt.spec, self.run_path(attempt.spec)
     seconds = time.monotonic() - attempt.started
-    if code == 0 and is_finished(path):
-      self._durations.append(seconds)
-      self._outcome.finished.append(spec.name)
-      self._say(f"finished {spec.name} in {format_duration(seconds)}")
-    else:
+    self._durations += [seconds / len(attempt.specs)] * len(attempt.specs)
+    for spec in attempt.specs:
+      path = self.run_path(spec)
+      log_path = os.path.join(path, LOG_FILE)
+      if is_finished(path):
+        self._outcome.finished.append(spec.name)
+        self._say(f"finished {spec.name} in {format_duration(seconds)}")
+        continue
       reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
       if code == 0:
         reason = "exit code 0 without metrics.json"
-      tail = _tail(attempt.log_path, attempt.log_offset)
+      tail = _tail(log_path, attempt.log_offsets[spec.name])
+      if attempt.pack_file and not tail:  # the pack ended before this run wrote a line: its own output says why
+        tail = _tail(attempt.pack_file.removesuffix(".json") + ".log", 0)
       write_text_atomic(os.path.join(path, FAILED_FILE), f"{reason}\n" + "".join(f"{line}\n" for line in tail))
       last = next((line for line in reversed(tail) if line.strip()), "")
       self._outcome.failed.append(spec.name)
-      self._say(f"FAILED {spec.name} ({reason}): {last.strip()[:300]}\n  log: {attempt.log_path}")
+      self._say(f"FAILED {spec.name} ({reason}): {last.strip()[:300]}\n  log: {log_path}")
     self._progress()
 
   def _interrupt(self) -> None:
     """Stops every running attempt; each run stays resumable (no FAILED marker)."""
     name = self._stop.name
-    self._say(f"{name}: stopping {len(self._active)} running run(s)...")
+    running = sum(len(attempt.specs) for attempt in self._active)
+    self._say(f"{name}: stopping {running} running run(s)...")
     for attempt in self._active:
       if attempt.process.poll() is None:
         attempt.process.terminate()
@@ -289,8 +332,9 @@ class Runner:
       except subprocess.TimeoutExpired:
         attempt.process.kill()
         attempt.process.wait()
-      with open(attempt.log_path, "a", encoding="utf-8") as handle:
-        handle.write(f"==== interrupted by {name}; the next invocation of the sweep resumes this run\n")
+      for spec in attempt.specs:
+        with open(os.path.join(self.run_path(spec), LOG_FILE), "a", encoding="utf-8") as handle:
+          handle.write(f"==== interrupted by {name}; the next invocation of the sweep resumes this run\n")
     self._active.clear()
     self._outcome.interrupted = self._stop.signal
 
@@ -309,15 +353,27 @@ class Runner:
 
   def _progress(self) -> None:
     eta = None
+    queued = sum(len(pack) for pack in self._queue)
     if self._durations:
-      mean = sum(self._durations) / len(self._durations)
+      mean = sum(self._durations) / len(self._durations)  # seconds per run (a pack's time shared by its runs)
       now = time.monotonic()
-      work = len(self._queue) * mean + sum(max(0.0, mean - (now - a.started)) for a in self._active)
+      work = queued * mean + sum(max(0.0, mean * len(a.specs) - (now - a.started)) for a in self._active)
       eta = work / self.parallel
+    running = sum(len(attempt.specs) for attempt in self._active)
     self._say(
-      f"done {self._outcome.done} / running {len(self._active)} / failed {len(self._outcome.failed)} / "
-      f"left {len(self._queue)} | ETA {format_duration(eta)}"
+      f"done {self._outcome.done} / running {running} / failed {len(self._outcome.failed)} / "
+      f"left {queued} | ETA {format_duration(eta)}"
     )
+
+
+def _names(pack: Sequence[RunSpec], shown: int = 3) -> str:
+  names = ", ".join(spec.name for spec in pack[:shown])
+  return names + (f" and {len(pack) - shown} more" if len(pack) > shown else "")
+
+
+def _thread_args(cmd: Sequence[str]) -> list[str]:
+  """The thread flags of a run's command, which its pack's process sets once for all its runs."""
+  return [arg for arg in cmd if arg.partition("=")[0].removeprefix("--") in THREAD_FLAGS]
 
 
 def _tail(path: str, offset: int, lines: int = TAIL_LINES) -> list[str]:
