@@ -62,7 +62,7 @@ import tensorflow as tf  # noqa: E402
 
 from mtl_research import config as config_lib  # noqa: E402
 from mtl_research.balancers import BALANCERS, gramian  # noqa: E402
-from mtl_research.cli import benchmark_gradients  # noqa: E402
+from mtl_research.cli import benchmark_gradients, benchmark_sweep  # noqa: E402
 from mtl_research.cli.common import entry_point, parse_flags  # noqa: E402
 from mtl_research.data import DATASETS  # noqa: E402
 from mtl_research.data.pipeline import steps_per_epoch  # noqa: E402
@@ -196,6 +196,37 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     "wall_long_steps",
     DEFAULT_WALL_LONG_STEPS,
     "Steps of the long wall-time run of the default example (0: skip the wall-time runs).",
+    lower_bound=0,
+    flag_values=flag_values,
+  )
+
+  flags.DEFINE_bool(
+    "sweep",
+    False,
+    "Measure packed training instead (benchmark_sweep.py): S runs in one compiled loop against one alone, and "
+    "a sweep one process per run against the same sweep packed.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "sweep_seeds",
+    benchmark_sweep.DEFAULT_SEEDS,
+    "--sweep: seeds (runs of a pack).",
+    lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "sweep_steps", benchmark_sweep.DEFAULT_STEPS, "--sweep: steps of every run.", lower_bound=1, flag_values=flag_values
+  )
+  flags.DEFINE_list(
+    "sweep_balancers",
+    list(benchmark_sweep.DEFAULT_BALANCERS),
+    "--sweep: balancers of the timed sweep.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "sweep_parallel",
+    benchmark_sweep.DEFAULT_PARALLEL,
+    "--sweep: --parallel of both sweeps (0: skip the sweep, time the packed loop only).",
     lower_bound=0,
     flag_values=flag_values,
   )
@@ -927,8 +958,38 @@ def _models(names: Sequence[str]) -> tuple[str, ...]:
   return tuple(names)
 
 
+def measure_packing(
+  seeds: int, steps: int, balancers: Sequence[str], parallel: int, repeats: int, batch_size: int, log=_stderr
+) -> dict:
+  """benchmark_sweep's two measurements on the benchmark's data and model (fixed, XLA where available)."""
+  resolve_balancers(balancers)  # an unknown name is refused before anything runs
+
+  def config(seed: int) -> config_lib.Config:
+    return make_config(BASELINE, batch_size, seed, DEFAULT_TRAIN_ROWS, steps, steps_per_loop=steps)
+
+  result = benchmark_sweep.measure_packed_loop(
+    config, lambda seed: synthetic_bundle(DEFAULT_TRAIN_ROWS, seed), seeds, steps, repeats, log
+  )
+  if parallel:
+    result.update(benchmark_sweep.measure_sweep(balancers, seeds, steps, parallel, log))
+  return result
+
+
 def _main() -> None:
   began = time.perf_counter()
+  if FLAGS.sweep:
+    result = measure_packing(
+      FLAGS.sweep_seeds,
+      FLAGS.sweep_steps,
+      FLAGS.sweep_balancers,
+      FLAGS.sweep_parallel,
+      FLAGS.repeats,
+      FLAGS.bench_batch_size,
+    )
+    result["wall_s"] = time.perf_counter() - began
+    print(benchmark_sweep.format_table(result))
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return
   result = measure(
     balancers=FLAGS.balancers,
     repeats=FLAGS.repeats,

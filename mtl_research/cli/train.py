@@ -90,7 +90,7 @@ class _Settings:
     return cls(config, flags_lib.flag_values(config.run_dir), flags_lib.hparam_values(), flags_lib.flag_defaults())
 
   @property
-  def contract(self) -> tuple:
+  def contract(self) -> tuple[str, dict[str, str], bool, frozenset[str], dict[str, str]]:
     return (self.config.run_dir, self.values, self.config.overwrite, flags_lib.OPERATIONAL, self.defaults)
 
 
@@ -284,7 +284,9 @@ def read_pack_file(path: str) -> list[_Member]:
   try:
     with open(path, encoding="utf-8") as handle:
       runs = json.load(handle)["runs"]
-    return [_Member(str(run["name"]), [str(arg) for arg in run["args"]], _file_log(run["name"], run["log"])) for run in runs]
+    return [
+      _Member(str(run["name"]), [str(arg) for arg in run["args"]], _file_log(run["name"], run["log"])) for run in runs
+    ]
   except (OSError, ValueError, KeyError, TypeError) as error:
     raise UserError(f"--pack_file={path} is not a pack file written by mtl-ablate ({error}).") from None
 
@@ -293,8 +295,8 @@ def _member_settings(member: _Member, seed_dir: str | None) -> _Settings:
   """Parses the member's flags (its `args`, or the parsed ones with its seed) into its settings."""
   flags_obj = flags_lib.FLAGS
   if member.args is None:
-    flags_obj.seed = int(member.name.removeprefix("seed"))
-    flags_obj.run_dir = os.path.join(seed_dir or "", member.name)
+    flags_obj["seed"].value = int(member.name.removeprefix("seed"))
+    flags_obj["run_dir"].value = os.path.join(seed_dir or "", member.name)
   else:
     flags_obj.unparse_flags()
     try:

@@ -246,7 +246,9 @@ class Runner:
 
   def _start(self, pack: list[RunSpec]) -> None:
     stamp = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-    commands = {spec.name: command(spec, self.run_path(spec), self.passthrough, self.threads, self.python) for spec in pack}
+    commands = {
+      spec.name: command(spec, self.run_path(spec), self.passthrough, self.threads, self.python) for spec in pack
+    }
     offsets, pack_file = {}, None
     if len(pack) > 1:
       pack_file = self._write_pack_file(pack, commands)

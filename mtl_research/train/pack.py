@@ -41,7 +41,9 @@ class MemberResult:
 class PackTrainer:
   """Trains `trainers` (one per run, named `names`) together; `log` receives the pack's own lines."""
 
-  def __init__(self, trainers: Sequence[Trainer], names: Sequence[str], jit_fall_back: bool, log: Callable[[str], None]):
+  def __init__(
+    self, trainers: Sequence[Trainer], names: Sequence[str], jit_fall_back: bool, log: Callable[[str], None]
+  ):
     self.trainers = list(trainers)
     self.names = list(names)
     self.log = log
@@ -98,35 +100,35 @@ class PackTrainer:
 
   def _train(self, segments: list[Segment | None], results: list[MemberResult]) -> None:
     while True:
-      running = [
-        k
+      running = {
+        k: segment
         for k, segment in enumerate(segments)
         if segment is not None and results[k].error is None and segment.step < segment.total
-      ]
+      }
       if not running:
         return
-      self._honour_stop(running, segments)
-      steps = min(segments[k].next_stop()[0] - segments[k].step for k in running)
-      diagnose = [False] * len(segments)
-      for k in running:
-        diagnose[k] = segments[k].next_stop()[0] == segments[k].step + steps and segments[k].next_stop()[1]
-      active = [k in running for k in range(len(segments))]
+      self._honour_stop(running)
+      stops = {k: segment.next_stop() for k, segment in running.items()}
+      steps = min(stop - running[k].step for k, (stop, _) in stops.items())
+      # A member's diagnostics are due only where its own loop call would have ended.
+      diagnose = [k in stops and stops[k][0] == running[k].step + steps and stops[k][1] for k in range(len(segments))]
       tick = time.perf_counter()
-      logs = self.loop.run(steps, diagnose, active)
+      logs = self.loop.run(steps, diagnose, [k in running for k in range(len(segments))])
       seconds = time.perf_counter() - tick  # the loop's, shared by its runs: each ran its steps in it
-      for k in running:
-        segment = segments[k]
+      for k, segment in running.items():
+        member_logs = logs[k]
+        assert member_logs is not None  # every running member stepped
         try:
-          self.trainers[k].end_loop(segment, segment.step + steps, diagnose[k], logs[k], seconds)
+          self.trainers[k].end_loop(segment, segment.step + steps, diagnose[k], member_logs, seconds)
         except (guard.NonFiniteError, UserError) as error:
           self._fail(self.trainers[k], results[k], str(error))
 
-  def _honour_stop(self, running: list[int], segments: list) -> None:
+  def _honour_stop(self, running: dict[int, Segment]) -> None:
     """On a stop request, checkpoints every running member and raises one Interrupted for all."""
     messages = []
-    for k in running:
+    for k, segment in running.items():
       try:
-        self.trainers[k].honour_stop(segments[k].step)
+        self.trainers[k].honour_stop(segment.step)
       except Interrupted as interrupted:
         messages.append(f"{self.names[k]}: {interrupted}")
     if messages:

@@ -9,11 +9,14 @@ rows. The runs share nothing but the program: their steps are independent
 computations that XLA schedules one after the other, so each run computes
 what it computes alone (tested bit for bit in tests/test_pack.py).
 
-A call takes the row indices of every run, [S, steps_per_call, batch], and
-the number of steps of each, [S]: a run with 0 (stopped by a non-finite loss,
-or finished) is skipped by a `tf.cond` around its step, so one compiled
-program serves any subset of the pack. The controller (train/pack.py) gives
-every running member the same number of steps per call.
+A call takes the row indices of the running members, [S', steps_per_call,
+batch], and one number of steps for all of them (the controller, train/pack.py,
+gives every running member the same). The program of a set of running members
+is compiled once, when that set first runs: normally the whole pack, once;
+a member that leaves it (stopped by a non-finite loss, or finished before the
+others) makes one more program for the rest. Skipping a member's step with a
+`tf.cond` instead would serve every set with one program, but made the loop of
+10 runs about 25% slower (scripts/benchmark.py --sweep, measured while this was built).
 
 What a member does alone (its careful loop, which replays steps after a
 non-finite loss, its evaluation and checkpoints) stays its own TrainLoop's.
@@ -55,48 +58,58 @@ class PackLoop:
   def _use(self, jit_compile: bool) -> None:
     self.jit_compile = jit_compile
     self.executor = resolve_executor(self.loops[0].requested_executor, False, jit_compile)
-    self.loop = tf.function(self._loop, jit_compile=jit_compile, autograph=False)
+    self._programs: dict[tuple[int, ...], tf.types.experimental.PolymorphicFunction] = {}
     self.compiled = False
     self.compile_seconds = 0.0
 
   def __len__(self) -> int:
     return len(self.loops)
 
-  def _loop(self, blocks: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> list[dict]:
-    """Runs num_steps[k] steps of member k on blocks[k]; each member's fast-loop logs (TrainLoop._loop)."""
-    for loop in self.loops:
+  def _program(self, members: tuple[int, ...]):
+    """The compiled loop of the running `members` (indices into `loops`), made when first asked for."""
+    if members not in self._programs:
+      loops = [self.loops[k] for k in members]
+      self._programs[members] = tf.function(
+        lambda blocks, num_steps, diagnose: self._loop(loops, members, blocks, num_steps, diagnose),
+        jit_compile=self.jit_compile,
+        autograph=False,
+      )
+    return self._programs[members]
+
+  @staticmethod
+  def _loop(loops, members, blocks: tf.Tensor, num_steps: tf.Tensor, diagnose: tf.Tensor) -> list[dict]:
+    """Runs `num_steps` steps of every loop, loop j on blocks[j]; each one's fast-loop logs (TrainLoop._loop)."""
+    for loop in loops:
       loop.loss_sum.assign(0.0)
-    carries = [loop.initial_carry(careful=False) for loop in self.loops]
 
     def body(i, carries):
       after = []
-      for k, (loop, carry) in enumerate(zip(self.loops, carries)):
-        with tf.name_scope(_MEMBER_SCOPE.format(k)):
-          after.append(
-            tf.cond(
-              i < num_steps[k],
-              lambda loop=loop, k=k, carry=carry: loop.advance(blocks[k], i, carry),
-              lambda carry=carry: carry,
-            )
-          )
+      for j, (loop, carry) in enumerate(zip(loops, carries)):
+        with tf.name_scope(_MEMBER_SCOPE.format(members[j])):
+          after.append(loop.advance(blocks[j], i, carry))
       return i + 1, after
 
-    _, carries = tf.while_loop(lambda i, _: i < tf.reduce_max(num_steps), body, (tf.constant(0), carries))
+    initial = [loop.initial_carry(careful=False) for loop in loops]
+    _, carries = tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), initial))
     results = []
-    for k, (loop, carry) in enumerate(zip(self.loops, carries)):
+    for j, (loop, carry) in enumerate(zip(loops, carries)):
       logs, _ = loop.with_means(carry)
-      results.append(loop.fast_loop_end(logs, blocks[k], num_steps[k], diagnose[k]))
+      results.append(loop.fast_loop_end(logs, blocks[j], num_steps, diagnose[j]))
     return results
 
-  def _call(self, rows: Sequence[np.ndarray | None], diagnose: Sequence[bool]) -> list[dict]:
-    """One call on member k's batches rows[k] (None: the member does not step)."""
-    blocks = np.zeros([len(self.loops), self.steps_per_call, self.batch_size], np.int32)
-    counts = np.zeros([len(self.loops)], np.int32)
-    for k, member_rows in enumerate(rows):
-      if member_rows is not None:
-        blocks[k, : len(member_rows)] = member_rows
-        counts[k] = len(member_rows)
-    return call(self.loop, self.executor, tf.constant(blocks), tf.constant(counts), tf.constant(list(diagnose)))
+  def _call(self, members: tuple[int, ...], rows: Sequence[np.ndarray], diagnose: Sequence[bool]) -> list[dict]:
+    """One call of the program of `members` on their batches `rows` (one [steps, batch] array each)."""
+    steps = len(rows[0]) if rows else 0
+    blocks = np.zeros([len(members), self.steps_per_call, self.batch_size], np.int32)
+    for j, member_rows in enumerate(rows):
+      blocks[j, :steps] = member_rows
+    return call(
+      self._program(members),
+      self.executor,
+      tf.constant(blocks),
+      tf.constant(steps, tf.int32),
+      tf.constant(list(diagnose), tf.bool),
+    )
 
   def compile(self, fall_back: bool, origins: Sequence[Mapping[str, str]], names: Sequence[str]) -> str:
     """Traces and, under XLA, compiles the pack's loop now, running no step; returns a line saying so.
@@ -107,7 +120,8 @@ class PackLoop:
     """
     tick = time.perf_counter()
     try:
-      self._call([None] * len(self.loops), [False] * len(self.loops))
+      everyone = tuple(range(len(self.loops)))
+      self._call(everyone, [np.zeros([0, self.batch_size], np.int32)] * len(everyone), [False] * len(everyone))
     except tf.errors.InvalidArgumentError as error:
       if not self.jit_compile or not compilation.is_compile_error(error):
         raise
@@ -146,18 +160,15 @@ class PackLoop:
     """
     if num_steps < 1:
       raise ValueError(f"num_steps must be at least 1, not {num_steps}")
-    rows = [
-      loop.order.batches(int(loop.global_step.numpy()), num_steps) if on else None
-      for loop, on in zip(self.loops, active)
-    ]
-    calls = [CallLogs(len(loop.task_specs), careful=False) for loop in self.loops]
+    members = tuple(k for k, on in enumerate(active) if on)
+    rows = [self.loops[k].order.batches(int(self.loops[k].global_step.numpy()), num_steps) for k in members]
+    calls = [CallLogs(len(self.loops[k].task_specs), careful=False) for k in members]
     for begin in range(0, num_steps, self.steps_per_call):
       end = min(begin + self.steps_per_call, num_steps)
       last = end == num_steps
-      chunk = [None if r is None else r[begin:end] for r in rows]
-      results = self._call(chunk, [bool(d and on and last) for d, on in zip(diagnose, active)])
-      for k, on in enumerate(active):
-        if on:
-          calls[k].add(results[k])
+      results = self._call(members, [r[begin:end] for r in rows], [bool(diagnose[k] and last) for k in members])
+      for logs, result in zip(calls, results):
+        logs.add(result)
     self.compiled = True
-    return [c.result() if on else None for c, on in zip(calls, active)]
+    by_member = dict(zip(members, calls))
+    return [by_member[k].result() if k in by_member else None for k in range(len(self.loops))]
