@@ -595,3 +595,101 @@ def test_architecture_owned_grid_axes_apply_to_the_runs_of_their_architectures()
   with pytest.raises(UserError, match=r"--expert_units is read only by dselect_k, mmoe, ple, and no run"):
     plan.check_model_axes({"expert_units": ("16",)}, owners, "shared_bottom")
   plan.check_model_axes(grid, owners, "shared_bottom")  # mmoe is in the model axis: accepted
+
+
+# Packs and shards.
+
+
+def test_packs_group_runs_that_share_the_program_and_keep_each_configurations_seeds_together():
+  specs = plan.expand(
+    ["fixed", "gradnorm"], [0, 1, 2], {"batch_size": ("16", "32"), "learning_rate": ("0.1", "0.01")}, ["price"]
+  )
+  packs = plan.packs(specs, 4)
+  assert sorted(spec.name for pack in packs for spec in pack) == sorted(spec.name for spec in specs)
+  assert all(1 <= len(pack) <= 4 for pack in packs)
+  for pack in packs:  # a pack never mixes loop shapes (the baselines run at the default batch size)
+    assert len({dict(spec.grid).get("batch_size") for spec in pack}) == 1
+  # Groups: batch size 16 (12 runs), 32 (12 runs), the baselines (3 runs): 3 + 3 + 1 packs.
+  assert [len(pack) for pack in packs] == [4, 4, 4, 4, 4, 4, 3]
+  first = packs[0]
+  assert [spec.seed for spec in first[:3]] == [0, 1, 2] and len(
+    {spec.name.rpartition("__")[0] for spec in first[:3]}
+  ) == 1
+  assert [len(pack) for pack in plan.packs(specs, 1)] == [1] * len(specs)
+
+
+def test_shards_partition_the_plan_deterministically():
+  specs = plan.expand(["fixed", "uncertainty", "gradnorm"], [0, 1, 2, 3], {}, ["price", "kind"])
+  shards = [plan.shard(specs, i, 3) for i in range(3)]
+  names = [spec.name for shard in shards for spec in shard]
+  assert sorted(names) == sorted(spec.name for spec in specs) and len(set(names)) == len(specs)
+  assert [len(shard) for shard in shards] == [7, 7, 6]
+  assert plan.shard(specs, 1, 3) == shards[1]
+  assert plan.parse_shard("2/3") == (2, 3)
+  for text in ("3/3", "-1/3", "1", "a/b", "0/0"):
+    with pytest.raises(UserError, match=rf"--shard={text} is not of the form i/n"):
+      plan.parse_shard(text)
+
+
+def test_a_packed_sweep_equals_the_sweep_one_process_per_run(reference, tmp_path):
+  """The reference sweep (packed by default: 8 runs in 2 packs) against the same runs one process each."""
+  _, proc = reference
+  assert "in 2 pack(s) of up to 4 runs" in proc.stderr
+  sweep_dir = str(tmp_path / "alone")
+  alone = ablate(sweep_dir, *SWEEP, "--pack_size=1")
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  assert "pack(s)" not in alone.stderr
+  for name in RUN_NAMES:
+    with open(os.path.join(runs_dir(sweep_dir), name, "metrics.json"), "rb") as handle:
+      want = handle.read()
+    with open(os.path.join(runs_dir(reference[0]), name, "metrics.json"), "rb") as handle:
+      assert handle.read() == want, name
+
+
+def test_a_diverging_run_of_a_pack_fails_alone(tmp_path):
+  sweep_dir = str(tmp_path / "sweep")
+  args = ("--balancers=fixed", "--seeds=0,1", "--grid=learning_rate=0.01,1e30", "--parallel=1", *TINY)
+  proc = ablate(sweep_dir, *args)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "a pack of 4" in proc.stderr
+  bad = [name for name in os.listdir(runs_dir(sweep_dir)) if "1e" in name]
+  assert finished(sweep_dir) == sorted(set(os.listdir(runs_dir(sweep_dir))) - set(bad)) and len(bad) == 2
+  for name in bad:
+    marker = open(os.path.join(runs_dir(sweep_dir), name, "FAILED"), encoding="utf-8").read()
+    assert marker.startswith("exit code 1\n") and "non-finite" in marker
+    assert f"FAILED {name} (exit code 1)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_shards_train_one_sweep_directory_side_by_side(tmp_path):
+  sweep_dir = str(tmp_path / "sweep")
+  args = ("--balancers=fixed,uncertainty", "--seeds=0,1", "--parallel=1", *TINY)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  shards = [
+    subprocess.Popen(
+      ablate_args(sweep_dir, *args, f"--shard={i}/2"),
+      cwd=REPO_ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outputs = [shard.communicate(timeout=300) for shard in shards]
+  for shard, (_, stderr) in zip(shards, outputs):
+    assert shard.returncode == 0, stderr[-3000:]
+    assert "2 runs, 0 already finished (skipped), 2 to train" in stderr
+  names = ["fixed__seed0", "fixed__seed1", "uncertainty__seed0", "uncertainty__seed1"]
+  assert finished(sweep_dir) == names
+  for name in names:  # each run trained once, by one shard
+    with open(os.path.join(runs_dir(sweep_dir), name, "log.txt"), encoding="utf-8") as handle:
+      assert handle.read().count("==== ") == 1
+  assert sorted(n for n in os.listdir(sweep_dir) if n.startswith(".lock")) == [".lock.shard0of2", ".lock.shard1of2"]
+  # The same shard twice is refused; the whole sweep again finds everything finished.
+  with open(os.path.join(sweep_dir, ".lock.shard1of2"), "a", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    proc = ablate(sweep_dir, *args, "--shard=1/2")
+  assert proc.returncode == 1 and "(--shard=1/2) is being run by another mtl-ablate" in proc.stderr
+  proc = ablate(sweep_dir, *args)
+  assert proc.returncode == 0 and "4 runs, 4 already finished (skipped)" in proc.stderr

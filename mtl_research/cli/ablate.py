@@ -22,17 +22,19 @@ from mtl_research import flags as flags_lib
 from mtl_research.balancers import BALANCERS
 from mtl_research.cli.common import entry_point, parse_flags
 from mtl_research.data import DATASETS
+from mtl_research.data.bundle import DatasetBundle
 from mtl_research.errors import UserError
 from mtl_research.files import write_json_atomic
 from mtl_research.reports import aggregation, schema
 from mtl_research.reports import summarize as summarize_lib
+from mtl_research.sweep import pack_memory
 from mtl_research.sweep import plan as plan_lib
 from mtl_research.sweep import runner as runner_lib
 
 FLAGS = flags.FLAGS
 DEFAULT_BALANCERS = ("fixed", "uncertainty", "gradnorm")
 LOCK_FILE = ".lock"
-DEFAULT_PACK_SIZE = 16
+DEFAULT_PACK_SIZE = 32
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -120,12 +122,14 @@ class SweepPlan:
     specs: list[plan_lib.RunSpec],
     passthrough: list[str],
     shard: tuple[int, int] | None = None,
+    pack_size: int = 1,
   ):
     self.directory = directory
     self.definition = definition
     self.specs = specs
     self.passthrough = passthrough
     self.shard = shard  # (i, n): this invocation trains the i-th of n slices of the runs
+    self.pack_size = pack_size  # --pack_size, lowered to what fits in memory
 
 
 def training_flag_names() -> list[str]:
@@ -191,10 +195,15 @@ def _parse_balancers(items: list[str]) -> list[str]:
   return list(items)
 
 
-def _task_names(seed: int) -> list[str]:
-  """Tasks of the dataset the passthrough flags describe (loaded in-process, as the trainer would)."""
+def _bundle(seed: int) -> DatasetBundle:
+  """The data the passthrough flags describe, for `seed` (loaded in-process, as the trainer would)."""
   config = flags_lib.config_from_flags()
-  bundle = DATASETS.get(config.dataset.name).component(config.dataset.params, seed, None)
+  return DATASETS.get(config.dataset.name).component(config.dataset.params, seed, None)
+
+
+def _task_names(bundle: DatasetBundle) -> list[str]:
+  """Tasks of the sweep's data, for its single-task baselines."""
+  config = flags_lib.config_from_flags()
   if ":" in config.selection and len(bundle.task_names) > 1:
     raise UserError(
       f"--selection={config.selection} names one task, so the single-task baselines of the "
@@ -213,7 +222,9 @@ def plan_from_flags() -> SweepPlan:
   grid = plan_lib.parse_grid(FLAGS.grid, training_flag_names())
   _check_values(grid)
   flags_lib.config_from_flags()  # component params that only fail when the config is built
-  tasks = _task_names(seeds[0]) if FLAGS.with_single_task else []
+  # The data: its tasks name the baselines, its size bounds the packs (sweep/pack_memory.py).
+  bundle = _bundle(seeds[0]) if FLAGS.with_single_task or FLAGS.pack_size > 1 else None
+  tasks = _task_names(bundle) if FLAGS.with_single_task and bundle is not None else []
   model_owners = flags_lib.architecture_owners()
   plan_lib.check_model_axes(grid, model_owners, FLAGS.model)
   specs = plan_lib.expand(balancers, seeds, grid, tasks, flags_lib.balancer_owners(), model_owners, FLAGS.model)
@@ -222,7 +233,17 @@ def plan_from_flags() -> SweepPlan:
   if shard is not None:
     specs = plan_lib.shard(specs, *shard)
   _check_sweep_dir(FLAGS.sweep_dir, definition)
-  return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough, shard)
+  pack_size = FLAGS.pack_size
+  if bundle is not None and pack_size > 1:
+    per_run, available = pack_memory.run_bytes(bundle), pack_memory.available_bytes()
+    pack_size = pack_memory.fitting_pack_size(pack_size, FLAGS.parallel, per_run, available)
+    if pack_size < FLAGS.pack_size:
+      print(
+        f"Packs of up to {pack_size} runs, not {FLAGS.pack_size}: a run of this data takes about "
+        f"{per_run / 1e6:,.0f} MB, and {FLAGS.parallel} process(es) share {(available or 0) / 1e9:.1f} GB available.",
+        file=sys.stderr,
+      )
+  return SweepPlan(os.path.abspath(FLAGS.sweep_dir), definition, specs, passthrough, shard, pack_size)
 
 
 def _check_sweep_dir(path: str, definition: dict) -> None:
@@ -300,7 +321,7 @@ def _main() -> None:
   _write(sweep)
   lock = _lock(sweep)  # noqa: F841  (held until the process ends)
   outcome = runner_lib.Runner(
-    sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel, pack_size=FLAGS.pack_size
+    sweep.directory, sweep.specs, sweep.passthrough, FLAGS.parallel, pack_size=sweep.pack_size
   ).run()
   if outcome.interrupted is not None:
     sys.stderr.write(

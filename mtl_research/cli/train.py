@@ -429,6 +429,10 @@ def _main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(flags_lib.FLAGS.intra_op_threads)
   if flags_lib.FLAGS.inter_op_threads:
     tf.config.threading.set_inter_op_parallelism_threads(flags_lib.FLAGS.inter_op_threads)
+  if _packed() and flags_lib.FLAGS.strategy != config_lib.StrategyName.DEFAULT:
+    raise UserError(
+      f"--seeds and --pack_file train on one device; --strategy={flags_lib.FLAGS.strategy} is refused with them."
+    )
   # Before any TensorFlow op: logical devices and collectives are fixed at start-up.
   strategy = distribution.create(flags_lib.FLAGS.strategy, flags_lib.FLAGS.cpu_replicas)
   try:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import hashlib
 import itertools
+import math
 import re
 
 from mtl_research.errors import UserError
@@ -266,7 +267,10 @@ def packs(specs: Sequence[RunSpec], pack_size: int) -> list[list[RunSpec]]:
   result = []
   for group in groups.values():
     ordered = sorted(group, key=lambda spec: (spec.balancer, spec.single_task or "", spec.grid, spec.seed))
-    result += [ordered[i : i + pack_size] for i in range(0, len(ordered), pack_size)]
+    # As few packs as the size allows, of sizes that differ by one at most (a pack's time grows with its size).
+    count = math.ceil(len(ordered) / pack_size)
+    bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
+    result += [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
   return result
 
 

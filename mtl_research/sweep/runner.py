@@ -203,10 +203,10 @@ class Runner:
     # Fewer runs than `parallel` full packs: smaller packs, so that every process has some.
     size = min(self.pack_size, max(1, math.ceil(len(todo) / self.parallel)))
     self._queue.extend(plan_packs(todo, size))
-    packing = f" in {len(self._queue)} pack(s) of up to {self.pack_size}" if self.pack_size > 1 else ""
+    packing = f", in {len(self._queue)} pack(s) of up to {size} runs" if size > 1 else ""
     self._say(
       f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
-      f"{len(todo)} to train{packing}, {self.parallel} at a time with {self.threads} thread(s) each."
+      f"{len(todo)} to train, {self.parallel} at a time with {self.threads} thread(s) each{packing}."
     )
     with self._stop:
       while (self._queue or self._active) and not self._stop.requested:
