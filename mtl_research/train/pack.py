@@ -17,9 +17,13 @@ pack (its steps are skipped from then on) and the others go on. A stop request
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import contextlib
 import dataclasses
+import logging
 import time
+
+import tensorflow as tf
 
 from mtl_research import provenance
 from mtl_research.errors import UserError
@@ -36,6 +40,28 @@ class MemberResult:
   name: str
   metrics: dict | None = None
   error: str | None = None
+
+
+class _NoRetracingWarning(logging.Filter):
+  """Drops TensorFlow's "N out of the last N calls to F triggered tf.function retracing" warning.
+
+  Every member traces the same Python functions (checkpoint writes, the
+  evaluation step) for its own variables: one trace per member is what a pack
+  means, not the mistake the warning is for.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _retracing_expected() -> Iterator[None]:
+  quiet = _NoRetracingWarning()
+  tf.get_logger().addFilter(quiet)
+  try:
+    yield
+  finally:
+    tf.get_logger().removeFilter(quiet)
 
 
 class PackTrainer:
@@ -66,6 +92,10 @@ class PackTrainer:
     stop was requested. A member stopped by a non-finite loss, or by a
     UserError of its own, ends with its `error`; the others go on.
     """
+    with _retracing_expected():
+      return self._run()
+
+  def _run(self) -> list[MemberResult]:
     results = [MemberResult(name) for name in self.names]
     starts = [t.begin() for t in self.trainers]
     if any(s < t.parts.total_steps for s, t in zip(starts, self.trainers)) and not self.loop.compiled:
