@@ -2,6 +2,7 @@
 
 schema.py       one reader per file read back (sweep.json, run.json, metrics.json, flags.txt), schema-checked
 collect.py      sweep dir -> finished run records (run.json + metrics.json); unreadable runs skipped, with why
+records.py      TFRecord files (event files) -> their records, in plain Python (tf.data costs 8 ms a file)
 events.py       a run's TensorBoard event files -> scalar series, logged HParams values
 delta_m.py      Δm% against single-task baselines (pure functions)
 table.py        the results table as data: Stat, Column, Row, Table

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from mtl_research.reports import records
+
 SESSION_START_INFO_TAG = "_hparams_/session_start_info"
 CUSTOM_SCALARS_LAYOUT_TAG = "custom_scalars__config__"
 
@@ -28,14 +30,10 @@ def _events(logdir: str):
 
 
 def _file_events(path: str):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
 
-  try:
-    for record in tf.data.TFRecordDataset(path):
-      yield event_pb2.Event.FromString(record.numpy())
-  except tf.errors.DataLossError:
-    return  # a file still being written ends with a partial record
+  for record in records.read_records(path):  # ends before a partial record (a file still being written)
+    yield event_pb2.Event.FromString(record)
 
 
 def run_metadata_files(logdir: str) -> list[str]:
