@@ -296,6 +296,30 @@ def tensorflow_logs():
     tf.get_logger().removeHandler(handler)
 
 
+def test_eager_and_traced_saves_write_the_same_checkpoints(tmp_path):
+  """The first saves are eager, later ones traced (checkpoints.py): both hold the same objects and values."""
+  run = RunDir(str(tmp_path / "run"))
+  model = small_model()
+  saver = checkpoints.Checkpoints(
+    tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
+    run.checkpoint_dir,
+    run.best_checkpoint_dir,
+    warn=print,
+  )
+  saves = checkpoints._EAGER_SAVES + 2  # pylint: disable=protected-access
+  paths = []
+  for step in range(1, saves + 1):
+    fill(model, float(step))
+    paths.append(saver.save(step))
+  assert saver._write is not None  # pylint: disable=protected-access  (the last saves were traced)
+  eager, traced = paths[-3], paths[-1]  # both kept (the newest 3 are)
+  assert tf.train.list_variables(eager) == tf.train.list_variables(traced)
+  for path, value in ((eager, saves - 2.0), (traced, float(saves))):
+    restored = small_model()
+    tf.train.Checkpoint(model=restored).read(path).expect_partial()
+    assert values(restored) == {value}
+
+
 def test_restore_model_chooses_as_the_trainer_and_falls_back_past_damaged_checkpoints(tmp_path):
   run = RunDir(str(tmp_path / "run"))
   model = small_model()
