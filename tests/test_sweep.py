@@ -616,6 +616,13 @@ def test_packs_group_runs_that_share_the_program_and_keep_each_configurations_se
     {spec.name.rpartition("__")[0] for spec in first[:3]}
   ) == 1
   assert [len(pack) for pack in plan.packs(specs, 1)] == [1] * len(specs)
+  # Dealt (all packs train at once): the same groups, each pack a mix of every configuration.
+  dealt = plan.packs(specs, 4, dealt=True)
+  assert [len(pack) for pack in dealt] == [4, 4, 4, 4, 4, 4, 3]
+  assert [{spec.name for spec in pack} for pack in dealt[6:]] == [{spec.name for spec in packs[6]}]
+  for pack in dealt[:3]:
+    assert {spec.balancer for spec in pack} == {"fixed", "gradnorm"}
+    assert len({dict(spec.grid).get("batch_size") for spec in pack}) == 1
 
 
 def test_shards_partition_the_plan_deterministically():

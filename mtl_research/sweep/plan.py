@@ -254,23 +254,33 @@ def _show(value) -> str:
   return str(value)
 
 
-def packs(specs: Sequence[RunSpec], pack_size: int) -> list[list[RunSpec]]:
-  """The runs grouped into packs of at most `pack_size`: runs that share PACK_SHARED_FLAGS (their grid values
-  of them; the other flags are the same for all), in plan order, so one configuration's seeds pack together."""
+def packs(specs: Sequence[RunSpec], pack_size: int, dealt: bool = False) -> list[list[RunSpec]]:
+  """The runs grouped into packs of at most `pack_size`, each of runs that share PACK_SHARED_FLAGS.
+
+  Within a group (runs whose grid values of PACK_SHARED_FLAGS agree; the other
+  flags are the same for all) runs are ordered by configuration, then seed.
+  By default each pack takes the next runs of that order, so one
+  configuration's seeds train together and its row of the results table is
+  complete early. `dealt`: the runs are dealt round-robin instead, so every pack
+  holds the same mix of configurations and the packs take about the same time
+  (a GradNorm run costs more than a fixed one): for when all packs train at once.
+  """
   if pack_size < 1:
     raise ValueError(f"pack_size must be at least 1, not {pack_size}")
   groups: dict[tuple, list[RunSpec]] = {}
   for spec in specs:
     key = tuple((name, value) for name, value in spec.grid if name in PACK_SHARED_FLAGS)
     groups.setdefault(key, []).append(spec)
-  # Seeds last: runs of one configuration (one seed after another in the plan) fill a pack together.
   result = []
   for group in groups.values():
     ordered = sorted(group, key=lambda spec: (spec.balancer, spec.single_task or "", spec.grid, spec.seed))
     # As few packs as the size allows, of sizes that differ by one at most (a pack's time grows with its size).
     count = math.ceil(len(ordered) / pack_size)
-    bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
-    result += [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
+    if dealt:
+      result += [ordered[i::count] for i in range(count)]
+    else:
+      bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
+      result += [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
   return result
 
 

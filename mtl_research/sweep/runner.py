@@ -202,7 +202,10 @@ class Runner:
         todo.append(spec)
     # Fewer runs than `parallel` full packs: smaller packs, so that every process has some.
     size = min(self.pack_size, max(1, math.ceil(len(todo) / self.parallel)))
-    self._queue.extend(plan_packs(todo, size))
+    packs = plan_packs(todo, size)
+    if len(packs) <= self.parallel:  # all train at once: the sweep ends with the slowest, so even them out
+      packs = plan_packs(todo, size, dealt=True)
+    self._queue.extend(packs)
     packing = f", in {len(self._queue)} pack(s) of up to {size} runs" if size > 1 else ""
     self._say(
       f"Sweep {self.sweep_dir}: {outcome.total} runs, {outcome.skipped} already finished (skipped), "
