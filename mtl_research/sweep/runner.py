@@ -1,6 +1,12 @@
 """Trains a sweep's runs as subprocesses of `mtl_research.cli.train`, several at once.
 
+With `pack_size` > 1 the runs are grouped into packs (plan.packs) and one
+process trains a whole pack (`--pack_file`, train/pack.py): each run of it is
+still a normal run in its own directory, with its own outcome; `parallel`
+counts processes, the progress lines count runs.
+
   SWEEP_DIR/sweep.json            the sweep's definition (written by cli/ablate.py)
+  SWEEP_DIR/packs/<first>+<n>.json, .log   a pack's runs (names, arguments, logs), its process's output
   SWEEP_DIR/runs/<name>/          a normal training run directory, plus
       run.json                    {"name", "balancer", "seed", "grid", "single_task"}
       log.txt                     stdout+stderr of every attempt, each after a header line
