@@ -296,16 +296,23 @@ def tensorflow_logs():
     tf.get_logger().removeHandler(handler)
 
 
-def test_eager_and_traced_saves_write_the_same_checkpoints(tmp_path):
-  """The first saves are eager, later ones traced (checkpoints.py): both hold the same objects and values."""
+def _saver(tmp_path):
+  """A run directory, a small model, and a Checkpoints saving it as a run does."""
   run = RunDir(str(tmp_path / "run"))
   model = small_model()
+  # Like a run's: the model plus state restore_model must leave alone.
   saver = checkpoints.Checkpoints(
     tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
     run.checkpoint_dir,
     run.best_checkpoint_dir,
     warn=print,
   )
+  return run, model, saver
+
+
+def test_eager_and_traced_saves_write_the_same_checkpoints(tmp_path):
+  """The first saves are eager, later ones traced (checkpoints.py): both hold the same objects and values."""
+  _, model, saver = _saver(tmp_path)
   saves = checkpoints._EAGER_SAVES + 2  # pylint: disable=protected-access
   paths = []
   for step in range(1, saves + 1):
@@ -321,15 +328,7 @@ def test_eager_and_traced_saves_write_the_same_checkpoints(tmp_path):
 
 
 def test_restore_model_chooses_as_the_trainer_and_falls_back_past_damaged_checkpoints(tmp_path):
-  run = RunDir(str(tmp_path / "run"))
-  model = small_model()
-  # Like a run's: the model plus state restore_model must leave alone.
-  saver = checkpoints.Checkpoints(
-    tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64)),
-    run.checkpoint_dir,
-    run.best_checkpoint_dir,
-    warn=print,
-  )
+  run, model, saver = _saver(tmp_path)
   for step, value in ((10, 1.0), (20, 2.0)):
     fill(model, value)
     saver.save(step)
